@@ -1,0 +1,66 @@
+# Tidings — run `make help` for the targets.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+GO               ?= go
+BIN              := bin/tidings
+# The protovalidate rules imported by the API, as a pinned Go module (see buf.yaml).
+PROTOVALIDATE    := github.com/bufbuild/protovalidate@v1.2.2
+TEST_FLAGS       ?= -race -timeout 12m
+BENCH            ?= .
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## Install what Tidings needs beyond Go (redis-server, via apt-get when missing)
+	@deploy/scripts/ensure-redis.sh
+
+.PHONY: build
+build: ## Build bin/tidings
+	$(GO) build -o $(BIN) ./services/tidings
+
+.PHONY: run
+run: deps build ## Run everything on embedded NATS + a local redis-server (data in .data/)
+	$(BIN) dev
+
+.PHONY: test
+test: deps ## Run every test (real redis-server and JetStream, started by the tests)
+	$(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: bench
+bench: deps ## Run the Go benchmarks (BENCH=regexp to pick)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./...
+
+.PHONY: proto-deps
+proto-deps:
+	@$(GO) mod download $(PROTOVALIDATE)
+	@mkdir -p .buf-deps
+	@ln -sfn "$$($(GO) env GOMODCACHE)/$(PROTOVALIDATE)/proto/protovalidate" .buf-deps/protovalidate
+
+.PHONY: proto
+proto: proto-deps ## Lint the API and regenerate its Go code
+	$(GO) tool buf lint
+	$(GO) tool buf generate
+
+.PHONY: lint
+lint: proto-deps ## buf lint, go vet, gofmt
+	$(GO) tool buf lint
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+.PHONY: breaking
+breaking: proto-deps ## Check the API against the last release tag
+	@tag=$$(git describe --tags --abbrev=0 2>/dev/null || true); \
+	if [ -z "$$tag" ]; then echo "no release tag yet: nothing to compare against"; \
+	else $(GO) tool buf breaking --against ".git#tag=$$tag"; fi
+
+.PHONY: check-generated
+check-generated: proto ## Fail if generated code differs from what is committed
+	@git diff --exit-code -- proto || { echo "generated code is stale: run make proto and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- proto)" || { git status --porcelain -- proto; echo "untracked generated files"; exit 1; }
+
+.PHONY: clean
+clean: ## Remove build output (keeps .data/)
+	rm -rf bin

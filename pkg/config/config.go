@@ -1,0 +1,182 @@
+// Package config holds the one Config of a Tidings process: defaults, flags
+// with TIDINGS_* environment fallback, and validation before any connection
+// opens.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// EnvPrefix prefixes the environment variable of every flag: --redis-addr is
+// also TIDINGS_REDIS_ADDR.
+const EnvPrefix = "TIDINGS_"
+
+// Config is everything a Tidings process is told.
+type Config struct {
+	// GRPCAddr is where the gRPC server listens.
+	GRPCAddr string
+	// HTTPAddr is where /metrics and /healthz are served; empty turns them off.
+	HTTPAddr string
+	// NATSURL is the NATS server (or comma-separated cluster) to use.
+	NATSURL string
+	// RedisAddrs are the Redis server, or the seeds of a Redis Cluster.
+	RedisAddrs []string
+	// RedisPassword authenticates to Redis; empty for none.
+	RedisPassword string
+
+	// AuthSecret is the HMAC key that signs tokens (at least 32 bytes).
+	AuthSecret string
+	// AuthSecretFile, when set, is read for AuthSecret.
+	AuthSecretFile string
+	// AuthIssuer is the required token issuer.
+	AuthIssuer string
+	// AuthAudience is the required token audience.
+	AuthAudience string
+
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+	// LogFormat is text or json.
+	LogFormat string
+
+	// Reflection turns on gRPC server reflection.
+	Reflection bool
+	// MaxRecvBytes caps a received message.
+	MaxRecvBytes int
+	// MaxSendBytes caps a sent message.
+	MaxSendBytes int
+	// MaxConcurrentStreams caps streams per client connection.
+	MaxConcurrentStreams uint32
+	// MaxHeaderBytes caps request headers.
+	MaxHeaderBytes uint32
+	// MaxDeadline caps how long any call may run.
+	MaxDeadline time.Duration
+	// ShutdownGrace is how long a graceful stop may take before a hard stop.
+	ShutdownGrace time.Duration
+
+	// StreamReplicas is the replication factor of the JetStream streams
+	// (1 on one server, 3 in production).
+	StreamReplicas int
+	// DuplicateWindow is how long JetStream remembers message ids; it must
+	// outlast publisher retries.
+	DuplicateWindow time.Duration
+}
+
+// Default returns the configuration of a single development process.
+func Default() Config {
+	return Config{
+		GRPCAddr:             "127.0.0.1:7400",
+		HTTPAddr:             "127.0.0.1:7401",
+		NATSURL:              "nats://127.0.0.1:4222",
+		RedisAddrs:           []string{"127.0.0.1:6379"},
+		AuthIssuer:           "tidings",
+		AuthAudience:         "tidings",
+		LogLevel:             "info",
+		LogFormat:            "text",
+		Reflection:           true,
+		MaxRecvBytes:         4 << 20,
+		MaxSendBytes:         16 << 20,
+		MaxConcurrentStreams: 1000,
+		MaxHeaderBytes:       16 << 10,
+		MaxDeadline:          60 * time.Second,
+		ShutdownGrace:        10 * time.Second,
+		StreamReplicas:       1,
+		DuplicateWindow:      10 * time.Minute,
+	}
+}
+
+// BindFlags registers every field as a flag on fs, with c's values as
+// defaults.
+func (c *Config) BindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC listen address")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP address for /metrics and /healthz (empty: off)")
+	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL(s), comma-separated")
+	fs.StringSliceVar(&c.RedisAddrs, "redis-addr", c.RedisAddrs, "Redis address, or Redis Cluster seed addresses")
+	fs.StringVar(&c.RedisPassword, "redis-password", c.RedisPassword, "Redis password")
+	fs.StringVar(&c.AuthSecret, "auth-secret", c.AuthSecret, "HMAC secret that signs tokens (>= 32 bytes)")
+	fs.StringVar(&c.AuthSecretFile, "auth-secret-file", c.AuthSecretFile, "file holding the HMAC secret")
+	fs.StringVar(&c.AuthIssuer, "auth-issuer", c.AuthIssuer, "required token issuer")
+	fs.StringVar(&c.AuthAudience, "auth-audience", c.AuthAudience, "required token audience")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: text or json")
+	fs.BoolVar(&c.Reflection, "reflection", c.Reflection, "serve gRPC reflection")
+	fs.IntVar(&c.MaxRecvBytes, "max-recv-bytes", c.MaxRecvBytes, "largest gRPC message received")
+	fs.IntVar(&c.MaxSendBytes, "max-send-bytes", c.MaxSendBytes, "largest gRPC message sent")
+	fs.Uint32Var(&c.MaxConcurrentStreams, "max-concurrent-streams", c.MaxConcurrentStreams, "gRPC streams per connection")
+	fs.Uint32Var(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest gRPC header list")
+	fs.DurationVar(&c.MaxDeadline, "max-deadline", c.MaxDeadline, "longest a call may run")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "graceful shutdown limit")
+	fs.IntVar(&c.StreamReplicas, "stream-replicas", c.StreamReplicas, "JetStream stream replicas (3 in production)")
+	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", c.DuplicateWindow, "JetStream duplicate window")
+}
+
+// ApplyEnv sets every flag of fs that was not given on the command line
+// from its TIDINGS_* environment variable, if set.
+func ApplyEnv(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		name := EnvName(f.Name)
+		if v, ok := os.LookupEnv(name); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// EnvName returns the environment variable of a flag.
+func EnvName(flag string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// Complete reads secrets from files and validates the configuration.
+func (c *Config) Complete() error {
+	if c.AuthSecretFile != "" {
+		b, err := os.ReadFile(c.AuthSecretFile)
+		if err != nil {
+			return fmt.Errorf("read auth secret: %w", err)
+		}
+		c.AuthSecret = strings.TrimSpace(string(b))
+	}
+	return c.Validate()
+}
+
+// Validate reports every problem of the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	_, _, err := net.SplitHostPort(c.GRPCAddr)
+	check(err == nil, "grpc-addr %q: want host:port", c.GRPCAddr)
+	if c.HTTPAddr != "" {
+		_, _, err := net.SplitHostPort(c.HTTPAddr)
+		check(err == nil, "http-addr %q: want host:port", c.HTTPAddr)
+	}
+	check(c.NATSURL != "", "nats-url must be set")
+	check(len(c.RedisAddrs) > 0, "redis-addr must be set")
+	check(len(c.AuthSecret) >= 32, "auth-secret must be at least 32 bytes (set --auth-secret, --auth-secret-file or %s)", EnvName("auth-secret"))
+	check(c.AuthIssuer != "" && c.AuthAudience != "", "auth-issuer and auth-audience must be set")
+	check(c.LogFormat == "text" || c.LogFormat == "json", "log-format %q: want text or json", c.LogFormat)
+	check(c.MaxRecvBytes > 0 && c.MaxRecvBytes <= 64<<20, "max-recv-bytes must be 1..64MiB")
+	check(c.MaxSendBytes > 0 && c.MaxSendBytes <= 64<<20, "max-send-bytes must be 1..64MiB")
+	check(c.MaxConcurrentStreams > 0, "max-concurrent-streams must be positive")
+	check(c.MaxHeaderBytes >= 1024, "max-header-bytes must be at least 1024")
+	check(c.MaxDeadline > 0, "max-deadline must be positive")
+	check(c.ShutdownGrace > 0, "shutdown-grace must be positive")
+	check(c.StreamReplicas == 1 || c.StreamReplicas == 3 || c.StreamReplicas == 5, "stream-replicas must be 1, 3 or 5")
+	check(c.DuplicateWindow >= time.Minute, "duplicate-window must be at least 1m")
+	return errors.Join(errs...)
+}

@@ -1,0 +1,101 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+)
+
+// HeaderEventType names the protobuf message type of an event.
+const HeaderEventType = "Tidings-Event"
+
+// ErrConflict means a publish expected a subject's last sequence that is no
+// longer the last: a concurrent change won. Re-read and retry.
+var ErrConflict = errors.New("concurrent change to the same entity")
+
+// Log appends events to JetStream and reads them back.
+type Log struct {
+	js jetstream.JetStream
+}
+
+// New returns a Log over js.
+func New(js jetstream.JetStream) *Log { return &Log{js: js} }
+
+// JetStream returns the underlying JetStream context.
+func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// Appended is where an event landed.
+type Appended struct {
+	Stream string
+	// Sequence is the event's position in its stream: projections order
+	// changes by it.
+	Sequence uint64
+	// Duplicate is true when JetStream had this message id already and
+	// stored nothing new; Sequence is then the original's.
+	Duplicate bool
+}
+
+// Append is one event to publish.
+type Append struct {
+	Subject string
+	// MsgID is the deterministic Nats-Msg-Id that makes retries safe.
+	MsgID string
+	Event proto.Message
+	// ExpectLastSubjectSeq, when set, makes the append conditional on the
+	// subject's last sequence (optimistic concurrency); 0 with
+	// ExpectNew means the subject must have no event yet.
+	ExpectLastSubjectSeq *uint64
+}
+
+// Publish appends one event and waits until JetStream has stored it.
+func (l *Log) Publish(ctx context.Context, a Append) (Appended, error) {
+	data, err := proto.Marshal(a.Event)
+	if err != nil {
+		return Appended{}, fmt.Errorf("encode %s: %w", a.Event.ProtoReflect().Descriptor().FullName(), err)
+	}
+	msg := &nats.Msg{Subject: a.Subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set(HeaderEventType, string(a.Event.ProtoReflect().Descriptor().FullName()))
+	var opts []jetstream.PublishOpt
+	if a.MsgID != "" {
+		opts = append(opts, jetstream.WithMsgID(a.MsgID))
+	}
+	if a.ExpectLastSubjectSeq != nil {
+		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*a.ExpectLastSubjectSeq))
+	}
+	ack, err := l.js.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return Appended{}, ErrConflict
+		}
+		return Appended{}, fmt.Errorf("publish %s: %w", a.Subject, err)
+	}
+	return Appended{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
+}
+
+// Last is the last event on a subject.
+type Last struct {
+	Data     []byte
+	Sequence uint64
+}
+
+// LastOnSubject returns the last event of a subject in stream, or found ==
+// false when the subject has none.
+func (l *Log) LastOnSubject(ctx context.Context, stream, subject string) (last Last, found bool, err error) {
+	s, err := l.js.Stream(ctx, stream)
+	if err != nil {
+		return Last{}, false, fmt.Errorf("open stream %s: %w", stream, err)
+	}
+	raw, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Last{}, false, nil
+	}
+	if err != nil {
+		return Last{}, false, fmt.Errorf("read last of %s: %w", subject, err)
+	}
+	return Last{Data: raw.Data, Sequence: raw.Sequence}, true, nil
+}

@@ -1,0 +1,111 @@
+// Package eventlog is the durable log of Tidings: the JetStream streams every
+// change is appended to, the publisher that waits for JetStream's ack before
+// a write returns OK, and the consumers that project the log into Redis.
+//
+// Streams use file storage and limits retention (never work-queue), so a log
+// can be replayed to rebuild Redis. State streams (PROFILES, RECORDS) keep
+// the last event per subject, which is log compaction: each event there is
+// an entity's whole state. FOLLOWS and ACTIVITIES keep every event.
+package eventlog
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names.
+const (
+	StreamProfiles   = "PROFILES"
+	StreamRecords    = "RECORDS"
+	StreamFollows    = "FOLLOWS"
+	StreamActivities = "ACTIVITIES"
+	StreamDeadLetter = "DEADLETTER"
+)
+
+// Subject prefixes, one per stream.
+const (
+	SubjectProfiles   = "tidings.profiles"
+	SubjectRecords    = "tidings.records"
+	SubjectFollows    = "tidings.follows"
+	SubjectActivities = "tidings.activities"
+	SubjectDeadLetter = "tidings.deadletter"
+)
+
+// Token encodes an id as one subject token. Ids may hold ".", which NATS
+// reads as a token separator, so they are base64url-encoded (reversibly,
+// without padding): the token holds only letters, digits, "-" and "_".
+func Token(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
+
+// ProfileSubject is the subject of a profile's events.
+func ProfileSubject(userID string) string { return SubjectProfiles + "." + Token(userID) }
+
+// RecordSubject is the subject of a record's events.
+func RecordSubject(recordType, externalID string) string {
+	return SubjectRecords + "." + Token(recordType) + "." + Token(externalID)
+}
+
+// FollowSubject is the subject of one follower's edge changes.
+func FollowSubject(userID string) string { return SubjectFollows + "." + Token(userID) }
+
+// ActivitySubject is the subject of an activity's events.
+func ActivitySubject(activityID string) string { return SubjectActivities + "." + activityID }
+
+// StreamOptions are the settings shared by every stream.
+type StreamOptions struct {
+	// Replicas is 1 on one server and 3 in production.
+	Replicas int
+	// DuplicateWindow is how long message ids are remembered.
+	DuplicateWindow time.Duration
+}
+
+// StreamConfigs returns the configuration of every stream.
+func StreamConfigs(opts StreamOptions) []jetstream.StreamConfig {
+	base := func(name, subject, desc string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    []string{subject + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    opts.Replicas,
+			Duplicates:  opts.DuplicateWindow,
+			Discard:     jetstream.DiscardOld,
+			AllowDirect: true,
+		}
+	}
+	profiles := base(StreamProfiles, SubjectProfiles, "Profile state, last event per user")
+	profiles.MaxMsgsPerSubject = 1
+	records := base(StreamRecords, SubjectRecords, "Record state, last event per record")
+	records.MaxMsgsPerSubject = 1
+	follows := base(StreamFollows, SubjectFollows, "Follow graph changes, every event")
+	activities := base(StreamActivities, SubjectActivities, "Activity posts, edits and deletes, every event")
+	dead := base(StreamDeadLetter, SubjectDeadLetter, "Events that exhausted their deliveries")
+	dead.MaxAge = 30 * 24 * time.Hour
+	return []jetstream.StreamConfig{profiles, records, follows, activities, dead}
+}
+
+// EnsureStreams creates every stream, or updates it to the configuration.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, opts StreamOptions) error {
+	for _, cfg := range StreamConfigs(opts) {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
+		}
+	}
+	return nil
+}
+
+// CheckStreams reports an error unless every stream exists.
+func CheckStreams(ctx context.Context, js jetstream.JetStream) error {
+	var errs []error
+	for _, cfg := range StreamConfigs(StreamOptions{}) {
+		if _, err := js.Stream(ctx, cfg.Name); err != nil {
+			errs = append(errs, fmt.Errorf("stream %s: %w", cfg.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

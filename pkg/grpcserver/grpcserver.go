@@ -1,0 +1,233 @@
+// Package grpcserver builds the one gRPC server every Tidings process uses,
+// so that the interceptor order, the limits and the health and reflection
+// services are fixed in a single place.
+//
+// Interceptors run in this order, outermost first:
+//
+//	request id → recovery → metrics → logging → deadline cap → auth →
+//	validation (unknown fields, protovalidate) → error mapping → handler
+package grpcserver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"runtime/debug"
+	"time"
+
+	"buf.build/go/protovalidate"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	protovalidatemw "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/tidingshq/tidings/pkg/apierr"
+	"github.com/tidingshq/tidings/pkg/auth"
+)
+
+// Limits are the server's resource limits.
+type Limits struct {
+	MaxRecvBytes         int
+	MaxSendBytes         int
+	MaxConcurrentStreams uint32
+	MaxHeaderBytes       uint32
+	// MaxDeadline caps unary calls; a call without a deadline gets this one.
+	MaxDeadline time.Duration
+}
+
+// Options configure New.
+type Options struct {
+	Logger     *slog.Logger
+	Registry   prometheus.Registerer
+	Authorizer *auth.Authorizer
+	Limits     Limits
+	Reflection bool
+}
+
+// Server is a gRPC server with its health service.
+type Server struct {
+	*grpc.Server
+	Health *health.Server
+}
+
+// New builds the server. Register services on it, then call SetServing.
+func New(opts Options) (*Server, error) {
+	validator, err := protovalidate.New()
+	if err != nil {
+		return nil, fmt.Errorf("build validator: %w", err)
+	}
+	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}),
+	))
+	panics := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tidings_grpc_panics_recovered_total",
+		Help: "Panics in gRPC handlers turned into Internal errors.",
+	})
+	for _, c := range []prometheus.Collector{metrics, panics} {
+		if err := opts.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("register grpc metrics: %w", err)
+		}
+	}
+	log := opts.Logger
+	recoveryOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		panics.Inc()
+		log.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithLevels(codeToLevel),
+	}
+	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		log.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+	errs := errorMapper{log: log}
+
+	srv := grpc.NewServer(
+		grpc.MaxRecvMsgSize(opts.Limits.MaxRecvBytes),
+		grpc.MaxSendMsgSize(opts.Limits.MaxSendBytes),
+		grpc.MaxConcurrentStreams(opts.Limits.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(opts.Limits.MaxHeaderBytes),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.ChainUnaryInterceptor(
+			requestIDUnary,
+			recovery.UnaryServerInterceptor(recoveryOpt),
+			metrics.UnaryServerInterceptor(),
+			logging.UnaryServerInterceptor(logger, logOpts...),
+			deadlineCap(opts.Limits.MaxDeadline),
+			opts.Authorizer.UnaryInterceptor(),
+			rejectUnknownFieldsUnary,
+			protovalidatemw.UnaryServerInterceptor(validator),
+			errs.unary,
+		),
+		grpc.ChainStreamInterceptor(
+			requestIDStream,
+			recovery.StreamServerInterceptor(recoveryOpt),
+			metrics.StreamServerInterceptor(),
+			logging.StreamServerInterceptor(logger, logOpts...),
+			opts.Authorizer.StreamInterceptor(),
+			rejectUnknownFieldsStream,
+			protovalidatemw.StreamServerInterceptor(validator),
+			errs.stream,
+		),
+	)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	if opts.Reflection {
+		reflection.Register(srv)
+	}
+	return &Server{Server: srv, Health: hs}, nil
+}
+
+// SetServing sets the overall status and that of every registered service.
+func (s *Server) SetServing(serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.Health.SetServingStatus("", st)
+	for name := range s.GetServiceInfo() {
+		s.Health.SetServingStatus(name, st)
+	}
+}
+
+// codeToLevel logs client mistakes quietly and server faults loudly.
+func codeToLevel(code codes.Code) logging.Level {
+	switch code {
+	case codes.OK, codes.NotFound, codes.AlreadyExists, codes.Canceled:
+		return logging.LevelDebug
+	case codes.InvalidArgument, codes.Unauthenticated, codes.PermissionDenied,
+		codes.FailedPrecondition, codes.OutOfRange, codes.ResourceExhausted, codes.Aborted:
+		return logging.LevelInfo
+	case codes.DeadlineExceeded, codes.Unavailable:
+		return logging.LevelWarn
+	}
+	return logging.LevelError
+}
+
+// requestIDHeader carries the request id both ways.
+const requestIDHeader = "x-request-id"
+
+var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func withRequestID(ctx context.Context) context.Context {
+	md, _ := metadata.FromIncomingContext(ctx)
+	id := ""
+	if v := md.Get(requestIDHeader); len(v) > 0 && validRequestID.MatchString(v[0]) {
+		id = v[0]
+	} else {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, id))
+	return logging.InjectFields(ctx, logging.Fields{"request_id", id})
+}
+
+func requestIDUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	return handler(withRequestID(ctx), req)
+}
+
+func requestIDStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return handler(srv, &ctxStream{ServerStream: ss, ctx: withRequestID(ss.Context())})
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// deadlineCap gives every unary call a deadline no later than max from now.
+func deadlineCap(maxDeadline time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > maxDeadline {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, maxDeadline)
+			defer cancel()
+		}
+		return handler(ctx, req)
+	}
+}
+
+// errorMapper converts handler errors to statuses once, logging the text of
+// internal errors, which never reaches the client.
+type errorMapper struct{ log *slog.Logger }
+
+func (m errorMapper) mapErr(ctx context.Context, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	st, internal := apierr.ToStatus(err)
+	if internal {
+		m.log.ErrorContext(ctx, "internal error", "method", method, "error", err)
+	}
+	return st.Err()
+}
+
+func (m errorMapper) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if err != nil {
+		return nil, m.mapErr(ctx, info.FullMethod, err)
+	}
+	return resp, nil
+}
+
+func (m errorMapper) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return m.mapErr(ss.Context(), info.FullMethod, handler(srv, ss))
+}

@@ -1,0 +1,338 @@
+// Package profiles implements ProfileService: the employee directory.
+//
+// A write reads the profile's last event from the PROFILES stream, appends
+// the new whole state conditionally on that event still being the last
+// (optimistic concurrency, retried on conflict), waits for JetStream's ack,
+// then writes the Redis projection through so the caller reads its own
+// write. The worker's projector applies the same events, so a write-through
+// that fails is repaired from the log.
+package profiles
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidingshq/tidings/pkg/apierr"
+	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/pagetoken"
+	"github.com/tidingshq/tidings/pkg/profilestore"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+const (
+	defaultPageSize = 50
+	// maxConflictRetries bounds retries when concurrent writers race on one
+	// profile.
+	maxConflictRetries = 8
+	// batchConcurrency bounds profiles of one batch written at once.
+	batchConcurrency = 16
+)
+
+// Server implements tidingsv1.ProfileServiceServer.
+type Server struct {
+	tidingsv1.UnimplementedProfileServiceServer
+	log    *eventlog.Log
+	store  *profilestore.Store
+	logger *slog.Logger
+	now    func() time.Time
+}
+
+var _ tidingsv1.ProfileServiceServer = (*Server)(nil)
+
+// NewServer returns the ProfileService.
+func NewServer(log *eventlog.Log, store *profilestore.Store, logger *slog.Logger) *Server {
+	return &Server{log: log, store: store, logger: logger, now: time.Now}
+}
+
+// Projector returns the handler that applies PROFILES events to Redis.
+func Projector(store *profilestore.Store) eventlog.Handler {
+	return func(ctx context.Context, d eventlog.Delivery) error {
+		ev := &tidingsv1.ProfileEvent{}
+		if err := proto.Unmarshal(d.Data, ev); err != nil {
+			return fmt.Errorf("decode profile event %d: %w", d.Sequence, err)
+		}
+		if ev.GetProfile().GetUserId() == "" {
+			return fmt.Errorf("profile event %d has no user id", d.Sequence)
+		}
+		return store.Apply(ctx, d.Sequence, ev.GetProfile())
+	}
+}
+
+// outcome is what a change did.
+type outcome int
+
+const (
+	unchanged outcome = iota
+	created
+	updated
+)
+
+// mutation computes a profile's next state from its current one (nil when it
+// has none). It must not modify cur.
+type mutation func(cur *tidingsv1.Profile) (*tidingsv1.Profile, error)
+
+// change applies m to a profile through the log.
+func (s *Server) change(ctx context.Context, userID string, m mutation) (*tidingsv1.Profile, outcome, error) {
+	id, _ := auth.FromContext(ctx)
+	subject := eventlog.ProfileSubject(userID)
+	for range maxConflictRetries {
+		last, found, err := s.log.LastOnSubject(ctx, eventlog.StreamProfiles, subject)
+		if err != nil {
+			return nil, 0, err
+		}
+		var cur *tidingsv1.Profile
+		if found {
+			ev := &tidingsv1.ProfileEvent{}
+			if err := proto.Unmarshal(last.Data, ev); err != nil {
+				return nil, 0, fmt.Errorf("decode profile %s at %d: %w", userID, last.Sequence, err)
+			}
+			cur = ev.GetProfile()
+		}
+		next, err := m(cur)
+		if err != nil {
+			return nil, 0, err
+		}
+		if cur != nil && sameContent(cur, next) {
+			// Nothing to append; make sure the projection has it.
+			s.writeThrough(ctx, last.Sequence, cur)
+			return cur, unchanged, nil
+		}
+		now := timestamppb.New(s.now())
+		next.UpdateTime = now
+		result := updated
+		if cur == nil {
+			next.CreateTime = now
+			result = created
+		} else {
+			next.CreateTime = cur.GetCreateTime()
+		}
+		expect := last.Sequence
+		appended, err := s.log.Publish(ctx, eventlog.Append{
+			Subject:              subject,
+			MsgID:                "profile:" + userID + ":" + strconv.FormatUint(expect, 10) + ":" + contentHash(next),
+			Event:                &tidingsv1.ProfileEvent{Profile: next, Caller: id.Caller(), Time: now},
+			ExpectLastSubjectSeq: &expect,
+		})
+		if errors.Is(err, eventlog.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		s.writeThrough(ctx, appended.Sequence, next)
+		return next, result, nil
+	}
+	return nil, 0, apierr.Aborted("profile %s is being changed concurrently; retry", userID)
+}
+
+// writeThrough projects an appended event at once. Failure is not the
+// caller's: the event is durable and the projector applies it.
+func (s *Server) writeThrough(ctx context.Context, seq uint64, p *tidingsv1.Profile) {
+	if err := s.store.Apply(ctx, seq, p); err != nil {
+		s.logger.WarnContext(ctx, "profile write-through failed; the projector will apply it",
+			"user_id", p.GetUserId(), "seq", seq, "error", err)
+	}
+}
+
+// sameContent compares profiles ignoring their timestamps.
+func sameContent(a, b *tidingsv1.Profile) bool {
+	return proto.Equal(withoutTimes(a), withoutTimes(b))
+}
+
+func withoutTimes(p *tidingsv1.Profile) *tidingsv1.Profile {
+	c := proto.CloneOf(p)
+	c.CreateTime, c.UpdateTime = nil, nil
+	return c
+}
+
+func contentHash(p *tidingsv1.Profile) string {
+	data, _ := proto.MarshalOptions{Deterministic: true}.Marshal(withoutTimes(p))
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:12])
+}
+
+// upsert is the mutation of UpsertProfile.
+func upsert(in *tidingsv1.Profile) mutation {
+	return func(cur *tidingsv1.Profile) (*tidingsv1.Profile, error) {
+		if in.GetManagerId() == in.GetUserId() {
+			return nil, apierr.InvalidArgument("profile %s names itself as its manager", in.GetUserId())
+		}
+		next := proto.CloneOf(in)
+		next.CreateTime, next.UpdateTime = nil, nil
+		next.Active = true
+		next.AboutMe = ""
+		if cur != nil {
+			next.Active = cur.GetActive()
+			next.AboutMe = cur.GetAboutMe()
+		}
+		return next, nil
+	}
+}
+
+// UpsertProfile implements tidingsv1.ProfileServiceServer.
+func (s *Server) UpsertProfile(ctx context.Context, req *tidingsv1.UpsertProfileRequest) (*tidingsv1.UpsertProfileResponse, error) {
+	p, result, err := s.change(ctx, req.GetProfile().GetUserId(), upsert(req.GetProfile()))
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.UpsertProfileResponse{Profile: p, Created: result == created}, nil
+}
+
+// BatchUpsertProfiles implements tidingsv1.ProfileServiceServer.
+func (s *Server) BatchUpsertProfiles(ctx context.Context, req *tidingsv1.BatchUpsertProfilesRequest) (*tidingsv1.BatchUpsertProfilesResponse, error) {
+	seen := make(map[string]int, len(req.GetProfiles()))
+	for i, p := range req.GetProfiles() {
+		if j, dup := seen[p.GetUserId()]; dup {
+			return nil, apierr.InvalidArgument("profiles[%d] and profiles[%d] are both %s", j, i, p.GetUserId())
+		}
+		seen[p.GetUserId()] = i
+		if p.GetManagerId() == p.GetUserId() {
+			return nil, apierr.InvalidArgument("profiles[%d]: %s names itself as its manager", i, p.GetUserId())
+		}
+	}
+	results := make([]outcome, len(req.GetProfiles()))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(batchConcurrency)
+	for i, p := range req.GetProfiles() {
+		g.Go(func() error {
+			_, result, err := s.change(gctx, p.GetUserId(), upsert(p))
+			results[i] = result
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	resp := &tidingsv1.BatchUpsertProfilesResponse{}
+	for _, r := range results {
+		switch r {
+		case created:
+			resp.CreatedCount++
+		case updated:
+			resp.UpdatedCount++
+		default:
+			resp.UnchangedCount++
+		}
+	}
+	return resp, nil
+}
+
+// GetProfile implements tidingsv1.ProfileServiceServer.
+func (s *Server) GetProfile(ctx context.Context, req *tidingsv1.GetProfileRequest) (*tidingsv1.GetProfileResponse, error) {
+	p, err := s.store.Get(ctx, req.GetUserId())
+	if errors.Is(err, profilestore.ErrNotFound) {
+		return nil, apierr.NotFound("no profile %s", req.GetUserId())
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.GetProfileResponse{Profile: p}, nil
+}
+
+// BatchGetProfiles implements tidingsv1.ProfileServiceServer.
+func (s *Server) BatchGetProfiles(ctx context.Context, req *tidingsv1.BatchGetProfilesRequest) (*tidingsv1.BatchGetProfilesResponse, error) {
+	found, err := s.store.GetMany(ctx, req.GetUserIds())
+	if err != nil {
+		return nil, err
+	}
+	resp := &tidingsv1.BatchGetProfilesResponse{}
+	for _, id := range req.GetUserIds() {
+		if p, ok := found[id]; ok {
+			resp.Profiles = append(resp.Profiles, p)
+		} else {
+			resp.MissingUserIds = append(resp.MissingUserIds, id)
+		}
+	}
+	return resp, nil
+}
+
+// ListProfiles implements tidingsv1.ProfileServiceServer.
+func (s *Server) ListProfiles(ctx context.Context, req *tidingsv1.ListProfilesRequest) (*tidingsv1.ListProfilesResponse, error) {
+	scope := fmt.Sprintf("profiles|d:%s|m:%s|i:%t", req.GetDepartment(), req.GetManagerId(), req.GetIncludeInactive())
+	after, err := pagetoken.Decode(scope, req.GetPageToken())
+	if err != nil {
+		return nil, apierr.InvalidArgument("page_token is not a token of this query")
+	}
+	size := int(req.GetPageSize())
+	if size == 0 {
+		size = defaultPageSize
+	}
+	profiles, more, err := s.store.List(ctx, profilestore.ListQuery{
+		Department:      req.GetDepartment(),
+		ManagerID:       req.GetManagerId(),
+		IncludeInactive: req.GetIncludeInactive(),
+		After:           after,
+		Limit:           size,
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &tidingsv1.ListProfilesResponse{Profiles: profiles}
+	if more && len(profiles) > 0 {
+		resp.NextPageToken = pagetoken.Encode(scope, profiles[len(profiles)-1].GetUserId())
+	}
+	return resp, nil
+}
+
+// existing wraps a mutation of a profile that must exist.
+func existing(userID string, f func(next *tidingsv1.Profile)) mutation {
+	return func(cur *tidingsv1.Profile) (*tidingsv1.Profile, error) {
+		if cur == nil {
+			return nil, apierr.NotFound("no profile %s", userID)
+		}
+		next := proto.CloneOf(cur)
+		f(next)
+		return next, nil
+	}
+}
+
+// UpdateAboutMe implements tidingsv1.ProfileServiceServer.
+func (s *Server) UpdateAboutMe(ctx context.Context, req *tidingsv1.UpdateAboutMeRequest) (*tidingsv1.UpdateAboutMeResponse, error) {
+	if id, _ := auth.FromContext(ctx); !id.ActsAsUser(req.GetUserId()) {
+		return nil, apierr.PermissionDenied("an employee may change only their own about-me")
+	}
+	p, _, err := s.change(ctx, req.GetUserId(), existing(req.GetUserId(), func(next *tidingsv1.Profile) {
+		next.AboutMe = req.GetAboutMe()
+	}))
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.UpdateAboutMeResponse{Profile: p}, nil
+}
+
+// DeactivateProfile implements tidingsv1.ProfileServiceServer.
+func (s *Server) DeactivateProfile(ctx context.Context, req *tidingsv1.DeactivateProfileRequest) (*tidingsv1.DeactivateProfileResponse, error) {
+	p, err := s.SetActive(ctx, req.GetUserId(), false)
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.DeactivateProfileResponse{Profile: p}, nil
+}
+
+// ReactivateProfile implements tidingsv1.ProfileServiceServer.
+func (s *Server) ReactivateProfile(ctx context.Context, req *tidingsv1.ReactivateProfileRequest) (*tidingsv1.ReactivateProfileResponse, error) {
+	p, err := s.SetActive(ctx, req.GetUserId(), true)
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.ReactivateProfileResponse{Profile: p}, nil
+}
+
+// SetActive activates or deactivates a profile; offboarding uses it too.
+func (s *Server) SetActive(ctx context.Context, userID string, active bool) (*tidingsv1.Profile, error) {
+	p, _, err := s.change(ctx, userID, existing(userID, func(next *tidingsv1.Profile) {
+		next.Active = active
+	}))
+	return p, err
+}

@@ -1,0 +1,111 @@
+package stack
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/natsserver"
+	"github.com/tidingshq/tidings/pkg/redisserver"
+)
+
+// DevOptions configure RunDev.
+type DevOptions struct {
+	Options
+	// DataDir holds everything: JetStream's store, Redis's append-only file,
+	// the signing secret. A restart on the same directory keeps all data.
+	DataDir string
+	// NATSPort and RedisPort are the embedded servers' ports on 127.0.0.1.
+	NATSPort  int
+	RedisPort int
+}
+
+// Files under the data directory.
+const (
+	SecretFile   = "auth.secret"
+	CLITokenFile = "cli.token"
+)
+
+// RunDev runs every role in one process on an embedded NATS server with
+// JetStream and a redis-server child process, both keeping their data under
+// opts.DataDir.
+func RunDev(ctx context.Context, opts DevOptions) error {
+	if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	secret, err := loadOrCreateSecret(filepath.Join(opts.DataDir, SecretFile))
+	if err != nil {
+		return err
+	}
+	ns, err := natsserver.Start(natsserver.Options{
+		StoreDir: filepath.Join(opts.DataDir, "nats"),
+		Port:     opts.NATSPort,
+		Name:     "tidings-dev",
+	})
+	if err != nil {
+		return fmt.Errorf("start embedded nats: %w", err)
+	}
+	defer ns.Shutdown()
+	rs, err := redisserver.Start(ctx, redisserver.Options{
+		Dir:     filepath.Join(opts.DataDir, "redis"),
+		Port:    opts.RedisPort,
+		Persist: true,
+	})
+	if err != nil {
+		return fmt.Errorf("start redis: %w", err)
+	}
+	defer func() { _ = rs.Stop() }()
+
+	cfg := opts.Config
+	cfg.NATSURL = ns.ClientURL()
+	cfg.RedisAddrs = []string{rs.Addr()}
+	cfg.AuthSecret = secret
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	opts.Options.Config = cfg
+	opts.Roles = AllRoles()
+	tokenCfg := auth.TokenConfig{Secret: []byte(secret), Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience}
+	cliToken, err := auth.Mint(tokenCfg, auth.Identity{Kind: auth.KindAdmin, ID: "dev-admin"}, 30*24*time.Hour, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(opts.DataDir, CLITokenFile), []byte(cliToken+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write cli token: %w", err)
+	}
+	opts.Logger.Info("embedded dependencies started", "nats", ns.ClientURL(), "redis", rs.Addr(), "data_dir", opts.DataDir)
+	return Run(ctx, opts.Options)
+}
+
+// loadOrCreateSecret keeps one signing secret per data directory, so tokens
+// outlive restarts.
+func loadOrCreateSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		s := strings.TrimSpace(string(b))
+		if len(s) < auth.MinSecretBytes {
+			return "", fmt.Errorf("%s holds a secret shorter than %d bytes", path, auth.MinSecretBytes)
+		}
+		return s, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read secret: %w", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("generate secret: %w", err)
+	}
+	s := hex.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write secret: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,314 @@
+// Package stack assembles a Tidings process: it connects to NATS and Redis,
+// ensures the streams, registers the services a process is told to run on
+// one gRPC server, starts the worker's consumers, serves /metrics and
+// /healthz, and shuts all of it down in order.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/config"
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/redisx"
+	"github.com/tidingshq/tidings/pkg/telemetry"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/activities"
+	"github.com/tidingshq/tidings/services/admin"
+	"github.com/tidingshq/tidings/services/follows"
+	"github.com/tidingshq/tidings/services/profiles"
+	"github.com/tidingshq/tidings/services/records"
+	"github.com/tidingshq/tidings/services/timelines"
+	"github.com/tidingshq/tidings/services/worker"
+)
+
+// Role is one part a process can run.
+type Role string
+
+// The roles. Each gRPC service can run in its own process; the worker runs
+// the consumers that project the log into Redis.
+const (
+	RoleProfiles   Role = "profiles"
+	RoleFollows    Role = "follows"
+	RoleRecords    Role = "records"
+	RoleActivities Role = "activities"
+	RoleTimelines  Role = "timelines"
+	RoleAdmin      Role = "admin"
+	RoleWorker     Role = "worker"
+)
+
+// ServiceRoles are the roles that serve gRPC.
+var ServiceRoles = []Role{RoleProfiles, RoleFollows, RoleRecords, RoleActivities, RoleTimelines, RoleAdmin}
+
+// AllRoles is everything, as `tidings dev` runs it.
+func AllRoles() []Role { return append(slices.Clone(ServiceRoles), RoleWorker) }
+
+// Addrs are where a running process listens.
+type Addrs struct {
+	GRPC string
+	HTTP string
+}
+
+// Options configure Run.
+type Options struct {
+	Config config.Config
+	Roles  []Role
+	Logger *slog.Logger
+	// OnReady, if set, is called once the listeners are open.
+	OnReady func(Addrs)
+	// HealthInterval is how often health is re-checked; 2s when zero.
+	HealthInterval time.Duration
+}
+
+// deps are the connections a process holds.
+type deps struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *eventlog.Log
+	rdb redis.UniversalClient
+}
+
+func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps, error) {
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("tidings"),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("nats disconnected", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { logger.Info("nats reconnected") }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", cfg.NATSURL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("open jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := eventlog.EnsureStreams(sctx, js, eventlog.StreamOptions{
+		Replicas:        cfg.StreamReplicas,
+		DuplicateWindow: cfg.DuplicateWindow,
+	}); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &deps{nc: nc, js: js, log: eventlog.New(js), rdb: redisx.NewClient(cfg.RedisAddrs, cfg.RedisPassword)}, nil
+}
+
+func (d *deps) close() {
+	_ = d.nc.Drain()
+	_ = d.rdb.Close()
+}
+
+// health reports whether Redis answers and every stream exists.
+func (d *deps) health(ctx context.Context) error {
+	if err := d.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return eventlog.CheckStreams(ctx, d.js)
+}
+
+// Run runs the roles until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, opts Options) error {
+	cfg, logger := opts.Config, opts.Logger
+	if len(opts.Roles) == 0 {
+		return errors.New("no role to run")
+	}
+	d, err := connect(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+
+	reg := telemetry.NewRegistry()
+	profileStore := profilestore.New(d.rdb)
+
+	g, gctx := errgroup.WithContext(ctx)
+	var addrs Addrs
+
+	var srv *grpcserver.Server
+	if hasAny(opts.Roles, ServiceRoles...) {
+		verifier, err := auth.NewVerifier(auth.TokenConfig{
+			Secret: []byte(cfg.AuthSecret), Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience, Leeway: 30 * time.Second,
+		})
+		if err != nil {
+			return err
+		}
+		srv, err = grpcserver.New(grpcserver.Options{
+			Logger:     logger,
+			Registry:   reg,
+			Authorizer: auth.NewAuthorizer(verifier, auth.DefaultPolicy(), logger),
+			Reflection: cfg.Reflection,
+			Limits: grpcserver.Limits{
+				MaxRecvBytes:         cfg.MaxRecvBytes,
+				MaxSendBytes:         cfg.MaxSendBytes,
+				MaxConcurrentStreams: cfg.MaxConcurrentStreams,
+				MaxHeaderBytes:       cfg.MaxHeaderBytes,
+				MaxDeadline:          cfg.MaxDeadline,
+			},
+		})
+		if err != nil {
+			return err
+		}
+		register(srv, opts.Roles, d, profileStore, logger)
+		ln, err := net.Listen("tcp", cfg.GRPCAddr)
+		if err != nil {
+			return fmt.Errorf("listen grpc %s: %w", cfg.GRPCAddr, err)
+		}
+		addrs.GRPC = ln.Addr().String()
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil {
+				return fmt.Errorf("serve grpc: %w", err)
+			}
+			return nil
+		})
+	}
+
+	if slices.Contains(opts.Roles, RoleWorker) {
+		metrics, err := eventlog.NewConsumerMetrics(reg)
+		if err != nil {
+			return err
+		}
+		w := worker.New(d.log, worker.Projections{Profiles: profileStore}, metrics, logger)
+		g.Go(func() error { return w.Run(gctx) })
+	}
+
+	if cfg.HTTPAddr != "" {
+		hs, err := telemetry.NewHTTPServer(cfg.HTTPAddr, reg, d.health)
+		if err != nil {
+			return err
+		}
+		addrs.HTTP = hs.Addr()
+		g.Go(hs.Serve)
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
+			defer cancel()
+			return hs.Shutdown(sctx)
+		})
+	}
+
+	if srv != nil {
+		interval := opts.HealthInterval
+		if interval == 0 {
+			interval = 2 * time.Second
+		}
+		g.Go(func() error {
+			watchHealth(gctx, srv, d, interval, logger)
+			stopGRPC(srv, cfg.ShutdownGrace, logger)
+			return nil
+		})
+	}
+
+	logger.Info("tidings started", "roles", joinRoles(opts.Roles), "grpc", addrs.GRPC, "http", addrs.HTTP)
+	if opts.OnReady != nil {
+		opts.OnReady(addrs)
+	}
+	err = g.Wait()
+	logger.Info("tidings stopped")
+	return err
+}
+
+func register(srv *grpcserver.Server, roles []Role, d *deps, profileStore *profilestore.Store, logger *slog.Logger) {
+	for _, r := range roles {
+		switch r {
+		case RoleProfiles:
+			tidingsv1.RegisterProfileServiceServer(srv, profiles.NewServer(d.log, profileStore, logger))
+		case RoleFollows:
+			tidingsv1.RegisterFollowServiceServer(srv, follows.NewServer())
+		case RoleRecords:
+			tidingsv1.RegisterRecordServiceServer(srv, records.NewServer())
+		case RoleActivities:
+			tidingsv1.RegisterActivityServiceServer(srv, activities.NewServer())
+		case RoleTimelines:
+			tidingsv1.RegisterTimelineServiceServer(srv, timelines.NewServer())
+		case RoleAdmin:
+			tidingsv1.RegisterAdminServiceServer(srv, admin.NewServer())
+		case RoleWorker:
+		}
+	}
+}
+
+// watchHealth keeps the health service truthful until ctx ends, then marks
+// the server NOT_SERVING so balancers stop sending traffic before the drain.
+func watchHealth(ctx context.Context, srv *grpcserver.Server, d *deps, interval time.Duration, logger *slog.Logger) {
+	serving := false
+	check := func() {
+		cctx, cancel := context.WithTimeout(ctx, interval)
+		err := d.health(cctx)
+		cancel()
+		if ok := err == nil; ok != serving {
+			serving = ok
+			srv.SetServing(ok)
+			if ok {
+				logger.Info("health: serving")
+			} else if ctx.Err() == nil {
+				logger.Warn("health: not serving", "error", err)
+			}
+		}
+	}
+	check()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			srv.SetServing(false)
+			return
+		case <-tick.C:
+			check()
+		}
+	}
+}
+
+// stopGRPC drains calls in flight for up to grace, then stops hard.
+func stopGRPC(srv *grpcserver.Server, grace time.Duration, logger *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(grace):
+		logger.Warn("graceful stop timed out; stopping", "grace", grace)
+		srv.Stop()
+		<-done
+	}
+}
+
+func hasAny(roles []Role, want ...Role) bool {
+	for _, r := range want {
+		if slices.Contains(roles, r) {
+			return true
+		}
+	}
+	return false
+}
+
+func joinRoles(roles []Role) string {
+	s := make([]string, len(roles))
+	for i, r := range roles {
+		s[i] = string(r)
+	}
+	return strings.Join(s, ",")
+}
