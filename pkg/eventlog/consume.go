@@ -246,36 +246,59 @@ func (l *Log) Replay(ctx context.Context, stream string, filter []string, h Hand
 	if err != nil {
 		return 0, fmt.Errorf("replay %s: %w", stream, err)
 	}
-	var n int64
+	var (
+		n    int64
+		idle bool
+	)
 	for {
-		batch, err := cons.Fetch(256, jetstream.FetchMaxWait(time.Second))
+		var batch jetstream.MessageBatch
+		if idle {
+			batch, err = cons.Fetch(256, jetstream.FetchMaxWait(100*time.Millisecond))
+		} else {
+			batch, err = cons.FetchNoWait(256)
+		}
 		if err != nil {
 			return n, fmt.Errorf("replay %s: %w", stream, err)
 		}
-		got := 0
+		// Drain the whole batch even after the end is reached, so that no
+		// fetch is left running.
+		got, done := 0, false
+		var herr error
 		for m := range batch.Messages() {
 			got++
+			if done || herr != nil {
+				continue
+			}
 			meta, err := m.Metadata()
 			if err != nil {
-				return n, fmt.Errorf("replay %s: %w", stream, err)
+				herr = err
+				continue
 			}
-			if meta.Sequence.Stream > last {
-				return n, nil
+			seq := meta.Sequence.Stream
+			if seq > last {
+				done = true
+				continue
 			}
-			if err := h(ctx, Delivery{Subject: m.Subject(), Data: m.Data(), Sequence: meta.Sequence.Stream, NumDelivered: 1}); err != nil {
-				return n, fmt.Errorf("replay %s seq %d: %w", stream, meta.Sequence.Stream, err)
+			if err := h(ctx, Delivery{Subject: m.Subject(), Data: m.Data(), Sequence: seq, NumDelivered: 1}); err != nil {
+				herr = fmt.Errorf("seq %d: %w", seq, err)
+				continue
 			}
 			n++
-			if meta.Sequence.Stream == last {
-				return n, nil
-			}
+			done = seq == last
+		}
+		if herr != nil {
+			return n, fmt.Errorf("replay %s: %w", stream, herr)
 		}
 		if err := batch.Error(); err != nil {
 			return n, fmt.Errorf("replay %s: %w", stream, err)
 		}
-		if got == 0 {
+		if done {
+			return n, nil
+		}
+		idle = got == 0
+		if idle {
 			// Nothing more on the filter (the last message may be on
-			// another subject).
+			// another subject)?
 			info, err := cons.Info(ctx)
 			if err != nil {
 				return n, fmt.Errorf("replay %s: %w", stream, err)

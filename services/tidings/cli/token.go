@@ -26,7 +26,7 @@ func newTokenCmd() *cobra.Command {
 		Short: "Mint a development token for an employee, app or admin",
 		Long: `Mints a signed token. The secret comes from --auth-secret,
 --auth-secret-file or TIDINGS_AUTH_SECRET, or else from the data directory
-of `+"`tidings dev`"+`. Production deployments get tokens from their identity
+of ` + "`tidings dev`" + `. Production deployments get tokens from their identity
 provider instead.
 
   tidings token ana                          # employee ana

@@ -1,0 +1,90 @@
+package worker_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/testenv"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/profiles"
+	"github.com/tidingshq/tidings/services/worker"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
+		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).processPings"),
+	)
+}
+
+// startWorker runs a worker until the test ends.
+func startWorker(t *testing.T, env *testenv.Env, proj worker.Projections) {
+	t.Helper()
+	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
+	require.NoError(t, err)
+	w := worker.New(env.Log, proj, metrics, env.Logger)
+	ctx, cancel := contextWithCancel(t)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+}
+
+// consumerCaughtUp reports whether a durable consumer has acknowledged
+// everything in its stream.
+func consumerCaughtUp(t *testing.T, env *testenv.Env, spec eventlog.ConsumerSpec) bool {
+	c, err := env.JS.Consumer(t.Context(), spec.Stream, spec.Durable)
+	if err != nil {
+		return false
+	}
+	info, err := c.Info(t.Context())
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+}
+
+func TestRebuildProfilesEqualsOriginal(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	proj := worker.Projections{Profiles: profilestore.New(env.RDB)}
+	// The projector alone builds Redis: the service's write-through goes to
+	// a Redis that is not the one under test.
+	other := testenv.New(t)
+	srv := testenv.Serve(t, func(s *grpcserver.Server) {
+		tidingsv1.RegisterProfileServiceServer(s, profiles.NewServer(env.Log, profilestore.New(other.RDB), env.Logger))
+	})
+	startWorker(t, env, proj)
+
+	client := tidingsv1.NewProfileServiceClient(srv.Conn(t, testenv.Directory))
+	ctx := t.Context()
+	for i := range 60 {
+		p := &tidingsv1.Profile{UserId: fmt.Sprintf("u%03d", i), DisplayName: "U", Department: fmt.Sprintf("d%d", i%4), ManagerId: fmt.Sprintf("m%d", i%3)}
+		_, err := client.UpsertProfile(ctx, &tidingsv1.UpsertProfileRequest{Profile: p})
+		require.NoError(t, err)
+	}
+	for i := 0; i < 60; i += 7 {
+		p := &tidingsv1.Profile{UserId: fmt.Sprintf("u%03d", i), DisplayName: "Moved", Department: "moved", ManagerId: "m9"}
+		_, err := client.UpsertProfile(ctx, &tidingsv1.UpsertProfileRequest{Profile: p})
+		require.NoError(t, err)
+		_, err = client.DeactivateProfile(ctx, &tidingsv1.DeactivateProfileRequest{UserId: p.GetUserId()})
+		require.NoError(t, err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return consumerCaughtUp(t, env, worker.ProfilesConsumer) },
+		"profiles projector did not catch up")
+	before := testenv.Snapshot(t, env.RDB)
+	require.Len(t, before, 60+1+5+4, "profiles, the all index, dept and manager indexes")
+
+	require.NoError(t, env.RDB.FlushAll(ctx).Err())
+	n, err := worker.Rebuild(ctx, env.Log, proj, tidingsv1.Projection_PROJECTION_PROFILES)
+	require.NoError(t, err)
+	require.EqualValues(t, 60, n, "the stream keeps the last event of each profile")
+	require.Equal(t, before, testenv.Snapshot(t, env.RDB))
+}
