@@ -30,32 +30,41 @@ func NewClient(addrs []string, password string) redis.UniversalClient {
 // cluster, in batches, and returns how many it deleted.
 func DeleteMatching(ctx context.Context, rdb redis.UniversalClient, pattern string) (int64, error) {
 	var total int64
-	del := func(ctx context.Context, c *redis.Client) error {
-		iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
-		batch := make([]string, 0, 1000)
-		flush := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
-			n, err := c.Unlink(ctx, batch...).Result()
-			total += n
-			batch = batch[:0]
-			return err
-		}
+	err := ScanKeys(ctx, rdb, pattern, 1000, func(keys []string) error {
+		n, err := rdb.Unlink(ctx, keys...).Result()
+		total += n
+		return err
+	})
+	if err != nil {
+		return total, fmt.Errorf("delete %s: %w", pattern, err)
+	}
+	return total, nil
+}
+
+// ScanKeys calls fn with batches of the keys matching pattern, on every
+// master of a cluster, holding one batch in memory at a time. A key may be
+// reported twice (SCAN's guarantee), never missed.
+func ScanKeys(ctx context.Context, rdb redis.UniversalClient, pattern string, batch int64, fn func(keys []string) error) error {
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, pattern, batch).Iterator()
+		buf := make([]string, 0, batch)
 		for iter.Next(ctx) {
-			batch = append(batch, iter.Val())
-			if len(batch) == cap(batch) {
-				if err := flush(); err != nil {
+			buf = append(buf, iter.Val())
+			if int64(len(buf)) == batch {
+				if err := fn(buf); err != nil {
 					return err
 				}
+				buf = buf[:0]
 			}
 		}
 		if err := iter.Err(); err != nil {
-			return err
+			return fmt.Errorf("scan %s: %w", pattern, err)
 		}
-		return flush()
+		if len(buf) > 0 {
+			return fn(buf)
+		}
+		return nil
 	}
-	var err error
 	switch c := rdb.(type) {
 	case *redis.ClusterClient:
 		// ForEachMaster calls back concurrently: collect the masters, then
@@ -64,25 +73,22 @@ func DeleteMatching(ctx context.Context, rdb redis.UniversalClient, pattern stri
 			mu      sync.Mutex
 			masters []*redis.Client
 		)
-		err = c.ForEachMaster(ctx, func(_ context.Context, m *redis.Client) error {
+		if err := c.ForEachMaster(ctx, func(_ context.Context, m *redis.Client) error {
 			mu.Lock()
 			masters = append(masters, m)
 			mu.Unlock()
 			return nil
-		})
-		for _, m := range masters {
-			if err != nil {
-				break
-			}
-			err = del(ctx, m)
+		}); err != nil {
+			return fmt.Errorf("list masters: %w", err)
 		}
+		for _, m := range masters {
+			if err := scan(ctx, m); err != nil {
+				return err
+			}
+		}
+		return nil
 	case *redis.Client:
-		err = del(ctx, c)
-	default:
-		err = fmt.Errorf("unsupported redis client %T", rdb)
+		return scan(ctx, c)
 	}
-	if err != nil {
-		return total, fmt.Errorf("delete %s: %w", pattern, err)
-	}
-	return total, nil
+	return fmt.Errorf("unsupported redis client %T", rdb)
 }

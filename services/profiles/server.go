@@ -10,12 +10,9 @@ package profiles
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -32,9 +29,6 @@ import (
 
 const (
 	defaultPageSize = 50
-	// maxConflictRetries bounds retries when concurrent writers race on one
-	// profile.
-	maxConflictRetries = 8
 	// batchConcurrency bounds profiles of one batch written at once.
 	batchConcurrency = 16
 )
@@ -85,64 +79,53 @@ type mutation func(cur *tidingsv1.Profile) (*tidingsv1.Profile, error)
 // change applies m to a profile through the log.
 func (s *Server) change(ctx context.Context, userID string, m mutation) (*tidingsv1.Profile, outcome, error) {
 	id, _ := auth.FromContext(ctx)
-	subject := eventlog.ProfileSubject(userID)
-	for range maxConflictRetries {
-		last, found, err := s.log.LastOnSubject(ctx, eventlog.StreamProfiles, subject)
-		if err != nil {
-			return nil, 0, err
-		}
-		var cur *tidingsv1.Profile
-		if found {
-			ev := &tidingsv1.ProfileEvent{}
-			if err := proto.Unmarshal(last.Data, ev); err != nil {
-				return nil, 0, fmt.Errorf("decode profile %s at %d: %w", userID, last.Sequence, err)
+	res, err := eventlog.Update(ctx, s.log, eventlog.StateUpdate[*tidingsv1.ProfileEvent]{
+		Stream:      eventlog.StreamProfiles,
+		Subject:     eventlog.ProfileSubject(userID),
+		New:         func() *tidingsv1.ProfileEvent { return &tidingsv1.ProfileEvent{} },
+		MsgIDPrefix: "profile:" + userID,
+		Mutate: func(cur *tidingsv1.ProfileEvent, found bool) (*tidingsv1.ProfileEvent, bool, error) {
+			var curProfile *tidingsv1.Profile
+			if found {
+				curProfile = cur.GetProfile()
 			}
-			cur = ev.GetProfile()
-		}
-		next, err := m(cur)
-		if err != nil {
-			return nil, 0, err
-		}
-		if cur != nil && sameContent(cur, next) {
-			// Nothing to append; make sure the projection has it.
-			s.writeThrough(ctx, last.Sequence, cur)
-			return cur, unchanged, nil
-		}
-		now := timestamppb.New(s.now())
-		next.UpdateTime = now
-		result := updated
-		if cur == nil {
+			next, err := m(curProfile)
+			if err != nil {
+				return nil, false, err
+			}
+			if found && sameContent(curProfile, next) {
+				return nil, false, nil
+			}
+			now := timestamppb.New(s.now())
+			next.UpdateTime = now
 			next.CreateTime = now
-			result = created
-		} else {
-			next.CreateTime = cur.GetCreateTime()
-		}
-		expect := last.Sequence
-		appended, err := s.log.Publish(ctx, eventlog.Append{
-			Subject:              subject,
-			MsgID:                "profile:" + userID + ":" + strconv.FormatUint(expect, 10) + ":" + contentHash(next),
-			Event:                &tidingsv1.ProfileEvent{Profile: next, Caller: id.Caller(), Time: now},
-			ExpectLastSubjectSeq: &expect,
-		})
-		if errors.Is(err, eventlog.ErrConflict) {
-			continue
-		}
-		if err != nil {
-			return nil, 0, err
-		}
-		s.writeThrough(ctx, appended.Sequence, next)
-		return next, result, nil
+			if found {
+				next.CreateTime = curProfile.GetCreateTime()
+			}
+			return &tidingsv1.ProfileEvent{Profile: next, Caller: id.Caller(), Time: now}, true, nil
+		},
+	})
+	if errors.Is(err, eventlog.ErrTooMuchContention) {
+		return nil, 0, apierr.Aborted("profile %s is being changed concurrently; retry", userID)
 	}
-	return nil, 0, apierr.Aborted("profile %s is being changed concurrently; retry", userID)
-}
-
-// writeThrough projects an appended event at once. Failure is not the
-// caller's: the event is durable and the projector applies it.
-func (s *Server) writeThrough(ctx context.Context, seq uint64, p *tidingsv1.Profile) {
-	if err := s.store.Apply(ctx, seq, p); err != nil {
+	if err != nil {
+		return nil, 0, err
+	}
+	// Project at once so the caller reads its write (also for a no-op, in
+	// case the projection is behind). Failure is not the caller's: the
+	// event is durable and the projector applies it.
+	if err := s.store.Apply(ctx, res.Sequence, res.Event.GetProfile()); err != nil {
 		s.logger.WarnContext(ctx, "profile write-through failed; the projector will apply it",
-			"user_id", p.GetUserId(), "seq", seq, "error", err)
+			"user_id", userID, "seq", res.Sequence, "error", err)
 	}
+	result := unchanged
+	switch {
+	case res.Changed && res.Found:
+		result = updated
+	case res.Changed:
+		result = created
+	}
+	return res.Event.GetProfile(), result, nil
 }
 
 // sameContent compares profiles ignoring their timestamps.
@@ -154,12 +137,6 @@ func withoutTimes(p *tidingsv1.Profile) *tidingsv1.Profile {
 	c := proto.CloneOf(p)
 	c.CreateTime, c.UpdateTime = nil, nil
 	return c
-}
-
-func contentHash(p *tidingsv1.Profile) string {
-	data, _ := proto.MarshalOptions{Deterministic: true}.Marshal(withoutTimes(p))
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:12])
 }
 
 // upsert is the mutation of UpsertProfile.

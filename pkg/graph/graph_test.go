@@ -1,0 +1,185 @@
+package graph_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/graph"
+	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/testenv"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
+		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).processPings"),
+	)
+}
+
+type edge struct{ user, entity string }
+
+// TestOutOfOrderAndDuplicateDeliveries appends quick follow/unfollow
+// sequences on a few edges, then projects them with three consumers sharing
+// one durable consumer, where handlers fail a third of first deliveries (so
+// those come again later, after newer events) and apply every event twice.
+// Every edge must end as the last event in the log says.
+func TestOutOfOrderAndDuplicateDeliveries(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	store := graphstore.New(env.RDB)
+	ctx := t.Context()
+
+	edges := []edge{{"ana", "u:bo"}, {"ana", "r:crm.opportunity:1"}, {"bo", "u:ana"}, {"cy", "r:crm.opportunity:1"}, {"dee", "u:ana"}}
+	want := map[edge]bool{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var events int
+	for round := range 40 {
+		e := edges[rng.IntN(len(edges))]
+		follow := round%3 != 1
+		ref, err := entity.Parse(e.entity)
+		require.NoError(t, err)
+		_, err = env.Log.Publish(ctx, eventlog.Append{
+			Subject: eventlog.FollowSubject(e.user),
+			Event: &tidingsv1.FollowEvent{Changes: []*tidingsv1.EdgeChange{
+				{UserId: e.user, Entity: ref, Following: follow},
+			}},
+		})
+		require.NoError(t, err)
+		want[e] = follow
+		events++
+	}
+
+	var failed atomic.Int64
+	project := graph.Projector(store)
+	flaky := func(ctx context.Context, d eventlog.Delivery) error {
+		if d.NumDelivered == 1 && d.Sequence%3 == 0 {
+			failed.Add(1)
+			return errors.New("injected failure")
+		}
+		if err := project(ctx, d); err != nil {
+			return err
+		}
+		return project(ctx, d) // a duplicate delivery
+	}
+	spec := eventlog.ConsumerSpec{
+		Stream: eventlog.StreamFollows, Durable: "graph-order-test",
+		Backoff: []time.Duration{50 * time.Millisecond}, Workers: 3, AckWait: 5 * time.Second,
+	}
+	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
+	require.NoError(t, err)
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			require.NoError(t, env.Log.Consume(runCtx, spec, flaky, metrics, env.Logger))
+		})
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		c, err := env.JS.Consumer(ctx, spec.Stream, spec.Durable)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(ctx)
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	}, "consumers did not finish")
+	cancel()
+	wg.Wait()
+	require.Positive(t, failed.Load(), "some deliveries must have been retried")
+
+	requireGraph(t, store, want)
+}
+
+func requireGraph(t *testing.T, store *graphstore.Store, want map[edge]bool) {
+	t.Helper()
+	ctx := t.Context()
+	for e, following := range want {
+		got, err := store.IsFollowing(ctx, e.user, []string{e.entity})
+		require.NoError(t, err)
+		require.Equal(t, following, got[0], "following side of %v", e)
+		back, err := store.FollowersOf(ctx, e.entity, []string{e.user})
+		require.NoError(t, err)
+		require.Equal(t, following, back[0], "followers side of %v", e)
+	}
+}
+
+// TestApplyInAnyOrder applies the same changes in reverse and shuffled
+// orders, and the state is always that of the newest version.
+func TestApplyInAnyOrder(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	store := graphstore.New(env.RDB)
+	ctx := t.Context()
+	var changes []graphstore.Change
+	for seq := uint64(1); seq <= 30; seq++ {
+		changes = append(changes, graphstore.Change{UserID: "u1", Entity: "u:target", Following: seq%2 == 0 || seq == 29, Version: graphstore.Version(seq, 0), CreateMs: int64(seq)})
+	}
+	for i := len(changes) - 1; i >= 0; i-- {
+		require.NoError(t, store.Apply(ctx, changes[i:i+1]))
+	}
+	requireGraph(t, store, map[edge]bool{{"u1", "u:target"}: true})
+
+	rng := rand.New(rand.NewPCG(3, 4))
+	shuffled := append([]graphstore.Change(nil), changes[:28]...)
+	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	require.NoError(t, store.Apply(ctx, shuffled))
+	requireGraph(t, store, map[edge]bool{{"u1", "u:target"}: true})
+
+	// A newer unfollow wins; an older follow arriving after it does not undo it.
+	require.NoError(t, store.Apply(ctx, []graphstore.Change{{UserID: "u1", Entity: "u:target", Version: graphstore.Version(31, 0)}}))
+	require.NoError(t, store.Apply(ctx, changes[28:29]))
+	requireGraph(t, store, map[edge]bool{{"u1", "u:target"}: false})
+}
+
+// TestPagingNewestFirst pages through followers with ties in create time.
+func TestPagingNewestFirst(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	store := graphstore.New(env.RDB)
+	ctx := t.Context()
+	var changes []graphstore.Change
+	for i := range 2500 {
+		// 2,500 follows in 3 distinct milliseconds.
+		changes = append(changes, graphstore.Change{UserID: fmt.Sprintf("u%04d", i), Entity: "u:star", Following: true,
+			Version: graphstore.Version(uint64(1+i/1000), i%1000), CreateMs: int64(1000 + i/1000)})
+	}
+	require.NoError(t, store.Apply(ctx, changes))
+	n, err := store.FollowerCount(ctx, "u:star")
+	require.NoError(t, err)
+	require.EqualValues(t, 2500, n)
+
+	seen := map[string]bool{}
+	var cursor graphstore.Cursor
+	var prev float64
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 100)
+		page, more, err := store.Followers(ctx, "u:star", cursor, 70)
+		require.NoError(t, err)
+		for _, e := range page {
+			require.False(t, seen[e.Member], "repeated %s", e.Member)
+			seen[e.Member] = true
+			if prev != 0 {
+				require.LessOrEqual(t, e.Score, prev)
+			}
+			prev = e.Score
+		}
+		if !more {
+			break
+		}
+		last := page[len(page)-1]
+		cursor = graphstore.Cursor{Score: last.Score, Member: last.Member}
+	}
+	require.Len(t, seen, 2500)
+}
