@@ -66,6 +66,9 @@ type Config struct {
 	// DuplicateWindow is how long JetStream remembers message ids; it must
 	// outlast publisher retries.
 	DuplicateWindow time.Duration
+
+	// MaxFollowing caps how many entities one user may follow.
+	MaxFollowing int64
 }
 
 // Default returns the configuration of a single development process.
@@ -88,6 +91,7 @@ func Default() Config {
 		ShutdownGrace:        10 * time.Second,
 		StreamReplicas:       1,
 		DuplicateWindow:      10 * time.Minute,
+		MaxFollowing:         5000,
 	}
 }
 
@@ -114,6 +118,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "graceful shutdown limit")
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", c.StreamReplicas, "JetStream stream replicas (3 in production)")
 	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", c.DuplicateWindow, "JetStream duplicate window")
+	fs.Int64Var(&c.MaxFollowing, "max-following", c.MaxFollowing, "most entities one user may follow")
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -178,5 +183,6 @@ func (c *Config) Validate() error {
 	check(c.ShutdownGrace > 0, "shutdown-grace must be positive")
 	check(c.StreamReplicas == 1 || c.StreamReplicas == 3 || c.StreamReplicas == 5, "stream-replicas must be 1, 3 or 5")
 	check(c.DuplicateWindow >= time.Minute, "duplicate-window must be at least 1m")
+	check(c.MaxFollowing > 0, "max-following must be positive")
 	return errors.Join(errs...)
 }

@@ -136,3 +136,16 @@ func (l *Log) PublishAll(ctx context.Context, appends []Append) ([]Appended, err
 	}
 	return out, nil
 }
+
+// MessageAt returns the data of the event at sequence seq of stream.
+func (l *Log) MessageAt(ctx context.Context, stream string, seq uint64) ([]byte, error) {
+	s, err := l.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", stream, err)
+	}
+	m, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		return nil, fmt.Errorf("read %s seq %d: %w", stream, seq, err)
+	}
+	return m.Data, nil
+}

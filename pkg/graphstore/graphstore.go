@@ -393,3 +393,50 @@ func (s *Store) Wipe(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Edge returns the live edge from a user to an entity, if any, and the
+// edge's version register (0 when it never changed; negative after an
+// unfollow), which names the edge's state for deduplication.
+func (s *Store) Edge(ctx context.Context, userID, entityKey string) (Edge, bool, int64, error) {
+	var scoreCmd *redis.FloatCmd
+	var verCmd *redis.StringCmd
+	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		scoreCmd = pipe.ZScore(ctx, followingKey(userID), entityKey)
+		verCmd = pipe.HGet(ctx, followingVerKey(userID), entityKey)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Edge{}, false, 0, fmt.Errorf("read follow %s → %s: %w", userID, entityKey, err)
+	}
+	version, _ := verCmd.Int64()
+	score, err := scoreCmd.Result()
+	if errors.Is(err, redis.Nil) {
+		return Edge{}, false, version, nil
+	}
+	return Edge{Member: entityKey, Score: score, CreateMs: ScoreTime(score)}, true, version, nil
+}
+
+// Pair names one edge.
+type Pair struct {
+	UserID string
+	Entity string // entity key
+}
+
+// Exist reports, for each pair, whether the edge is live, in one round trip.
+func (s *Store) Exist(ctx context.Context, pairs []Pair) ([]bool, error) {
+	cmds := make([]*redis.FloatCmd, len(pairs))
+	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, p := range pairs {
+			cmds[i] = pipe.ZScore(ctx, followingKey(p.UserID), p.Entity)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read edges: %w", err)
+	}
+	out := make([]bool, len(pairs))
+	for i, c := range cmds {
+		out[i] = c.Err() == nil
+	}
+	return out, nil
+}

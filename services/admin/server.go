@@ -1,17 +1,412 @@
-// Package admin implements AdminService: bulk graph management, rebuilds and status.
+// Package admin implements AdminService: the follow graph in bulk (a
+// department follows a record, offboarding), moving graphs between
+// installations, auto-follow rules, rebuilding projections from the log,
+// and the state of the pipeline. Every method is for admins only.
 package admin
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"buf.build/go/protovalidate"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidingshq/tidings/pkg/apierr"
+	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/graph"
+	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/settings"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/follows"
+	"github.com/tidingshq/tidings/services/worker"
 )
 
-// Server implements tidingsv1.AdminServiceServer. Methods not yet built
-// return Unimplemented.
+// bulkChunk is how many users one step of a bulk change handles; it bounds
+// memory however large the set.
+const bulkChunk = 1000
+
+// maxRowErrors bounds the rejected rows an import reports one by one.
+const maxRowErrors = 1000
+
+// ProfileActivator deactivates profiles (the profile service).
+type ProfileActivator interface {
+	SetActive(ctx context.Context, userID string, active bool) (*tidingsv1.Profile, error)
+}
+
+// Deps are what the AdminService uses.
+type Deps struct {
+	Log          *eventlog.Log
+	RDB          redis.UniversalClient
+	Graph        *graph.Writer
+	Entities     *follows.Entities
+	Profiles     ProfileActivator
+	Settings     *settings.Store
+	Projections  worker.Projections
+	MaxFollowing int64
+	Logger       *slog.Logger
+}
+
+// Server implements tidingsv1.AdminServiceServer.
 type Server struct {
 	tidingsv1.UnimplementedAdminServiceServer
+	d         Deps
+	validator protovalidate.Validator
 }
 
 var _ tidingsv1.AdminServiceServer = (*Server)(nil)
 
 // NewServer returns the AdminService.
-func NewServer() *Server { return &Server{} }
+func NewServer(d Deps) (*Server, error) {
+	v, err := protovalidate.New()
+	if err != nil {
+		return nil, fmt.Errorf("build validator: %w", err)
+	}
+	return &Server{d: d, validator: v}, nil
+}
+
+func caller(ctx context.Context) *tidingsv1.Caller {
+	id, _ := auth.FromContext(ctx)
+	return id.Caller()
+}
+
+// eachUserChunk calls fn with the selected users, bulkChunk at a time.
+func (s *Server) eachUserChunk(ctx context.Context, sel *tidingsv1.UserSelector, fn func([]string) error) error {
+	if list := sel.GetUsers(); list != nil {
+		ids := list.GetUserIds()
+		for start := 0; start < len(ids); start += bulkChunk {
+			if err := fn(ids[start:min(start+bulkChunk, len(ids))]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	q := profilestore.ListQuery{Department: sel.GetDepartment(), ManagerID: sel.GetManagerId(), Limit: bulkChunk}
+	for {
+		page, more, err := s.d.Entities.Profiles.List(ctx, q)
+		if err != nil {
+			return err
+		}
+		ids := make([]string, len(page))
+		for i, p := range page {
+			ids[i] = p.GetUserId()
+		}
+		if len(ids) > 0 {
+			if err := fn(ids); err != nil {
+				return err
+			}
+			q.After = ids[len(ids)-1]
+		}
+		if !more || len(ids) == 0 {
+			return nil
+		}
+	}
+}
+
+// BulkFollow implements tidingsv1.AdminServiceServer.
+func (s *Server) BulkFollow(ctx context.Context, req *tidingsv1.BulkFollowRequest) (*tidingsv1.BulkFollowResponse, error) {
+	ref := req.GetEntity()
+	// A restricted record is followed only by the users who may see it.
+	record, err := s.d.Entities.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	key := entity.Key(ref)
+	store := s.d.Graph.Store()
+	resp := &tidingsv1.BulkFollowResponse{}
+	err = s.eachUserChunk(ctx, req.GetUsers(), func(ids []string) error {
+		already, err := store.FollowersOf(ctx, key, ids)
+		if err != nil {
+			return err
+		}
+		counts, err := store.FollowingCounts(ctx, ids)
+		if err != nil {
+			return err
+		}
+		var changes []*tidingsv1.EdgeChange
+		for i, u := range ids {
+			switch {
+			case already[i]:
+				resp.UnchangedCount++
+			case ref.GetUserId() == u, counts[i] >= s.d.MaxFollowing,
+				record != nil && !recordstore.UserMaySee(record, u):
+				resp.SkippedCount++
+			default:
+				changes = append(changes, &tidingsv1.EdgeChange{UserId: u, Entity: ref, Following: true})
+			}
+		}
+		resp.ChangedCount += int64(len(changes))
+		return s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), changes)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// BulkUnfollow implements tidingsv1.AdminServiceServer.
+func (s *Server) BulkUnfollow(ctx context.Context, req *tidingsv1.BulkUnfollowRequest) (*tidingsv1.BulkUnfollowResponse, error) {
+	ref := req.GetEntity()
+	key := entity.Key(ref)
+	store := s.d.Graph.Store()
+	resp := &tidingsv1.BulkUnfollowResponse{}
+	err := s.eachUserChunk(ctx, req.GetUsers(), func(ids []string) error {
+		following, err := store.FollowersOf(ctx, key, ids)
+		if err != nil {
+			return err
+		}
+		var changes []*tidingsv1.EdgeChange
+		for i, u := range ids {
+			if !following[i] {
+				resp.UnchangedCount++
+				continue
+			}
+			changes = append(changes, &tidingsv1.EdgeChange{UserId: u, Entity: ref})
+		}
+		resp.ChangedCount += int64(len(changes))
+		return s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), changes)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// ExportGraph implements tidingsv1.AdminServiceServer.
+func (s *Server) ExportGraph(req *tidingsv1.ExportGraphRequest, stream grpc.ServerStreamingServer[tidingsv1.ExportGraphResponse]) error {
+	ctx := stream.Context()
+	size := int(req.GetBatchSize())
+	if size == 0 {
+		size = 1000
+	}
+	store := s.d.Graph.Store()
+	batch := &tidingsv1.ExportGraphResponse{}
+	flush := func() error {
+		if len(batch.GetFollows()) == 0 {
+			return nil
+		}
+		if err := stream.Send(batch); err != nil {
+			return err
+		}
+		batch = &tidingsv1.ExportGraphResponse{}
+		return nil
+	}
+	err := store.ScanUsers(ctx, 500, func(users []string) error {
+		for _, u := range users {
+			err := store.ScanFollowing(ctx, u, size, func(edges []graphstore.Edge) error {
+				for _, e := range edges {
+					ref, err := entity.Parse(e.Member)
+					if err != nil {
+						return fmt.Errorf("export follows of %s: %w", u, err)
+					}
+					batch.Follows = append(batch.Follows, &tidingsv1.Follow{
+						UserId: u, Entity: ref, CreateTime: timestamppb.New(time.UnixMilli(e.CreateMs)),
+					})
+					if len(batch.GetFollows()) >= size {
+						if err := flush(); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return flush()
+}
+
+// ImportGraph implements tidingsv1.AdminServiceServer.
+func (s *Server) ImportGraph(stream grpc.ClientStreamingServer[tidingsv1.ImportGraphRequest, tidingsv1.ImportGraphResponse]) error {
+	ctx := stream.Context()
+	resp := &tidingsv1.ImportGraphResponse{}
+	store := s.d.Graph.Store()
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(resp)
+		}
+		if err != nil {
+			return err
+		}
+		var (
+			changes []*tidingsv1.EdgeChange
+			pairs   []graphstore.Pair
+		)
+		for _, f := range req.GetFollows() {
+			resp.RowCount++
+			if reason := s.checkEdge(f); reason != "" {
+				resp.RejectedCount++
+				if len(resp.Errors) < maxRowErrors {
+					resp.Errors = append(resp.Errors, &tidingsv1.RowError{Row: resp.RowCount, Reason: reason})
+				}
+				continue
+			}
+			changes = append(changes, &tidingsv1.EdgeChange{UserId: f.GetUserId(), Entity: f.GetEntity(), Following: true, CreateTime: f.GetCreateTime()})
+			pairs = append(pairs, graphstore.Pair{UserID: f.GetUserId(), Entity: entity.Key(f.GetEntity())})
+		}
+		exist, err := store.Exist(ctx, pairs)
+		if err != nil {
+			return err
+		}
+		fresh := changes[:0]
+		for i, c := range changes {
+			if exist[i] {
+				resp.UnchangedCount++
+				continue
+			}
+			fresh = append(fresh, c)
+		}
+		if err := s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), fresh); err != nil {
+			return err
+		}
+		resp.ImportedCount += int64(len(fresh))
+	}
+}
+
+// checkEdge returns why an imported edge is rejected, or "".
+func (s *Server) checkEdge(f *tidingsv1.Follow) string {
+	req := &tidingsv1.FollowRequest{UserId: f.GetUserId(), Entity: f.GetEntity()}
+	if err := s.validator.Validate(req); err != nil {
+		return err.Error()
+	}
+	if f.GetEntity().GetUserId() == f.GetUserId() {
+		return "a user cannot follow themselves"
+	}
+	if ct := f.GetCreateTime(); ct != nil && ct.CheckValid() != nil {
+		return "create_time is not a valid time"
+	}
+	return ""
+}
+
+// RemoveUser implements tidingsv1.AdminServiceServer.
+func (s *Server) RemoveUser(ctx context.Context, req *tidingsv1.RemoveUserRequest) (*tidingsv1.RemoveUserResponse, error) {
+	user := req.GetUserId()
+	store := s.d.Graph.Store()
+	resp := &tidingsv1.RemoveUserResponse{}
+	err := store.ScanFollowing(ctx, user, bulkChunk, func(edges []graphstore.Edge) error {
+		changes := make([]*tidingsv1.EdgeChange, 0, len(edges))
+		for _, e := range edges {
+			ref, err := entity.Parse(e.Member)
+			if err != nil {
+				return fmt.Errorf("follows of %s: %w", user, err)
+			}
+			changes = append(changes, &tidingsv1.EdgeChange{UserId: user, Entity: ref})
+		}
+		resp.FollowingRemoved += int64(len(changes))
+		return s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), changes)
+	})
+	if err != nil {
+		return nil, err
+	}
+	self := entity.User(user)
+	err = store.ScanFollowers(ctx, entity.Key(self), bulkChunk, func(edges []graphstore.Edge) error {
+		changes := make([]*tidingsv1.EdgeChange, 0, len(edges))
+		for _, e := range edges {
+			changes = append(changes, &tidingsv1.EdgeChange{UserId: e.Member, Entity: self})
+		}
+		resp.FollowersRemoved += int64(len(changes))
+		return s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), changes)
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.d.Profiles.SetActive(ctx, user, false); err != nil && !isNotFound(err) {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func isNotFound(err error) bool {
+	var e *apierr.Error
+	return errors.As(err, &e) && e.Reason == apierr.ReasonNotFound
+}
+
+// GetAutoFollowRules implements tidingsv1.AdminServiceServer.
+func (s *Server) GetAutoFollowRules(ctx context.Context, _ *tidingsv1.GetAutoFollowRulesRequest) (*tidingsv1.GetAutoFollowRulesResponse, error) {
+	rules, err := s.d.Settings.AutoFollowRules(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.GetAutoFollowRulesResponse{Rules: rules}, nil
+}
+
+// UpdateAutoFollowRules implements tidingsv1.AdminServiceServer.
+func (s *Server) UpdateAutoFollowRules(ctx context.Context, req *tidingsv1.UpdateAutoFollowRulesRequest) (*tidingsv1.UpdateAutoFollowRulesResponse, error) {
+	if err := s.d.Settings.SetAutoFollowRules(ctx, req.GetRules()); err != nil {
+		return nil, err
+	}
+	return &tidingsv1.UpdateAutoFollowRulesResponse{Rules: req.GetRules()}, nil
+}
+
+// RebuildProjections implements tidingsv1.AdminServiceServer.
+func (s *Server) RebuildProjections(ctx context.Context, req *tidingsv1.RebuildProjectionsRequest) (*tidingsv1.RebuildProjectionsResponse, error) {
+	which := req.GetProjections()
+	if len(which) == 0 {
+		which = worker.RebuildOrder
+	}
+	resp := &tidingsv1.RebuildProjectionsResponse{}
+	for _, p := range which {
+		n, err := worker.Rebuild(ctx, s.d.Log, s.d.Projections, p)
+		if errors.Is(err, worker.ErrNotRebuildable) {
+			return nil, apierr.FailedPrecondition("projection %s cannot be rebuilt yet", p)
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.d.Logger.InfoContext(ctx, "projection rebuilt", "projection", p.String(), "events", n)
+		resp.Rebuilt = append(resp.Rebuilt, &tidingsv1.ProjectionRebuild{Projection: p, EventCount: n})
+	}
+	return resp, nil
+}
+
+// GetSystemStatus implements tidingsv1.AdminServiceServer.
+func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStatusRequest) (*tidingsv1.GetSystemStatusResponse, error) {
+	resp := &tidingsv1.GetSystemStatusResponse{Time: timestamppb.Now(), RedisOk: s.d.RDB.Ping(ctx).Err() == nil}
+	js := s.d.Log.JetStream()
+	for _, cfg := range eventlog.StreamConfigs(eventlog.StreamOptions{}) {
+		st, err := js.Stream(ctx, cfg.Name)
+		if err != nil {
+			return nil, apierr.Unavailable("stream %s: %v", cfg.Name, err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			return nil, apierr.Unavailable("stream %s: %v", cfg.Name, err)
+		}
+		resp.Streams = append(resp.Streams, &tidingsv1.StreamStatus{
+			Name: cfg.Name, Messages: info.State.Msgs, Bytes: info.State.Bytes,
+			FirstSequence: info.State.FirstSeq, LastSequence: info.State.LastSeq,
+		})
+		consumers := st.ListConsumers(ctx)
+		for ci := range consumers.Info() {
+			resp.Consumers = append(resp.Consumers, consumerStatus(cfg.Name, ci))
+		}
+		if err := consumers.Err(); err != nil {
+			return nil, apierr.Unavailable("consumers of %s: %v", cfg.Name, err)
+		}
+	}
+	return resp, nil
+}
+
+func consumerStatus(stream string, ci *jetstream.ConsumerInfo) *tidingsv1.ConsumerStatus {
+	return &tidingsv1.ConsumerStatus{
+		Stream: stream, Name: ci.Name, Pending: ci.NumPending,
+		AckPending: int64(ci.NumAckPending), Redelivered: int64(ci.NumRedelivered),
+	}
+}

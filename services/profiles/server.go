@@ -21,9 +21,12 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/pagetoken"
 	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/settings"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -40,6 +43,10 @@ type Server struct {
 	store  *profilestore.Store
 	logger *slog.Logger
 	now    func() time.Time
+
+	// With auto-follow wired, new employees may follow their manager.
+	settings *settings.Store
+	graph    *graph.Writer
 }
 
 var _ tidingsv1.ProfileServiceServer = (*Server)(nil)
@@ -47,6 +54,32 @@ var _ tidingsv1.ProfileServiceServer = (*Server)(nil)
 // NewServer returns the ProfileService.
 func NewServer(log *eventlog.Log, store *profilestore.Store, logger *slog.Logger) *Server {
 	return &Server{log: log, store: store, logger: logger, now: time.Now}
+}
+
+// EnableAutoFollow lets the server apply the "new employee follows their
+// manager" rule, when an admin turns it on.
+func (s *Server) EnableAutoFollow(st *settings.Store, w *graph.Writer) {
+	s.settings, s.graph = st, w
+}
+
+// followManager applies the "new employee follows their manager" rule.
+func (s *Server) followManager(ctx context.Context, p *tidingsv1.Profile) error {
+	mgr := p.GetManagerId()
+	if s.settings == nil || mgr == "" {
+		return nil
+	}
+	rules, err := s.settings.AutoFollowRules(ctx)
+	if err != nil || !rules.GetNewEmployeeFollowsManager() {
+		return err
+	}
+	if _, err := s.store.Get(ctx, mgr); errors.Is(err, profilestore.ErrNotFound) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	system := &tidingsv1.Caller{Kind: tidingsv1.CallerKind_CALLER_KIND_SYSTEM, Id: "auto-follow"}
+	return s.graph.Write(ctx, eventlog.FollowSubject(p.GetUserId()), "", system,
+		[]*tidingsv1.EdgeChange{{UserId: p.GetUserId(), Entity: entity.User(mgr), Following: true}})
 }
 
 // Projector returns the handler that applies PROFILES events to Redis.
@@ -124,6 +157,9 @@ func (s *Server) change(ctx context.Context, userID string, m mutation) (*tiding
 		result = updated
 	case res.Changed:
 		result = created
+		if err := s.followManager(ctx, res.Event.GetProfile()); err != nil {
+			return nil, 0, err
+		}
 	}
 	return res.Event.GetProfile(), result, nil
 }

@@ -23,16 +23,9 @@ import (
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
-	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/redisx"
+	"github.com/tidingshq/tidings/pkg/settings"
 	"github.com/tidingshq/tidings/pkg/telemetry"
-	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
-	"github.com/tidingshq/tidings/services/activities"
-	"github.com/tidingshq/tidings/services/admin"
-	"github.com/tidingshq/tidings/services/follows"
-	"github.com/tidingshq/tidings/services/profiles"
-	"github.com/tidingshq/tidings/services/records"
-	"github.com/tidingshq/tidings/services/timelines"
 	"github.com/tidingshq/tidings/services/worker"
 )
 
@@ -76,10 +69,11 @@ type Options struct {
 
 // deps are the connections a process holds.
 type deps struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	log *eventlog.Log
-	rdb redis.UniversalClient
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	log      *eventlog.Log
+	rdb      redis.UniversalClient
+	settings *settings.Store
 }
 
 func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps, error) {
@@ -111,7 +105,12 @@ func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps
 		nc.Close()
 		return nil, err
 	}
-	return &deps{nc: nc, js: js, log: eventlog.New(js), rdb: redisx.NewClient(cfg.RedisAddrs, cfg.RedisPassword)}, nil
+	st, err := settings.Open(sctx, js, cfg.StreamReplicas)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &deps{nc: nc, js: js, log: eventlog.New(js), rdb: redisx.NewClient(cfg.RedisAddrs, cfg.RedisPassword), settings: st}, nil
 }
 
 func (d *deps) close() {
@@ -140,7 +139,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.close()
 
 	reg := telemetry.NewRegistry()
-	profileStore := profilestore.New(d.rdb)
+	c := newComponents(d, cfg, logger)
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
@@ -169,7 +168,9 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		register(srv, opts.Roles, d, profileStore, logger)
+		if err := c.register(srv, opts.Roles); err != nil {
+			return err
+		}
 		ln, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return fmt.Errorf("listen grpc %s: %w", cfg.GRPCAddr, err)
@@ -188,7 +189,7 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		w := worker.New(d.log, worker.Projections{Profiles: profileStore}, metrics, logger)
+		w := worker.New(d.log, c.projections, metrics, logger)
 		g.Go(func() error { return w.Run(gctx) })
 	}
 
@@ -226,26 +227,6 @@ func Run(ctx context.Context, opts Options) error {
 	err = g.Wait()
 	logger.Info("tidings stopped")
 	return err
-}
-
-func register(srv *grpcserver.Server, roles []Role, d *deps, profileStore *profilestore.Store, logger *slog.Logger) {
-	for _, r := range roles {
-		switch r {
-		case RoleProfiles:
-			tidingsv1.RegisterProfileServiceServer(srv, profiles.NewServer(d.log, profileStore, logger))
-		case RoleFollows:
-			tidingsv1.RegisterFollowServiceServer(srv, follows.NewServer())
-		case RoleRecords:
-			tidingsv1.RegisterRecordServiceServer(srv, records.NewServer())
-		case RoleActivities:
-			tidingsv1.RegisterActivityServiceServer(srv, activities.NewServer())
-		case RoleTimelines:
-			tidingsv1.RegisterTimelineServiceServer(srv, timelines.NewServer())
-		case RoleAdmin:
-			tidingsv1.RegisterAdminServiceServer(srv, admin.NewServer())
-		case RoleWorker:
-		}
-	}
 }
 
 // watchHealth keeps the health service truthful until ctx ends, then marks

@@ -332,9 +332,12 @@ type ActivityEvent struct {
 	// Who made the change.
 	Caller *Caller `protobuf:"bytes,4,opt,name=caller,proto3" json:"caller,omitempty"`
 	// When the change was made.
-	Time          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Time *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
+	// For a post made with an idempotency key (or an app's event id): the
+	// scope under which a retry finds this activity.
+	IdempotencyScope string `protobuf:"bytes,6,opt,name=idempotency_scope,json=idempotencyScope,proto3" json:"idempotency_scope,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ActivityEvent) Reset() {
@@ -415,6 +418,13 @@ func (x *ActivityEvent) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *ActivityEvent) GetIdempotencyScope() string {
+	if x != nil {
+		return x.IdempotencyScope
+	}
+	return ""
+}
+
 type isActivityEvent_Change interface {
 	isActivityEvent_Change()
 }
@@ -466,14 +476,15 @@ const file_tidings_v1_events_proto_rawDesc = "" +
 	"\tfollowing\x18\x03 \x01(\bR\tfollowing\x12!\n" +
 	"\fkeep_history\x18\x04 \x01(\bR\vkeepHistory\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xf6\x01\n" +
+	"createTime\"\xa3\x02\n" +
 	"\rActivityEvent\x12.\n" +
 	"\x06posted\x18\x01 \x01(\v2\x14.tidings.v1.ActivityH\x00R\x06posted\x12.\n" +
 	"\x06edited\x18\x02 \x01(\v2\x14.tidings.v1.ActivityH\x00R\x06edited\x12\x1f\n" +
 	"\n" +
 	"deleted_id\x18\x03 \x01(\tH\x00R\tdeletedId\x12*\n" +
 	"\x06caller\x18\x04 \x01(\v2\x12.tidings.v1.CallerR\x06caller\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\b\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
+	"\x11idempotency_scope\x18\x06 \x01(\tR\x10idempotencyScopeB\b\n" +
 	"\x06changeB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (

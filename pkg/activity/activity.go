@@ -1,0 +1,184 @@
+// Package activity is the one path by which activities are posted, edited
+// and deleted, for employees' posts (ActivityService) and apps' record
+// events (RecordService) alike: it assigns time-sortable ids, resolves
+// @mentions, makes posts idempotent, appends to the ACTIVITIES stream and
+// writes the body through.
+package activity
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidingshq/tidings/pkg/activitystore"
+	"github.com/tidingshq/tidings/pkg/apierr"
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/profilestore"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+// MaxMentions bounds the users one activity mentions.
+const MaxMentions = 50
+
+var mentionPattern = regexp.MustCompile(`(?:^|[^A-Za-z0-9._@-])@([A-Za-z0-9][A-Za-z0-9._@-]{0,63})`)
+
+// Mentions returns the user ids written as @user_id in text, once each, in
+// order, at most MaxMentions. A trailing "." (end of a sentence) is not part
+// of an id.
+func Mentions(text string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, m := range mentionPattern.FindAllStringSubmatch(text, -1) {
+		id := strings.TrimRight(m[1], ".")
+		if id == "" || seen[id] {
+			continue
+		}
+		seen[id] = true
+		out = append(out, id)
+		if len(out) == MaxMentions {
+			break
+		}
+	}
+	return out
+}
+
+// NewID returns a new time-sortable activity id (a ULID: 48 bits of
+// milliseconds, then randomness; its string form sorts by time).
+func NewID(now time.Time) string {
+	return ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
+}
+
+// IDTime returns the time encoded in an activity id.
+func IDTime(id string) (time.Time, error) {
+	u, err := ulid.ParseStrict(id)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("activity id %q: %w", id, err)
+	}
+	return ulid.Time(u.Time()), nil
+}
+
+// Poster posts activities.
+type Poster struct {
+	log      *eventlog.Log
+	bodies   *activitystore.Store
+	profiles *profilestore.Store
+	logger   *slog.Logger
+	now      func() time.Time
+}
+
+// NewPoster returns a Poster.
+func NewPoster(log *eventlog.Log, bodies *activitystore.Store, profiles *profilestore.Store, logger *slog.Logger) *Poster {
+	return &Poster{log: log, bodies: bodies, profiles: profiles, logger: logger, now: time.Now}
+}
+
+// Bodies returns the body store.
+func (p *Poster) Bodies() *activitystore.Store { return p.bodies }
+
+// Post appends a new activity. a carries what the caller said (actor, verb,
+// text, record, links...); Post sets its id, time and mentions. With a
+// non-empty scope, a second Post in the same scope returns the first's
+// activity and appends nothing.
+func (p *Poster) Post(ctx context.Context, a *tidingsv1.Activity, scope string, caller *tidingsv1.Caller) (*tidingsv1.Activity, error) {
+	if scope != "" {
+		if prior, ok, err := p.prior(ctx, scope); err != nil || ok {
+			return prior, err
+		}
+	}
+	now := p.now()
+	a = proto.CloneOf(a)
+	a.Id = NewID(now)
+	a.CreateTime = timestamppb.New(now)
+	mentions, err := p.resolveMentions(ctx, a.GetText())
+	if err != nil {
+		return nil, err
+	}
+	a.MentionUserIds = mentions
+	msgID := "post:" + a.GetId()
+	if scope != "" {
+		msgID = "post:" + scope
+	}
+	ev := &tidingsv1.ActivityEvent{Change: &tidingsv1.ActivityEvent_Posted{Posted: a}, Caller: caller, Time: a.GetCreateTime(), IdempotencyScope: scope}
+	appended, err := p.log.Publish(ctx, eventlog.Append{Subject: eventlog.ActivitySubject(a.GetId()), MsgID: msgID, Event: ev})
+	if err != nil {
+		return nil, err
+	}
+	if appended.Duplicate {
+		// A retry inside the duplicate window: answer with the original.
+		data, err := p.log.MessageAt(ctx, eventlog.StreamActivities, appended.Sequence)
+		if err != nil {
+			return nil, err
+		}
+		orig := &tidingsv1.ActivityEvent{}
+		if err := proto.Unmarshal(data, orig); err != nil {
+			return nil, fmt.Errorf("decode activity event %d: %w", appended.Sequence, err)
+		}
+		return orig.GetPosted(), nil
+	}
+	p.writeThrough(ctx, appended.Sequence, ev)
+	return a, nil
+}
+
+func (p *Poster) prior(ctx context.Context, scope string) (*tidingsv1.Activity, bool, error) {
+	id, ok, err := p.bodies.IdempotentID(ctx, scope)
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	a, err := p.bodies.Get(ctx, id)
+	if errors.Is(err, activitystore.ErrNotFound) {
+		return nil, true, apierr.FailedPrecondition("this idempotency key was used for activity %s, since deleted", id)
+	}
+	return a, err == nil, err
+}
+
+func (p *Poster) resolveMentions(ctx context.Context, text string) ([]string, error) {
+	ids := Mentions(text)
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	found, err := p.profiles.GetMany(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := ids[:0]
+	for _, id := range ids {
+		if _, ok := found[id]; ok {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// writeThrough stores the body at once so the poster reads its write; the
+// fan-out applies the same event.
+func (p *Poster) writeThrough(ctx context.Context, seq uint64, ev *tidingsv1.ActivityEvent) {
+	if err := Apply(ctx, p.bodies, seq, ev); err != nil {
+		p.logger.WarnContext(ctx, "activity write-through failed; the worker will apply it", "seq", seq, "error", err)
+	}
+}
+
+// Apply projects one ACTIVITIES event onto the body store.
+func Apply(ctx context.Context, bodies *activitystore.Store, seq uint64, ev *tidingsv1.ActivityEvent) error {
+	switch c := ev.GetChange().(type) {
+	case *tidingsv1.ActivityEvent_Posted:
+		if err := bodies.Put(ctx, seq, c.Posted); err != nil {
+			return err
+		}
+		if ev.GetIdempotencyScope() != "" {
+			return bodies.RememberIdempotent(ctx, ev.GetIdempotencyScope(), c.Posted.GetId())
+		}
+		return nil
+	case *tidingsv1.ActivityEvent_Edited:
+		return bodies.Put(ctx, seq, c.Edited)
+	case *tidingsv1.ActivityEvent_DeletedId:
+		return bodies.Delete(ctx, seq, c.DeletedId)
+	}
+	return fmt.Errorf("activity event %d has no change", seq)
+}

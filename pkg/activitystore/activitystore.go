@@ -1,0 +1,163 @@
+// Package activitystore is the Redis projection of activity bodies from the
+// ACTIVITIES stream. Bodies are stored once; feeds hold ids.
+//
+//	tidings:act:{<id>}          hash: seq, pb (Activity), del
+//	tidings:idem:{<scope>}      string: activity id of an idempotency key
+//
+// Edits and deletes are ordered by stream sequence like every projection. A
+// deleted activity keeps a tombstone (seq, del=1, no body): a redelivered
+// post cannot bring it back, and reads drop it at once, before it leaves
+// every timeline.
+package activitystore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tidingshq/tidings/pkg/redisx"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+func bodyKey(id string) string    { return redisx.Prefix + "act:{" + id + "}" }
+func idemKey(scope string) string { return redisx.Prefix + "idem:{" + scope + "}" }
+
+// IdempotencyTTL is how long an idempotency key is remembered in Redis; the
+// log's duplicate window covers the first minutes, this the rest.
+const IdempotencyTTL = 7 * 24 * time.Hour
+
+// applyScript stores a body (ARGV[3] == "0") or a tombstone unless a newer
+// event was applied; a tombstone is final. Returns 1 when applied.
+var applyScript = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'seq', 'del')
+if cur[2] == '1' or (tonumber(cur[1]) or 0) >= tonumber(ARGV[1]) then
+  return 0
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'del', '1')
+  redis.call('HDEL', KEYS[1], 'pb')
+  return 1
+end
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'pb', ARGV[2], 'del', '0')
+return 1
+`)
+
+// Store reads and writes activity bodies.
+type Store struct {
+	rdb redis.UniversalClient
+}
+
+// New returns a Store.
+func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
+
+// Put stores a posted or edited activity at stream sequence seq.
+func (s *Store) Put(ctx context.Context, seq uint64, a *tidingsv1.Activity) error {
+	data, err := proto.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("encode activity %s: %w", a.GetId(), err)
+	}
+	if err := applyScript.Run(ctx, s.rdb, []string{bodyKey(a.GetId())}, seq, data, "0").Err(); err != nil {
+		return fmt.Errorf("store activity %s: %w", a.GetId(), err)
+	}
+	return nil
+}
+
+// Delete leaves a tombstone for an activity deleted at stream sequence seq.
+func (s *Store) Delete(ctx context.Context, seq uint64, id string) error {
+	if err := applyScript.Run(ctx, s.rdb, []string{bodyKey(id)}, seq, "", "1").Err(); err != nil {
+		return fmt.Errorf("delete activity %s: %w", id, err)
+	}
+	return nil
+}
+
+// ErrNotFound means there is no such activity, or it was deleted.
+var ErrNotFound = errors.New("activity not found")
+
+// Get returns one activity.
+func (s *Store) Get(ctx context.Context, id string) (*tidingsv1.Activity, error) {
+	got, err := s.GetMany(ctx, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	if got[0] == nil {
+		return nil, ErrNotFound
+	}
+	return got[0], nil
+}
+
+// GetMany returns the activities of ids, nil for missing or deleted ones, in
+// one round trip.
+func (s *Store) GetMany(ctx context.Context, ids []string) ([]*tidingsv1.Activity, error) {
+	cmds := make([]*redis.StringCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = pipe.HGet(ctx, bodyKey(id), "pb")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read activities: %w", err)
+	}
+	out := make([]*tidingsv1.Activity, len(ids))
+	for i, cmd := range cmds {
+		data, err := cmd.Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read activity %s: %w", ids[i], err)
+		}
+		a := &tidingsv1.Activity{}
+		if err := proto.Unmarshal(data, a); err != nil {
+			return nil, fmt.Errorf("decode activity %s: %w", ids[i], err)
+		}
+		out[i] = a
+	}
+	return out, nil
+}
+
+// IsDeleted reports whether an activity has a tombstone.
+func (s *Store) IsDeleted(ctx context.Context, id string) (bool, error) {
+	v, err := s.rdb.HGet(ctx, bodyKey(id), "del").Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read activity %s: %w", id, err)
+	}
+	return v == "1", nil
+}
+
+// IdempotentID returns the activity id recorded for an idempotency scope.
+func (s *Store) IdempotentID(ctx context.Context, scope string) (string, bool, error) {
+	id, err := s.rdb.Get(ctx, idemKey(scope)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read idempotency key: %w", err)
+	}
+	return id, true, nil
+}
+
+// RememberIdempotent records the activity id of an idempotency scope.
+func (s *Store) RememberIdempotent(ctx context.Context, scope, id string) error {
+	if err := s.rdb.SetNX(ctx, idemKey(scope), id, IdempotencyTTL).Err(); err != nil {
+		return fmt.Errorf("write idempotency key: %w", err)
+	}
+	return nil
+}
+
+// Wipe deletes bodies and idempotency keys, before a rebuild.
+func (s *Store) Wipe(ctx context.Context) error {
+	for _, p := range []string{"act:*", "idem:*"} {
+		if _, err := redisx.DeleteMatching(ctx, s.rdb, redisx.Prefix+p); err != nil {
+			return err
+		}
+	}
+	return nil
+}

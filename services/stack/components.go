@@ -1,0 +1,89 @@
+package stack
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/tidingshq/tidings/pkg/activity"
+	"github.com/tidingshq/tidings/pkg/activitystore"
+	"github.com/tidingshq/tidings/pkg/config"
+	"github.com/tidingshq/tidings/pkg/graph"
+	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/recordstore"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/activities"
+	"github.com/tidingshq/tidings/services/admin"
+	"github.com/tidingshq/tidings/services/follows"
+	"github.com/tidingshq/tidings/services/profiles"
+	"github.com/tidingshq/tidings/services/records"
+	"github.com/tidingshq/tidings/services/timelines"
+	"github.com/tidingshq/tidings/services/worker"
+)
+
+// components are the stores and writers a process shares between its
+// services and its worker. Constructors are explicit; there are few enough
+// parts that wiring them by hand stays readable.
+type components struct {
+	deps        *deps
+	cfg         config.Config
+	logger      *slog.Logger
+	projections worker.Projections
+	graph       *graph.Writer
+	poster      *activity.Poster
+	entities    *follows.Entities
+}
+
+func newComponents(d *deps, cfg config.Config, logger *slog.Logger) *components {
+	proj := worker.Projections{
+		Profiles:   profilestore.New(d.rdb),
+		Records:    recordstore.New(d.rdb),
+		Graph:      graphstore.New(d.rdb),
+		Activities: activitystore.New(d.rdb),
+	}
+	return &components{
+		deps:        d,
+		cfg:         cfg,
+		logger:      logger,
+		projections: proj,
+		graph:       graph.NewWriter(d.log, proj.Graph, logger),
+		poster:      activity.NewPoster(d.log, proj.Activities, proj.Profiles, logger),
+		entities:    &follows.Entities{Profiles: proj.Profiles, Records: proj.Records},
+	}
+}
+
+// register adds the services of roles to srv.
+func (c *components) register(srv *grpcserver.Server, roles []Role) error {
+	d := c.deps
+	profileServer := profiles.NewServer(d.log, c.projections.Profiles, c.logger)
+	profileServer.EnableAutoFollow(d.settings, c.graph)
+	for _, r := range roles {
+		switch r {
+		case RoleProfiles:
+			tidingsv1.RegisterProfileServiceServer(srv, profileServer)
+		case RoleFollows:
+			tidingsv1.RegisterFollowServiceServer(srv, follows.NewServer(c.graph, c.entities, c.cfg.MaxFollowing))
+		case RoleRecords:
+			tidingsv1.RegisterRecordServiceServer(srv, records.NewServer(records.Deps{
+				Log: d.log, Records: c.projections.Records, Profiles: c.projections.Profiles,
+				Graph: c.graph, Poster: c.poster, Settings: d.settings, Logger: c.logger,
+			}))
+		case RoleActivities:
+			tidingsv1.RegisterActivityServiceServer(srv, activities.NewServer())
+		case RoleTimelines:
+			tidingsv1.RegisterTimelineServiceServer(srv, timelines.NewServer())
+		case RoleAdmin:
+			adminServer, err := admin.NewServer(admin.Deps{
+				Log: d.log, RDB: d.rdb, Graph: c.graph, Entities: c.entities, Profiles: profileServer,
+				Settings: d.settings, Projections: c.projections, MaxFollowing: c.cfg.MaxFollowing, Logger: c.logger,
+			})
+			if err != nil {
+				return fmt.Errorf("admin service: %w", err)
+			}
+			tidingsv1.RegisterAdminServiceServer(srv, adminServer)
+		case RoleWorker:
+		}
+	}
+	return nil
+}
