@@ -4,14 +4,18 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/tidingshq/tidings/pkg/activity"
 	"github.com/tidingshq/tidings/pkg/activitystore"
+
 	"github.com/tidingshq/tidings/pkg/config"
+	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/settings"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/activities"
 	"github.com/tidingshq/tidings/services/admin"
@@ -22,10 +26,10 @@ import (
 	"github.com/tidingshq/tidings/services/worker"
 )
 
-// components are the stores and writers a process shares between its
+// Components are the stores and writers a process shares between its
 // services and its worker. Constructors are explicit; there are few enough
 // parts that wiring them by hand stays readable.
-type components struct {
+type Components struct {
 	deps        *deps
 	cfg         config.Config
 	logger      *slog.Logger
@@ -35,14 +39,23 @@ type components struct {
 	entities    *follows.Entities
 }
 
-func newComponents(d *deps, cfg config.Config, logger *slog.Logger) *components {
+// Wire builds the components over open connections; tests use it to serve
+// the services exactly as a process does.
+func Wire(log *eventlog.Log, rdb redis.UniversalClient, st *settings.Store, cfg config.Config, logger *slog.Logger) *Components {
+	return newComponents(&deps{log: log, js: log.JetStream(), rdb: rdb, settings: st}, cfg, logger)
+}
+
+// Projections returns the stores the worker writes.
+func (c *Components) Projections() worker.Projections { return c.projections }
+
+func newComponents(d *deps, cfg config.Config, logger *slog.Logger) *Components {
 	proj := worker.Projections{
 		Profiles:   profilestore.New(d.rdb),
 		Records:    recordstore.New(d.rdb),
 		Graph:      graphstore.New(d.rdb),
 		Activities: activitystore.New(d.rdb),
 	}
-	return &components{
+	return &Components{
 		deps:        d,
 		cfg:         cfg,
 		logger:      logger,
@@ -53,8 +66,8 @@ func newComponents(d *deps, cfg config.Config, logger *slog.Logger) *components 
 	}
 }
 
-// register adds the services of roles to srv.
-func (c *components) register(srv *grpcserver.Server, roles []Role) error {
+// Register adds the services of roles to srv.
+func (c *Components) Register(srv *grpcserver.Server, roles []Role) error {
 	d := c.deps
 	profileServer := profiles.NewServer(d.log, c.projections.Profiles, c.logger)
 	profileServer.EnableAutoFollow(d.settings, c.graph)

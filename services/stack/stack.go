@@ -168,7 +168,7 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		if err := c.register(srv, opts.Roles); err != nil {
+		if err := c.Register(srv, opts.Roles); err != nil {
 			return err
 		}
 		ln, err := net.Listen("tcp", cfg.GRPCAddr)

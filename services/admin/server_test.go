@@ -1,0 +1,354 @@
+package admin_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/testenv"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/stacktest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
+		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).processPings"),
+	)
+}
+
+func followerCount(t *testing.T, s *stacktest.Stack, ref *tidingsv1.EntityRef) int64 {
+	resp, err := s.Follows(t, testenv.Admin).GetFollowCounts(t.Context(), &tidingsv1.GetFollowCountsRequest{Entity: ref})
+	require.NoError(t, err)
+	return resp.GetFollowerCount()
+}
+
+func TestBulkFollowSelectors(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	ctx := t.Context()
+	var staff []*tidingsv1.Profile
+	for i := range 30 {
+		dept, mgr := "Sales", "boss"
+		if i%3 == 0 {
+			dept, mgr = "Eng", "cto"
+		}
+		staff = append(staff, &tidingsv1.Profile{UserId: fmt.Sprintf("e%02d", i), DisplayName: "E", Department: dept, ManagerId: mgr})
+	}
+	staff = append(staff, &tidingsv1.Profile{UserId: "boss", DisplayName: "Boss"}, &tidingsv1.Profile{UserId: "cto", DisplayName: "CTO"})
+	_, err := s.Profiles(t, testenv.Directory).BatchUpsertProfiles(ctx, &tidingsv1.BatchUpsertProfilesRequest{Profiles: staff})
+	require.NoError(t, err)
+	_, err = s.Records(t, testenv.App("crm")).UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: &tidingsv1.Record{
+		Ref: &tidingsv1.RecordRef{Type: "crm.account", ExternalId: "acme"}, Title: "Acme"}})
+	require.NoError(t, err)
+	acme := entity.Record("crm.account", "acme")
+	admin := s.Admin(t)
+
+	resp, err := admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: acme, Users: &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_Department{Department: "Sales"}}})
+	require.NoError(t, err)
+	require.EqualValues(t, 20, resp.GetChangedCount())
+	require.EqualValues(t, 20, followerCount(t, s, acme))
+
+	resp, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: acme, Users: &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_ManagerId{ManagerId: "cto"}}})
+	require.NoError(t, err)
+	require.EqualValues(t, 10, resp.GetChangedCount())
+	resp, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: acme, Users: &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_Department{Department: "Sales"}}})
+	require.NoError(t, err)
+	require.EqualValues(t, 0, resp.GetChangedCount())
+	require.EqualValues(t, 20, resp.GetUnchangedCount())
+
+	// Everyone follows the boss; the boss cannot follow themselves.
+	resp, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("boss"), Users: &tidingsv1.UserSelector{
+		Selector: &tidingsv1.UserSelector_Users{Users: &tidingsv1.UserList{UserIds: []string{"e01", "e02", "boss"}}}}})
+	require.NoError(t, err)
+	require.EqualValues(t, 2, resp.GetChangedCount())
+	require.EqualValues(t, 1, resp.GetSkippedCount())
+
+	un, err := admin.BulkUnfollow(ctx, &tidingsv1.BulkUnfollowRequest{Entity: acme, Users: &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_ManagerId{ManagerId: "cto"}}})
+	require.NoError(t, err)
+	require.EqualValues(t, 10, un.GetChangedCount())
+	require.EqualValues(t, 20, followerCount(t, s, acme))
+
+	_, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("nobody"), Users: &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_Department{Department: "Sales"}}})
+	stacktest.RequireCode(t, err, codes.NotFound)
+	_, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: acme})
+	stacktest.RequireCode(t, err, codes.InvalidArgument)
+	_, err = tidingsv1.NewAdminServiceClient(s.Server.Conn(t, testenv.Employee("e01"))).BulkFollow(ctx,
+		&tidingsv1.BulkFollowRequest{Entity: acme, Users: &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_Department{Department: "Sales"}}})
+	stacktest.RequireCode(t, err, codes.PermissionDenied)
+}
+
+func TestRemoveUser(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	s.Users(t, "leaver", "a", "b", "c")
+	ctx := t.Context()
+	admin := s.Follows(t, testenv.Admin)
+	for _, u := range []string{"a", "b", "c"} {
+		_, err := admin.Follow(ctx, &tidingsv1.FollowRequest{UserId: "leaver", Entity: entity.User(u)})
+		require.NoError(t, err)
+		_, err = admin.Follow(ctx, &tidingsv1.FollowRequest{UserId: u, Entity: entity.User("leaver")})
+		require.NoError(t, err)
+	}
+	_, err := admin.Follow(ctx, &tidingsv1.FollowRequest{UserId: "a", Entity: entity.User("b")})
+	require.NoError(t, err)
+
+	resp, err := s.Admin(t).RemoveUser(ctx, &tidingsv1.RemoveUserRequest{UserId: "leaver"})
+	require.NoError(t, err)
+	require.EqualValues(t, 3, resp.GetFollowingRemoved())
+	require.EqualValues(t, 3, resp.GetFollowersRemoved())
+	require.Zero(t, followerCount(t, s, entity.User("leaver")))
+	counts, err := admin.GetFollowCounts(ctx, &tidingsv1.GetFollowCountsRequest{Entity: entity.User("leaver")})
+	require.NoError(t, err)
+	require.Zero(t, counts.GetFollowingCount())
+	require.EqualValues(t, 1, followerCount(t, s, entity.User("b")), "other edges stay")
+	p, err := s.Profiles(t, testenv.Admin).GetProfile(ctx, &tidingsv1.GetProfileRequest{UserId: "leaver"})
+	require.NoError(t, err)
+	require.False(t, p.GetProfile().GetActive())
+}
+
+func TestNewEmployeeFollowsManagerRule(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	s.Users(t, "mgr")
+	ctx := t.Context()
+	rules, err := s.Admin(t).GetAutoFollowRules(ctx, &tidingsv1.GetAutoFollowRulesRequest{})
+	require.NoError(t, err)
+	require.True(t, rules.GetRules().GetOwnerFollowsRecord())
+	require.False(t, rules.GetRules().GetNewEmployeeFollowsManager())
+	hr := s.Profiles(t, testenv.Directory)
+	_, err = hr.UpsertProfile(ctx, &tidingsv1.UpsertProfileRequest{Profile: &tidingsv1.Profile{UserId: "early", DisplayName: "E", ManagerId: "mgr"}})
+	require.NoError(t, err)
+	_, err = s.Admin(t).UpdateAutoFollowRules(ctx, &tidingsv1.UpdateAutoFollowRulesRequest{Rules: &tidingsv1.AutoFollowRules{OwnerFollowsRecord: true, NewEmployeeFollowsManager: true}})
+	require.NoError(t, err)
+	_, err = hr.UpsertProfile(ctx, &tidingsv1.UpsertProfileRequest{Profile: &tidingsv1.Profile{UserId: "late", DisplayName: "L", ManagerId: "mgr"}})
+	require.NoError(t, err)
+	is, err := s.Follows(t, testenv.Admin).IsFollowing(ctx, &tidingsv1.IsFollowingRequest{UserId: "late", Entities: []*tidingsv1.EntityRef{entity.User("mgr")}})
+	require.NoError(t, err)
+	require.True(t, is.GetFollowing()[0])
+	is, err = s.Follows(t, testenv.Admin).IsFollowing(ctx, &tidingsv1.IsFollowingRequest{UserId: "early", Entities: []*tidingsv1.EntityRef{entity.User("mgr")}})
+	require.NoError(t, err)
+	require.False(t, is.GetFollowing()[0])
+}
+
+func TestImportReportsBadRows(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	ctx := t.Context()
+	stream, err := s.Admin(t).ImportGraph(ctx)
+	require.NoError(t, err)
+	created := timestamppb.New(time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC))
+	require.NoError(t, stream.Send(&tidingsv1.ImportGraphRequest{Follows: []*tidingsv1.Follow{
+		{UserId: "a", Entity: entity.User("b"), CreateTime: created},
+		{UserId: "bad id", Entity: entity.User("b")},
+		{UserId: "a", Entity: entity.User("a")},
+	}}))
+	require.NoError(t, stream.Send(&tidingsv1.ImportGraphRequest{Follows: []*tidingsv1.Follow{
+		{UserId: "c", Entity: entity.Record("crm.account", "acme")},
+		{UserId: "c"},
+		{UserId: "a", Entity: entity.User("b")},
+	}}))
+	resp, err := stream.CloseAndRecv()
+	require.NoError(t, err)
+	require.EqualValues(t, 6, resp.GetRowCount())
+	require.EqualValues(t, 2, resp.GetImportedCount())
+	require.EqualValues(t, 1, resp.GetUnchangedCount())
+	require.EqualValues(t, 3, resp.GetRejectedCount())
+	var rows []int64
+	for _, e := range resp.GetErrors() {
+		rows = append(rows, e.GetRow())
+		require.NotEmpty(t, e.GetReason())
+	}
+	require.Equal(t, []int64{2, 3, 5}, rows)
+
+	list, err := s.Follows(t, testenv.Admin).ListFollowing(ctx, &tidingsv1.ListFollowingRequest{UserId: "a"})
+	require.NoError(t, err)
+	require.Len(t, list.GetFollows(), 1)
+	require.True(t, list.GetFollows()[0].GetCreateTime().AsTime().Equal(created.AsTime()), "import keeps create times")
+}
+
+func TestStatusAndRebuild(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	s.StartWorker(t)
+	s.Users(t, "a", "b")
+	ctx := t.Context()
+	_, err := s.Follows(t, testenv.Admin).Follow(ctx, &tidingsv1.FollowRequest{UserId: "a", Entity: entity.User("b")})
+	require.NoError(t, err)
+	s.WaitCaughtUp(t)
+	status, err := s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
+	require.NoError(t, err)
+	require.True(t, status.GetRedisOk())
+	require.Len(t, status.GetStreams(), 5)
+	var names []string
+	for _, c := range status.GetConsumers() {
+		names = append(names, c.GetName())
+		require.Zero(t, c.GetPending())
+	}
+	require.Subset(t, names, []string{"profiles-projector", "follows-projector", "records-projector", "activities-projector"})
+
+	before := testenv.Snapshot(t, s.Env.RDB)
+	require.NoError(t, s.Env.RDB.FlushAll(ctx).Err())
+	rebuilt, err := s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
+	require.NoError(t, err)
+	require.Len(t, rebuilt.GetRebuilt(), 4)
+	require.Equal(t, before, testenv.Snapshot(t, s.Env.RDB))
+
+	_, err = s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{Projections: []tidingsv1.Projection{0}})
+	stacktest.RequireCode(t, err, codes.InvalidArgument)
+}
+
+// TestImportExportLargeGraph moves a graph of 100,000 users and 2,000,000
+// edges in and out through the API, checks the export equals the import
+// (as it streams, holding one user's edges at a time), and reports the peak
+// Go heap of the process during each phase. Under the race detector, which
+// slows it tenfold, it runs on 5,000 users; `make test` runs it again at
+// full size without the race detector.
+func TestImportExportLargeGraph(t *testing.T) {
+	users, perUser := 100_000, 20
+	if testing.Short() || raceEnabled {
+		users = 5_000
+	}
+	s := stacktest.Start(t)
+	ctx := t.Context()
+	targets := func(u int) []string {
+		out := make([]string, 0, perUser)
+		for j := range perUser {
+			if j%5 == 0 {
+				out = append(out, fmt.Sprintf("r:crm.account:acct%d", (u+j)%2000))
+				continue
+			}
+			// Deterministic, skewed targets.
+			target := (u*7919 + j*104729) % users
+			if target == u {
+				target = (target + 1) % users
+			}
+			out = append(out, fmt.Sprintf("u:user%06d", target))
+		}
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	userID := func(u int) string { return fmt.Sprintf("user%06d", u) }
+
+	start := time.Now()
+	importPeak := peakHeap(t, func() {
+		stream, err := s.Admin(t).ImportGraph(ctx)
+		require.NoError(t, err)
+		batch := &tidingsv1.ImportGraphRequest{}
+		created := timestamppb.New(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+		for u := range users {
+			for j := range perUser {
+				target := targets(u)[j%len(targets(u))]
+				if j >= len(targets(u)) {
+					target = targets(u)[0] // a duplicate row: counted unchanged
+				}
+				ref, err := entity.Parse(target)
+				require.NoError(t, err)
+				batch.Follows = append(batch.Follows, &tidingsv1.Follow{UserId: userID(u), Entity: ref, CreateTime: created})
+				if len(batch.Follows) == 5000 {
+					require.NoError(t, stream.Send(batch))
+					batch = &tidingsv1.ImportGraphRequest{}
+				}
+			}
+		}
+		if len(batch.Follows) > 0 {
+			require.NoError(t, stream.Send(batch))
+		}
+		resp, err := stream.CloseAndRecv()
+		require.NoError(t, err)
+		require.EqualValues(t, users*perUser, resp.GetRowCount())
+		require.Zero(t, resp.GetRejectedCount())
+		require.EqualValues(t, users*perUser, resp.GetImportedCount()+resp.GetUnchangedCount())
+	})
+	imported := time.Since(start)
+
+	start = time.Now()
+	var edges int
+	exportPeak := peakHeap(t, func() {
+		export, err := s.Admin(t).ExportGraph(ctx, &tidingsv1.ExportGraphRequest{BatchSize: 5000})
+		require.NoError(t, err)
+		seen := make([]bool, users)
+		var cur string
+		var have []string
+		check := func() {
+			if cur == "" {
+				return
+			}
+			var u int
+			_, err := fmt.Sscanf(cur, "user%06d", &u)
+			require.NoError(t, err)
+			require.False(t, seen[u], "%s exported in two runs", cur)
+			seen[u] = true
+			slices.Sort(have)
+			require.Equal(t, targets(u), have, "edges of %s", cur)
+		}
+		for {
+			page, err := export.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			for _, f := range page.GetFollows() {
+				if f.GetUserId() != cur {
+					check()
+					cur, have = f.GetUserId(), have[:0]
+				}
+				have = append(have, entity.Key(f.GetEntity()))
+				edges++
+			}
+		}
+		check()
+		for u, ok := range seen {
+			require.True(t, ok, "%s missing from the export", userID(u))
+		}
+	})
+	exported := time.Since(start)
+	t.Logf("graph of %d users, %d rows, %d distinct edges: import %s (peak Go heap %.0f MiB), export %s (peak Go heap %.0f MiB)",
+		users, users*perUser, edges, imported.Round(time.Millisecond), float64(importPeak)/(1<<20),
+		exported.Round(time.Millisecond), float64(exportPeak)/(1<<20))
+	// Bounded: nothing in either phase grows with the graph. Redis holds
+	// the graph; the process holds a few batches.
+	require.Less(t, importPeak, uint64(256<<20))
+	require.Less(t, exportPeak, uint64(256<<20))
+}
+
+// peakHeap runs f and returns the largest HeapInuse sampled meanwhile.
+func peakHeap(t *testing.T, f func()) uint64 {
+	t.Helper()
+	runtime.GC()
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	f()
+	close(stop)
+	wg.Wait()
+	return peak.Load()
+}

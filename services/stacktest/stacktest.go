@@ -1,0 +1,145 @@
+// Package stacktest starts every Tidings service for a test, wired exactly
+// as a process wires them, over the real JetStream and redis-server of
+// pkg/testenv, and hands out clients that call as any caller.
+package stacktest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/config"
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/settings"
+	"github.com/tidingshq/tidings/pkg/testenv"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/stack"
+	"github.com/tidingshq/tidings/services/worker"
+)
+
+// Stack is every service on one test server.
+type Stack struct {
+	Env        *testenv.Env
+	Server     *testenv.Server
+	Components *stack.Components
+	Settings   *settings.Store
+}
+
+// Options adjust the configuration.
+type Options struct {
+	// Configure, if set, changes the default configuration.
+	Configure func(*config.Config)
+}
+
+// Start serves every service for the test.
+func Start(t testing.TB, opts ...Options) *Stack {
+	t.Helper()
+	env := testenv.New(t)
+	st, err := settings.Open(t.Context(), env.JS, 1)
+	require.NoError(t, err)
+	cfg := config.Default()
+	for _, o := range opts {
+		if o.Configure != nil {
+			o.Configure(&cfg)
+		}
+	}
+	c := stack.Wire(env.Log, env.RDB, st, cfg, env.Logger)
+	srv := testenv.Serve(t, func(s *grpcserver.Server) {
+		require.NoError(t, c.Register(s, stack.ServiceRoles))
+	})
+	return &Stack{Env: env, Server: srv, Components: c, Settings: st}
+}
+
+// StartWorker runs the worker until the test ends.
+func (s *Stack) StartWorker(t testing.TB) {
+	t.Helper()
+	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
+	require.NoError(t, err)
+	w := worker.New(s.Env.Log, s.Components.Projections(), metrics, s.Env.Logger)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+}
+
+// CaughtUp reports whether a durable consumer has acknowledged everything.
+func (s *Stack) CaughtUp(t testing.TB, spec eventlog.ConsumerSpec) bool {
+	c, err := s.Env.JS.Consumer(t.Context(), spec.Stream, spec.Durable)
+	if err != nil {
+		return false
+	}
+	info, err := c.Info(t.Context())
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+}
+
+// WaitCaughtUp waits until every worker consumer has caught up.
+func (s *Stack) WaitCaughtUp(t testing.TB) {
+	t.Helper()
+	for _, spec := range []eventlog.ConsumerSpec{worker.ProfilesConsumer, worker.RecordsConsumer, worker.FollowsConsumer, worker.ActivitiesConsumer} {
+		testenv.Eventually(t, 60*time.Second, func() bool { return s.CaughtUp(t, spec) }, "consumer %s did not catch up", spec.Durable)
+	}
+}
+
+// Profiles returns a ProfileService client calling as id.
+func (s *Stack) Profiles(t testing.TB, id auth.Identity) tidingsv1.ProfileServiceClient {
+	return tidingsv1.NewProfileServiceClient(s.Server.Conn(t, id))
+}
+
+// Follows returns a FollowService client calling as id.
+func (s *Stack) Follows(t testing.TB, id auth.Identity) tidingsv1.FollowServiceClient {
+	return tidingsv1.NewFollowServiceClient(s.Server.Conn(t, id))
+}
+
+// Records returns a RecordService client calling as id.
+func (s *Stack) Records(t testing.TB, id auth.Identity) tidingsv1.RecordServiceClient {
+	return tidingsv1.NewRecordServiceClient(s.Server.Conn(t, id))
+}
+
+// Activities returns an ActivityService client calling as id.
+func (s *Stack) Activities(t testing.TB, id auth.Identity) tidingsv1.ActivityServiceClient {
+	return tidingsv1.NewActivityServiceClient(s.Server.Conn(t, id))
+}
+
+// Timelines returns a TimelineService client calling as id.
+func (s *Stack) Timelines(t testing.TB, id auth.Identity) tidingsv1.TimelineServiceClient {
+	return tidingsv1.NewTimelineServiceClient(s.Server.Conn(t, id))
+}
+
+// Admin returns an AdminService client calling as an admin.
+func (s *Stack) Admin(t testing.TB) tidingsv1.AdminServiceClient {
+	return tidingsv1.NewAdminServiceClient(s.Server.Conn(t, testenv.Admin))
+}
+
+// Users creates profiles for ids (display name = id).
+func (s *Stack) Users(t testing.TB, ids ...string) {
+	t.Helper()
+	var batch []*tidingsv1.Profile
+	for _, id := range ids {
+		batch = append(batch, &tidingsv1.Profile{UserId: id, DisplayName: id})
+	}
+	for start := 0; start < len(batch); start += 500 {
+		_, err := s.Profiles(t, testenv.Directory).BatchUpsertProfiles(t.Context(),
+			&tidingsv1.BatchUpsertProfilesRequest{Profiles: batch[start:min(start+500, len(batch))]})
+		require.NoError(t, err)
+	}
+}
+
+// RequireCode fails unless err is a status with code want and a message.
+func RequireCode(t testing.TB, err error, want codes.Code) {
+	t.Helper()
+	require.Error(t, err)
+	st, ok := status.FromError(err)
+	require.True(t, ok, "not a status: %v", err)
+	require.Equal(t, want, st.Code(), "message: %s", st.Message())
+	require.NotEmpty(t, st.Message())
+}
