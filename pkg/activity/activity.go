@@ -12,15 +12,14 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
-	"time"
 
-	"github.com/oklog/ulid/v2"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -50,33 +49,18 @@ func Mentions(text string) []string {
 	return out
 }
 
-// NewID returns a new time-sortable activity id (a ULID: 48 bits of
-// milliseconds, then randomness; its string form sorts by time).
-func NewID(now time.Time) string {
-	return ulid.MustNew(ulid.Timestamp(now), ulid.DefaultEntropy()).String()
-}
-
-// IDTime returns the time encoded in an activity id.
-func IDTime(id string) (time.Time, error) {
-	u, err := ulid.ParseStrict(id)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("activity id %q: %w", id, err)
-	}
-	return ulid.Time(u.Time()), nil
-}
-
 // Poster posts activities.
 type Poster struct {
 	log      *eventlog.Log
 	bodies   *activitystore.Store
 	profiles *profilestore.Store
 	logger   *slog.Logger
-	now      func() time.Time
+	ids      *ids.Generator
 }
 
 // NewPoster returns a Poster.
 func NewPoster(log *eventlog.Log, bodies *activitystore.Store, profiles *profilestore.Store, logger *slog.Logger) *Poster {
-	return &Poster{log: log, bodies: bodies, profiles: profiles, logger: logger, now: time.Now}
+	return &Poster{log: log, bodies: bodies, profiles: profiles, logger: logger, ids: ids.NewGenerator()}
 }
 
 // Bodies returns the body store.
@@ -92,23 +76,34 @@ func (p *Poster) Post(ctx context.Context, a *tidingsv1.Activity, scope string, 
 			return prior, err
 		}
 	}
-	now := p.now()
 	a = proto.CloneOf(a)
-	a.Id = NewID(now)
-	a.CreateTime = timestamppb.New(now)
 	mentions, err := p.resolveMentions(ctx, a.GetText())
 	if err != nil {
 		return nil, err
 	}
 	a.MentionUserIds = mentions
-	msgID := "post:" + a.GetId()
-	if scope != "" {
-		msgID = "post:" + scope
-	}
-	ev := &tidingsv1.ActivityEvent{Change: &tidingsv1.ActivityEvent_Posted{Posted: a}, Caller: caller, Time: a.GetCreateTime(), IdempotencyScope: scope}
-	appended, err := p.log.Publish(ctx, eventlog.Append{Subject: eventlog.ActivitySubject(a.GetId()), MsgID: msgID, Event: ev})
-	if err != nil {
-		return nil, err
+	var appended eventlog.Appended
+	var ev *tidingsv1.ActivityEvent
+	for attempt := 0; ; attempt++ {
+		id := p.ids.Next()
+		a.Id = id.String()
+		a.CreateTime = timestamppb.New(id.Time())
+		msgID := "post:" + a.GetId()
+		if scope != "" {
+			msgID = "post:" + scope
+		}
+		ev = &tidingsv1.ActivityEvent{Change: &tidingsv1.ActivityEvent_Posted{Posted: a}, Caller: caller, Time: a.GetCreateTime(), IdempotencyScope: scope}
+		// The subject of a new id must be new: an id collision between two
+		// processes is caught here and retried with another id.
+		var none uint64
+		appended, err = p.log.Publish(ctx, eventlog.Append{Subject: eventlog.ActivitySubject(a.GetId()), MsgID: msgID, Event: ev, ExpectLastSubjectSeq: &none})
+		if errors.Is(err, eventlog.ErrConflict) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
 	if appended.Duplicate {
 		// A retry inside the duplicate window: answer with the original.

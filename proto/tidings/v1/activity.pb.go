@@ -26,7 +26,8 @@ const (
 // Activity is one item of a feed.
 type Activity struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Time-sortable id assigned by Tidings; feeds are ordered by it.
+	// Time-sortable id assigned by Tidings: 13 characters of Crockford
+	// base32 whose string order is their time order. Feeds are ordered by it.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Who did it: an employee, or an app acting on its own record.
 	Actor *Caller `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
@@ -848,27 +849,27 @@ const file_tidings_v1_activity_proto_rawDesc = "" +
 	"R\x05links\x12E\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tB\x1c\xbaH\x19r\x17\x18\x80\x012\x12^[A-Za-z0-9._:-]*$R\x0eidempotencyKey\"H\n" +
 	"\x14PostActivityResponse\x120\n" +
-	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\"?\n" +
-	"\x12GetActivityRequest\x12)\n" +
-	"\x02id\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18@2\x0e^[0-9A-Za-z]+$R\x02id\"G\n" +
+	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\"A\n" +
+	"\x12GetActivityRequest\x12+\n" +
+	"\x02id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x02id\"G\n" +
 	"\x13GetActivityResponse\x120\n" +
-	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\"Q\n" +
-	"\x19BatchGetActivitiesRequest\x124\n" +
-	"\x03ids\x18\x01 \x03(\tB\"\xbaH\x1f\x92\x01\x1c\b\x01\x10d\"\x16r\x14\x10\x01\x18@2\x0e^[0-9A-Za-z]+$R\x03ids\"s\n" +
+	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\"S\n" +
+	"\x19BatchGetActivitiesRequest\x126\n" +
+	"\x03ids\x18\x01 \x03(\tB$\xbaH!\x92\x01\x1e\b\x01\x10d\"\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x03ids\"s\n" +
 	"\x1aBatchGetActivitiesResponse\x124\n" +
 	"\n" +
 	"activities\x18\x01 \x03(\v2\x14.tidings.v1.ActivityR\n" +
 	"activities\x12\x1f\n" +
 	"\vmissing_ids\x18\x02 \x03(\tR\n" +
-	"missingIds\"`\n" +
-	"\x13EditActivityRequest\x12)\n" +
-	"\x02id\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18@2\x0e^[0-9A-Za-z]+$R\x02id\x12\x1e\n" +
+	"missingIds\"b\n" +
+	"\x13EditActivityRequest\x12+\n" +
+	"\x02id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x02id\x12\x1e\n" +
 	"\x04text\x18\x02 \x01(\tB\n" +
 	"\xbaH\ar\x05\x10\x01\x18\x90NR\x04text\"H\n" +
 	"\x14EditActivityResponse\x120\n" +
-	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\"B\n" +
-	"\x15DeleteActivityRequest\x12)\n" +
-	"\x02id\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18@2\x0e^[0-9A-Za-z]+$R\x02id\"2\n" +
+	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\"D\n" +
+	"\x15DeleteActivityRequest\x12+\n" +
+	"\x02id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x02id\"2\n" +
 	"\x16DeleteActivityResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x01(\bR\adeleted2\xc5\x03\n" +
 	"\x0fActivityService\x12Q\n" +
