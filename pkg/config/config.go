@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/tidingshq/tidings/pkg/fanout"
 )
 
 // EnvPrefix prefixes the environment variable of every flag: --redis-addr is
@@ -69,6 +71,21 @@ type Config struct {
 
 	// MaxFollowing caps how many entities one user may follow.
 	MaxFollowing int64
+	// HomeCap is the number of entries a home timeline keeps.
+	HomeCap int
+	// FeedCap is the number of entries an entity feed keeps.
+	FeedCap int
+	// FanoutChunk is the largest audience one worker writes in one step.
+	FanoutChunk int
+	// Backfill is how many recent activities a new follow copies in.
+	Backfill int
+}
+
+// Fanout returns the fan-out sizes of the configuration.
+func (c *Config) Fanout() fanout.Config {
+	d := fanout.DefaultConfig()
+	d.HomeCap, d.FeedCap, d.ChunkSize, d.BackfillCount = c.HomeCap, c.FeedCap, c.FanoutChunk, c.Backfill
+	return d
 }
 
 // Default returns the configuration of a single development process.
@@ -92,6 +109,10 @@ func Default() Config {
 		StreamReplicas:       1,
 		DuplicateWindow:      10 * time.Minute,
 		MaxFollowing:         5000,
+		HomeCap:              800,
+		FeedCap:              3000,
+		FanoutChunk:          5000,
+		Backfill:             20,
 	}
 }
 
@@ -119,6 +140,10 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.StreamReplicas, "stream-replicas", c.StreamReplicas, "JetStream stream replicas (3 in production)")
 	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", c.DuplicateWindow, "JetStream duplicate window")
 	fs.Int64Var(&c.MaxFollowing, "max-following", c.MaxFollowing, "most entities one user may follow")
+	fs.IntVar(&c.HomeCap, "home-cap", c.HomeCap, "entries a home timeline keeps")
+	fs.IntVar(&c.FeedCap, "feed-cap", c.FeedCap, "entries an entity feed keeps")
+	fs.IntVar(&c.FanoutChunk, "fanout-chunk", c.FanoutChunk, "largest audience written in one step; larger ones are chunked")
+	fs.IntVar(&c.Backfill, "backfill", c.Backfill, "recent activities a new follow copies into the home timeline")
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -184,5 +209,9 @@ func (c *Config) Validate() error {
 	check(c.StreamReplicas == 1 || c.StreamReplicas == 3 || c.StreamReplicas == 5, "stream-replicas must be 1, 3 or 5")
 	check(c.DuplicateWindow >= time.Minute, "duplicate-window must be at least 1m")
 	check(c.MaxFollowing > 0, "max-following must be positive")
+	check(c.HomeCap >= 10 && c.HomeCap <= 10000, "home-cap must be 10..10000")
+	check(c.FeedCap >= 10 && c.FeedCap <= 100000, "feed-cap must be 10..100000")
+	check(c.FanoutChunk >= 100 && c.FanoutChunk <= 50000, "fanout-chunk must be 100..50000")
+	check(c.Backfill >= 0 && c.Backfill <= c.HomeCap, "backfill must be 0..home-cap")
 	return errors.Join(errs...)
 }

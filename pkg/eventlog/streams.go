@@ -25,6 +25,7 @@ const (
 	StreamFollows    = "FOLLOWS"
 	StreamActivities = "ACTIVITIES"
 	StreamDeadLetter = "DEADLETTER"
+	StreamFanout     = "FANOUT"
 )
 
 // Subject prefixes, one per stream.
@@ -34,6 +35,7 @@ const (
 	SubjectFollows    = "tidings.follows"
 	SubjectActivities = "tidings.activities"
 	SubjectDeadLetter = "tidings.deadletter"
+	SubjectFanout     = "tidings.fanout"
 )
 
 // Token encodes an id as one subject token. Ids may hold ".", which NATS
@@ -54,6 +56,9 @@ func FollowSubject(userID string) string { return SubjectFollows + "." + Token(u
 
 // ActivitySubject is the subject of an activity's events.
 func ActivitySubject(activityID string) string { return SubjectActivities + "." + activityID }
+
+// FanoutSubject is the subject of an activity's fan-out chunks.
+func FanoutSubject(activityID string) string { return SubjectFanout + "." + activityID }
 
 // StreamOptions are the settings shared by every stream.
 type StreamOptions struct {
@@ -86,7 +91,12 @@ func StreamConfigs(opts StreamOptions) []jetstream.StreamConfig {
 	activities := base(StreamActivities, SubjectActivities, "Activity posts, edits and deletes, every event")
 	dead := base(StreamDeadLetter, SubjectDeadLetter, "Events that exhausted their deliveries")
 	dead.MaxAge = 30 * 24 * time.Hour
-	return []jetstream.StreamConfig{profiles, records, follows, activities, dead}
+	// FANOUT is derived work, not a log of record: chunks of large fan-outs,
+	// each removed once a worker has done it.
+	fanout := base(StreamFanout, SubjectFanout, "Chunks of large fan-outs, shared by workers")
+	fanout.Retention = jetstream.WorkQueuePolicy
+	fanout.MaxAge = 24 * time.Hour
+	return []jetstream.StreamConfig{profiles, records, follows, activities, dead, fanout}
 }
 
 // EnsureStreams creates every stream, or updates it to the configuration.

@@ -125,19 +125,11 @@ func (s *Store) Apply(ctx context.Context, changes []Change) error {
 		add(followingKey(c.UserID), followingVerKey(c.UserID), c.Entity, c)
 		add(followersKey(c.Entity), followersVerKey(c.Entity), c.UserID, c)
 	}
-	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, c := range calls {
-			applyScript.EvalSha(ctx, pipe, c.keys, c.args...)
-		}
-		return nil
-	})
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		if lerr := applyScript.Load(ctx, s.rdb).Err(); lerr != nil {
-			return fmt.Errorf("load graph script: %w", lerr)
-		}
-		return s.Apply(ctx, changes)
+	scriptCalls := make([]redisx.ScriptCall, len(calls))
+	for i, c := range calls {
+		scriptCalls[i] = redisx.ScriptCall{Keys: c.keys, Args: c.args}
 	}
-	if err != nil {
+	if _, err := redisx.RunScripts(ctx, s.rdb, applyScript, scriptCalls); err != nil {
 		return fmt.Errorf("apply %d edge changes: %w", len(changes), err)
 	}
 	return nil
@@ -437,6 +429,22 @@ func (s *Store) Exist(ctx context.Context, pairs []Pair) ([]bool, error) {
 	out := make([]bool, len(pairs))
 	for i, c := range cmds {
 		out[i] = c.Err() == nil
+	}
+	return out, nil
+}
+
+// Versions returns the version registers of a user's edges to entityKeys
+// (0 where an edge never changed; negative after an unfollow).
+func (s *Store) Versions(ctx context.Context, userID string, entityKeys []string) ([]int64, error) {
+	vals, err := s.rdb.HMGet(ctx, followingVerKey(userID), entityKeys...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read edge versions of %s: %w", userID, err)
+	}
+	out := make([]int64, len(vals))
+	for i, v := range vals {
+		if str, ok := v.(string); ok {
+			out[i], _ = strconv.ParseInt(str, 10, 64)
+		}
 	}
 	return out, nil
 }

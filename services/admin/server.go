@@ -22,6 +22,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/profilestore"
@@ -53,6 +54,7 @@ type Deps struct {
 	Profiles     ProfileActivator
 	Settings     *settings.Store
 	Projections  worker.Projections
+	Fanout       fanout.Config
 	MaxFollowing int64
 	Logger       *slog.Logger
 }
@@ -363,7 +365,7 @@ func (s *Server) RebuildProjections(ctx context.Context, req *tidingsv1.RebuildP
 	}
 	resp := &tidingsv1.RebuildProjectionsResponse{}
 	for _, p := range which {
-		n, err := worker.Rebuild(ctx, s.d.Log, s.d.Projections, p)
+		n, err := worker.Rebuild(ctx, s.d.Log, s.d.Projections, s.d.Fanout, s.d.Logger, p)
 		if errors.Is(err, worker.ErrNotRebuildable) {
 			return nil, apierr.FailedPrecondition("projection %s cannot be rebuilt yet", p)
 		}

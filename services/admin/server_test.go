@@ -191,13 +191,13 @@ func TestStatusAndRebuild(t *testing.T) {
 	status, err := s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
 	require.NoError(t, err)
 	require.True(t, status.GetRedisOk())
-	require.Len(t, status.GetStreams(), 5)
+	require.Len(t, status.GetStreams(), 6)
 	var names []string
 	for _, c := range status.GetConsumers() {
 		names = append(names, c.GetName())
 		require.Zero(t, c.GetPending())
 	}
-	require.Subset(t, names, []string{"profiles-projector", "follows-projector", "records-projector", "activities-projector"})
+	require.Subset(t, names, []string{"profiles-projector", "follows-projector", "records-projector", "fanout", "fanout-chunks"})
 
 	before := testenv.Snapshot(t, s.Env.RDB)
 	require.NoError(t, s.Env.RDB.FlushAll(ctx).Err())

@@ -14,7 +14,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
-	"github.com/tidingshq/tidings/services/worker"
 )
 
 func TestMain(m *testing.M) {
@@ -210,9 +209,6 @@ func TestGraphRebuildEqualsOriginal(t *testing.T) {
 	s.WaitCaughtUp(t)
 	before := testenv.Snapshot(t, s.Env.RDB)
 	require.NoError(t, s.Env.RDB.FlushAll(ctx).Err())
-	for _, p := range worker.RebuildOrder {
-		_, err := worker.Rebuild(ctx, s.Env.Log, s.Components.Projections(), p)
-		require.NoError(t, err)
-	}
+	s.Rebuild(t)
 	require.Equal(t, before, testenv.Snapshot(t, s.Env.RDB))
 }

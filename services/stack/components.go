@@ -16,6 +16,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/settings"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/activities"
 	"github.com/tidingshq/tidings/services/admin"
@@ -54,6 +55,7 @@ func newComponents(d *deps, cfg config.Config, logger *slog.Logger) *Components 
 		Records:    recordstore.New(d.rdb),
 		Graph:      graphstore.New(d.rdb),
 		Activities: activitystore.New(d.rdb),
+		Timelines:  timelinestore.New(d.rdb),
 	}
 	return &Components{
 		deps:        d,
@@ -89,7 +91,7 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) error {
 		case RoleAdmin:
 			adminServer, err := admin.NewServer(admin.Deps{
 				Log: d.log, RDB: d.rdb, Graph: c.graph, Entities: c.entities, Profiles: profileServer,
-				Settings: d.settings, Projections: c.projections, MaxFollowing: c.cfg.MaxFollowing, Logger: c.logger,
+				Settings: d.settings, Projections: c.projections, Fanout: c.cfg.Fanout(), MaxFollowing: c.cfg.MaxFollowing, Logger: c.logger,
 			})
 			if err != nil {
 				return fmt.Errorf("admin service: %w", err)

@@ -189,7 +189,7 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		w := worker.New(d.log, c.projections, metrics, logger)
+		w := worker.New(d.log, c.projections, cfg.Fanout(), metrics, logger)
 		g.Go(func() error { return w.Run(gctx) })
 	}
 

@@ -30,6 +30,7 @@ type Stack struct {
 	Server     *testenv.Server
 	Components *stack.Components
 	Settings   *settings.Store
+	Config     config.Config
 }
 
 // Options adjust the configuration.
@@ -54,7 +55,16 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	srv := testenv.Serve(t, func(s *grpcserver.Server) {
 		require.NoError(t, c.Register(s, stack.ServiceRoles))
 	})
-	return &Stack{Env: env, Server: srv, Components: c, Settings: st}
+	return &Stack{Env: env, Server: srv, Components: c, Settings: st, Config: cfg}
+}
+
+// Rebuild rebuilds every projection, as AdminService.RebuildProjections does.
+func (s *Stack) Rebuild(t testing.TB) {
+	t.Helper()
+	for _, p := range worker.RebuildOrder {
+		_, err := worker.Rebuild(t.Context(), s.Env.Log, s.Components.Projections(), s.Config.Fanout(), s.Env.Logger, p)
+		require.NoError(t, err)
+	}
 }
 
 // StartWorker runs the worker until the test ends.
@@ -62,7 +72,7 @@ func (s *Stack) StartWorker(t testing.TB) {
 	t.Helper()
 	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	w := worker.New(s.Env.Log, s.Components.Projections(), metrics, s.Env.Logger)
+	w := worker.New(s.Env.Log, s.Components.Projections(), s.Config.Fanout(), metrics, s.Env.Logger)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -85,8 +95,8 @@ func (s *Stack) CaughtUp(t testing.TB, spec eventlog.ConsumerSpec) bool {
 // WaitCaughtUp waits until every worker consumer has caught up.
 func (s *Stack) WaitCaughtUp(t testing.TB) {
 	t.Helper()
-	for _, spec := range []eventlog.ConsumerSpec{worker.ProfilesConsumer, worker.RecordsConsumer, worker.FollowsConsumer, worker.ActivitiesConsumer} {
-		testenv.Eventually(t, 60*time.Second, func() bool { return s.CaughtUp(t, spec) }, "consumer %s did not catch up", spec.Durable)
+	for _, spec := range worker.Consumers {
+		testenv.Eventually(t, 60*time.Second, func() bool { return s.CaughtUp(t, *spec) }, "consumer %s did not catch up", spec.Durable)
 	}
 }
 

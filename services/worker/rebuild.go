@@ -3,8 +3,10 @@ package worker
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/graph"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/profiles"
@@ -24,7 +26,11 @@ var RebuildOrder = []tidingsv1.Projection{
 // returning how many events it applied. Writes that land meanwhile are
 // applied by the live consumers as usual; since every apply is idempotent
 // and ordered by stream sequence, the result is the projection of the log.
-func Rebuild(ctx context.Context, log *eventlog.Log, proj Projections, p tidingsv1.Projection) (int64, error) {
+//
+// Rebuilding activities replays every post through the fan-out over the
+// graph as it is now, so home timelines come back as if today's follows had
+// always held (within each timeline's cap).
+func Rebuild(ctx context.Context, log *eventlog.Log, proj Projections, cfg fanout.Config, logger *slog.Logger, p tidingsv1.Projection) (int64, error) {
 	var (
 		wipe   func(context.Context) error
 		stream string
@@ -38,7 +44,14 @@ func Rebuild(ctx context.Context, log *eventlog.Log, proj Projections, p tidings
 	case tidingsv1.Projection_PROJECTION_FOLLOWS:
 		wipe, stream, h = proj.Graph.Wipe, eventlog.StreamFollows, graph.Projector(proj.Graph)
 	case tidingsv1.Projection_PROJECTION_ACTIVITIES:
-		wipe, stream, h = proj.Activities.Wipe, eventlog.StreamActivities, ActivitiesProjector(proj.Activities)
+		f := fanout.New(log, proj.FanoutStores(), cfg, logger)
+		wipe = func(ctx context.Context) error {
+			if err := proj.Activities.Wipe(ctx); err != nil {
+				return err
+			}
+			return proj.Timelines.Wipe(ctx)
+		}
+		stream, h = eventlog.StreamActivities, f.HandleActivity
 	default:
 		return 0, fmt.Errorf("rebuild %s: %w", p, ErrNotRebuildable)
 	}

@@ -9,10 +9,15 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/fanout"
+	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/testenv"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/profiles"
 	"github.com/tidingshq/tidings/services/worker"
@@ -30,7 +35,7 @@ func startWorker(t *testing.T, env *testenv.Env, proj worker.Projections) {
 	t.Helper()
 	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	w := worker.New(env.Log, proj, metrics, env.Logger)
+	w := worker.New(env.Log, proj, fanout.DefaultConfig(), metrics, env.Logger)
 	ctx, cancel := contextWithCancel(t)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -54,7 +59,10 @@ func consumerCaughtUp(t *testing.T, env *testenv.Env, spec eventlog.ConsumerSpec
 func TestRebuildProfilesEqualsOriginal(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	proj := worker.Projections{Profiles: profilestore.New(env.RDB)}
+	proj := worker.Projections{
+		Profiles: profilestore.New(env.RDB), Records: recordstore.New(env.RDB), Graph: graphstore.New(env.RDB),
+		Activities: activitystore.New(env.RDB), Timelines: timelinestore.New(env.RDB),
+	}
 	// The projector alone builds Redis: the service's write-through goes to
 	// a Redis that is not the one under test.
 	other := testenv.New(t)
@@ -83,7 +91,7 @@ func TestRebuildProfilesEqualsOriginal(t *testing.T) {
 	require.Len(t, before, 60+1+5+4, "profiles, the all index, dept and manager indexes")
 
 	require.NoError(t, env.RDB.FlushAll(ctx).Err())
-	n, err := worker.Rebuild(ctx, env.Log, proj, tidingsv1.Projection_PROJECTION_PROFILES)
+	n, err := worker.Rebuild(ctx, env.Log, proj, fanout.DefaultConfig(), env.Logger, tidingsv1.Projection_PROJECTION_PROFILES)
 	require.NoError(t, err)
 	require.EqualValues(t, 60, n, "the stream keeps the last event of each profile")
 	require.Equal(t, before, testenv.Snapshot(t, env.RDB))

@@ -336,8 +336,11 @@ type ActivityEvent struct {
 	// For a post made with an idempotency key (or an app's event id): the
 	// scope under which a retry finds this activity.
 	IdempotencyScope string `protobuf:"bytes,6,opt,name=idempotency_scope,json=idempotencyScope,proto3" json:"idempotency_scope,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// For a deletion: the activity as it was, so the fan-out knows whose
+	// feeds to remove it from.
+	DeletedActivity *Activity `protobuf:"bytes,7,opt,name=deleted_activity,json=deletedActivity,proto3" json:"deleted_activity,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ActivityEvent) Reset() {
@@ -425,6 +428,13 @@ func (x *ActivityEvent) GetIdempotencyScope() string {
 	return ""
 }
 
+func (x *ActivityEvent) GetDeletedActivity() *Activity {
+	if x != nil {
+		return x.DeletedActivity
+	}
+	return nil
+}
+
 type isActivityEvent_Change interface {
 	isActivityEvent_Change()
 }
@@ -449,6 +459,73 @@ func (*ActivityEvent_Posted) isActivityEvent_Change() {}
 func (*ActivityEvent_Edited) isActivityEvent_Change() {}
 
 func (*ActivityEvent_DeletedId) isActivityEvent_Change() {}
+
+// FanoutChunk is one share of a large fan-out, on subject
+// "tidings.fanout.<activity id>" of the FANOUT work queue. Workers share the
+// chunks, so one post to a huge audience does not stall everything behind
+// it, and a crash redoes one chunk, not the whole post.
+type FanoutChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The activity.
+	ActivityId string `protobuf:"bytes,1,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
+	// The users whose home timelines get (or lose) it.
+	UserIds []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
+	// True to remove the activity (it was deleted) rather than insert it.
+	Remove        bool `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FanoutChunk) Reset() {
+	*x = FanoutChunk{}
+	mi := &file_tidings_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanoutChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanoutChunk) ProtoMessage() {}
+
+func (x *FanoutChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanoutChunk.ProtoReflect.Descriptor instead.
+func (*FanoutChunk) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *FanoutChunk) GetActivityId() string {
+	if x != nil {
+		return x.ActivityId
+	}
+	return ""
+}
+
+func (x *FanoutChunk) GetUserIds() []string {
+	if x != nil {
+		return x.UserIds
+	}
+	return nil
+}
+
+func (x *FanoutChunk) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
 
 var File_tidings_v1_events_proto protoreflect.FileDescriptor
 
@@ -476,7 +553,7 @@ const file_tidings_v1_events_proto_rawDesc = "" +
 	"\tfollowing\x18\x03 \x01(\bR\tfollowing\x12!\n" +
 	"\fkeep_history\x18\x04 \x01(\bR\vkeepHistory\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xa3\x02\n" +
+	"createTime\"\xe4\x02\n" +
 	"\rActivityEvent\x12.\n" +
 	"\x06posted\x18\x01 \x01(\v2\x14.tidings.v1.ActivityH\x00R\x06posted\x12.\n" +
 	"\x06edited\x18\x02 \x01(\v2\x14.tidings.v1.ActivityH\x00R\x06edited\x12\x1f\n" +
@@ -484,8 +561,14 @@ const file_tidings_v1_events_proto_rawDesc = "" +
 	"deleted_id\x18\x03 \x01(\tH\x00R\tdeletedId\x12*\n" +
 	"\x06caller\x18\x04 \x01(\v2\x12.tidings.v1.CallerR\x06caller\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
-	"\x11idempotency_scope\x18\x06 \x01(\tR\x10idempotencyScopeB\b\n" +
-	"\x06changeB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"\x11idempotency_scope\x18\x06 \x01(\tR\x10idempotencyScope\x12?\n" +
+	"\x10deleted_activity\x18\a \x01(\v2\x14.tidings.v1.ActivityR\x0fdeletedActivityB\b\n" +
+	"\x06change\"a\n" +
+	"\vFanoutChunk\x12\x1f\n" +
+	"\vactivity_id\x18\x01 \x01(\tR\n" +
+	"activityId\x12\x19\n" +
+	"\buser_ids\x18\x02 \x03(\tR\auserIds\x12\x16\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06removeB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_events_proto_rawDescOnce sync.Once
@@ -499,41 +582,43 @@ func file_tidings_v1_events_proto_rawDescGZIP() []byte {
 	return file_tidings_v1_events_proto_rawDescData
 }
 
-var file_tidings_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_tidings_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_tidings_v1_events_proto_goTypes = []any{
 	(*ProfileEvent)(nil),          // 0: tidings.v1.ProfileEvent
 	(*RecordEvent)(nil),           // 1: tidings.v1.RecordEvent
 	(*FollowEvent)(nil),           // 2: tidings.v1.FollowEvent
 	(*EdgeChange)(nil),            // 3: tidings.v1.EdgeChange
 	(*ActivityEvent)(nil),         // 4: tidings.v1.ActivityEvent
-	(*Profile)(nil),               // 5: tidings.v1.Profile
-	(*Caller)(nil),                // 6: tidings.v1.Caller
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(*Record)(nil),                // 8: tidings.v1.Record
-	(*EntityRef)(nil),             // 9: tidings.v1.EntityRef
-	(*Activity)(nil),              // 10: tidings.v1.Activity
+	(*FanoutChunk)(nil),           // 5: tidings.v1.FanoutChunk
+	(*Profile)(nil),               // 6: tidings.v1.Profile
+	(*Caller)(nil),                // 7: tidings.v1.Caller
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*Record)(nil),                // 9: tidings.v1.Record
+	(*EntityRef)(nil),             // 10: tidings.v1.EntityRef
+	(*Activity)(nil),              // 11: tidings.v1.Activity
 }
 var file_tidings_v1_events_proto_depIdxs = []int32{
-	5,  // 0: tidings.v1.ProfileEvent.profile:type_name -> tidings.v1.Profile
-	6,  // 1: tidings.v1.ProfileEvent.caller:type_name -> tidings.v1.Caller
-	7,  // 2: tidings.v1.ProfileEvent.time:type_name -> google.protobuf.Timestamp
-	8,  // 3: tidings.v1.RecordEvent.record:type_name -> tidings.v1.Record
-	6,  // 4: tidings.v1.RecordEvent.caller:type_name -> tidings.v1.Caller
-	7,  // 5: tidings.v1.RecordEvent.time:type_name -> google.protobuf.Timestamp
+	6,  // 0: tidings.v1.ProfileEvent.profile:type_name -> tidings.v1.Profile
+	7,  // 1: tidings.v1.ProfileEvent.caller:type_name -> tidings.v1.Caller
+	8,  // 2: tidings.v1.ProfileEvent.time:type_name -> google.protobuf.Timestamp
+	9,  // 3: tidings.v1.RecordEvent.record:type_name -> tidings.v1.Record
+	7,  // 4: tidings.v1.RecordEvent.caller:type_name -> tidings.v1.Caller
+	8,  // 5: tidings.v1.RecordEvent.time:type_name -> google.protobuf.Timestamp
 	3,  // 6: tidings.v1.FollowEvent.changes:type_name -> tidings.v1.EdgeChange
-	6,  // 7: tidings.v1.FollowEvent.caller:type_name -> tidings.v1.Caller
-	7,  // 8: tidings.v1.FollowEvent.time:type_name -> google.protobuf.Timestamp
-	9,  // 9: tidings.v1.EdgeChange.entity:type_name -> tidings.v1.EntityRef
-	7,  // 10: tidings.v1.EdgeChange.create_time:type_name -> google.protobuf.Timestamp
-	10, // 11: tidings.v1.ActivityEvent.posted:type_name -> tidings.v1.Activity
-	10, // 12: tidings.v1.ActivityEvent.edited:type_name -> tidings.v1.Activity
-	6,  // 13: tidings.v1.ActivityEvent.caller:type_name -> tidings.v1.Caller
-	7,  // 14: tidings.v1.ActivityEvent.time:type_name -> google.protobuf.Timestamp
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	7,  // 7: tidings.v1.FollowEvent.caller:type_name -> tidings.v1.Caller
+	8,  // 8: tidings.v1.FollowEvent.time:type_name -> google.protobuf.Timestamp
+	10, // 9: tidings.v1.EdgeChange.entity:type_name -> tidings.v1.EntityRef
+	8,  // 10: tidings.v1.EdgeChange.create_time:type_name -> google.protobuf.Timestamp
+	11, // 11: tidings.v1.ActivityEvent.posted:type_name -> tidings.v1.Activity
+	11, // 12: tidings.v1.ActivityEvent.edited:type_name -> tidings.v1.Activity
+	7,  // 13: tidings.v1.ActivityEvent.caller:type_name -> tidings.v1.Caller
+	8,  // 14: tidings.v1.ActivityEvent.time:type_name -> google.protobuf.Timestamp
+	11, // 15: tidings.v1.ActivityEvent.deleted_activity:type_name -> tidings.v1.Activity
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_events_proto_init() }
@@ -556,7 +641,7 @@ func file_tidings_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_events_proto_rawDesc), len(file_tidings_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,424 @@
+// Package fanout writes activities into feeds. For each ACTIVITIES event it
+// stores the body once, then writes the id into the entity feeds of the
+// actor and the record and into the home timeline of everyone in the
+// audience: the followers of the actor and of the record, the mentioned
+// users and the actor, each once, leaving out those who may not see a
+// restricted record. Audiences above Config.ChunkSize are cut into FANOUT
+// chunks that any worker picks up. For FOLLOWS events it backfills a new
+// follow's recent activities and takes an unfollowed entity's activities
+// back out.
+//
+// Every write is idempotent and ordered by activity id, so the worker may
+// see events twice or out of order.
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tidingshq/tidings/pkg/activity"
+	"github.com/tidingshq/tidings/pkg/activitystore"
+	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/graph"
+	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+// Config sizes the feeds and the work.
+type Config struct {
+	// HomeCap is the number of entries a home timeline keeps.
+	HomeCap int
+	// FeedCap is the number of entries an entity feed keeps.
+	FeedCap int
+	// ChunkSize is the largest audience written in one step; larger ones
+	// are cut into chunks of this size for any worker to take.
+	ChunkSize int
+	// BackfillCount is how many of an entity's newest activities a new
+	// follow copies into the follower's home timeline.
+	BackfillCount int
+	// WriteBatch is how many timelines one pipeline writes.
+	WriteBatch int
+}
+
+// DefaultConfig returns the defaults: 800-entry home timelines (as Twitter
+// and Mastodon keep), 3,000-entry entity feeds, chunks of 5,000 users, a
+// backfill of 20.
+func DefaultConfig() Config {
+	return Config{HomeCap: 800, FeedCap: 3000, ChunkSize: 5000, BackfillCount: 20, WriteBatch: 1000}
+}
+
+// Stores are what the fan-out reads and writes.
+type Stores struct {
+	Graph     *graphstore.Store
+	Records   *recordstore.Store
+	Bodies    *activitystore.Store
+	Timelines *timelinestore.Store
+}
+
+// Fanout writes feeds.
+type Fanout struct {
+	log    *eventlog.Log
+	st     Stores
+	cfg    Config
+	logger *slog.Logger
+}
+
+// New returns a Fanout.
+func New(log *eventlog.Log, st Stores, cfg Config, logger *slog.Logger) *Fanout {
+	return &Fanout{log: log, st: st, cfg: cfg, logger: logger}
+}
+
+// Config returns the configuration.
+func (f *Fanout) Config() Config { return f.cfg }
+
+// HandleActivity is the handler of the ACTIVITIES stream.
+func (f *Fanout) HandleActivity(ctx context.Context, d eventlog.Delivery) error {
+	ev := &tidingsv1.ActivityEvent{}
+	if err := proto.Unmarshal(d.Data, ev); err != nil {
+		return fmt.Errorf("decode activity event %d: %w", d.Sequence, err)
+	}
+	if err := activity.Apply(ctx, f.st.Bodies, d.Sequence, ev); err != nil {
+		return err
+	}
+	switch c := ev.GetChange().(type) {
+	case *tidingsv1.ActivityEvent_Posted:
+		deleted, err := f.st.Bodies.IsDeleted(ctx, c.Posted.GetId())
+		if err != nil || deleted {
+			return err // a late post of a deleted activity writes nothing
+		}
+		return f.distribute(ctx, c.Posted, false, d.Progress)
+	case *tidingsv1.ActivityEvent_DeletedId:
+		if a := ev.GetDeletedActivity(); a.GetId() == c.DeletedId {
+			return f.distribute(ctx, a, true, d.Progress)
+		}
+	}
+	return nil
+}
+
+// actorUser is the user an activity is by: its employee author, or the user
+// an app acted for.
+func actorUser(a *tidingsv1.Activity) string {
+	if a.GetActor().GetKind() == tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE || a.GetActor().GetKind() == tidingsv1.CallerKind_CALLER_KIND_ADMIN {
+		return a.GetActor().GetId()
+	}
+	return a.GetOnBehalfOf()
+}
+
+// sources are the entities whose followers are in an activity's audience.
+func sources(a *tidingsv1.Activity) []string {
+	var out []string
+	if u := actorUser(a); u != "" {
+		out = append(out, entity.UserKey(u))
+	}
+	if r := a.GetRecord(); r != nil {
+		out = append(out, entity.RecordKey(r))
+	}
+	return out
+}
+
+// distribute inserts (or removes) an activity in its entity feeds and its
+// audience's home timelines.
+func (f *Fanout) distribute(ctx context.Context, a *tidingsv1.Activity, remove bool, progress func() error) error {
+	id, err := ids.Parse(a.GetId())
+	if err != nil {
+		return fmt.Errorf("activity %q: %w", a.GetId(), err)
+	}
+	srcs := sources(a)
+	feeds := make([]string, len(srcs))
+	for i, s := range srcs {
+		feeds[i] = timelinestore.FeedKey(s)
+	}
+	if err := f.write(ctx, feeds, f.cfg.FeedCap, id, remove); err != nil {
+		return err
+	}
+	visible, err := f.visibility(ctx, a)
+	if err != nil {
+		return err
+	}
+	direct := slices.Clone(a.GetMentionUserIds())
+	if u := actorUser(a); u != "" {
+		direct = append(direct, u)
+	}
+	var total int64
+	for _, s := range srcs {
+		n, err := f.st.Graph.FollowerCount(ctx, s)
+		if err != nil {
+			return err
+		}
+		total += n
+	}
+	if total+int64(len(direct)) <= int64(f.cfg.ChunkSize) {
+		audience := direct
+		for _, s := range srcs {
+			err := f.st.Graph.ScanFollowers(ctx, s, f.cfg.ChunkSize, func(edges []graphstore.Edge) error {
+				for _, e := range edges {
+					audience = append(audience, e.Member)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		slices.Sort(audience)
+		return f.writeHomes(ctx, slices.Compact(audience), visible, id, remove)
+	}
+	// A large audience: the direct part now, the followers in chunks that
+	// any worker takes. A user following both sources gets two inserts of
+	// one id, which the timeline ignores.
+	if err := f.writeHomes(ctx, direct, visible, id, remove); err != nil {
+		return err
+	}
+	var chunks int
+	for _, s := range srcs {
+		err := f.st.Graph.ScanFollowers(ctx, s, f.cfg.ChunkSize, func(edges []graphstore.Edge) error {
+			users := make([]string, len(edges))
+			for i, e := range edges {
+				users[i] = e.Member
+			}
+			chunks++
+			if progress != nil {
+				_ = progress()
+			}
+			_, err := f.log.Publish(ctx, eventlog.Append{
+				Subject: eventlog.FanoutSubject(a.GetId()),
+				Event:   &tidingsv1.FanoutChunk{ActivityId: a.GetId(), UserIds: users, Remove: remove},
+			})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("chunk fan-out of %s: %w", a.GetId(), err)
+		}
+	}
+	f.logger.DebugContext(ctx, "large fan-out chunked", "activity", a.GetId(), "audience", total, "chunks", chunks)
+	return nil
+}
+
+// HandleChunk is the handler of the FANOUT work queue.
+func (f *Fanout) HandleChunk(ctx context.Context, d eventlog.Delivery) error {
+	c := &tidingsv1.FanoutChunk{}
+	if err := proto.Unmarshal(d.Data, c); err != nil {
+		return fmt.Errorf("decode fan-out chunk %d: %w", d.Sequence, err)
+	}
+	id, err := ids.Parse(c.GetActivityId())
+	if err != nil {
+		return fmt.Errorf("fan-out chunk %d: %w", d.Sequence, err)
+	}
+	if c.GetRemove() {
+		return f.writeHomes(ctx, c.GetUserIds(), nil, id, true)
+	}
+	a, err := f.st.Bodies.Get(ctx, c.GetActivityId())
+	if errors.Is(err, activitystore.ErrNotFound) {
+		return nil // deleted since: nothing to write
+	}
+	if err != nil {
+		return err
+	}
+	visible, err := f.visibility(ctx, a)
+	if err != nil {
+		return err
+	}
+	return f.writeHomes(ctx, c.GetUserIds(), visible, id, false)
+}
+
+// visibility returns the filter of a restricted record's readers, or nil
+// when everyone may see the activity.
+func (f *Fanout) visibility(ctx context.Context, a *tidingsv1.Activity) (func(string) bool, error) {
+	ref := a.GetRecord()
+	if ref == nil {
+		return nil, nil
+	}
+	rec, err := f.st.Records.Get(ctx, ref)
+	if errors.Is(err, recordstore.ErrNotFound) {
+		// A deleted record's activities reach no one new.
+		return func(string) bool { return false }, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if rec.GetVisibility() != tidingsv1.Visibility_VISIBILITY_RESTRICTED {
+		return nil, nil
+	}
+	return func(u string) bool { return recordstore.UserMaySee(rec, u) }, nil
+}
+
+func (f *Fanout) writeHomes(ctx context.Context, users []string, visible func(string) bool, id ids.ID, remove bool) error {
+	keys := make([]string, 0, min(len(users), f.cfg.WriteBatch))
+	for i, u := range users {
+		if remove || visible == nil || visible(u) {
+			keys = append(keys, timelinestore.HomeKey(u))
+		}
+		if len(keys) == f.cfg.WriteBatch || (i == len(users)-1 && len(keys) > 0) {
+			if err := f.write(ctx, keys, f.cfg.HomeCap, id, remove); err != nil {
+				return err
+			}
+			keys = keys[:0]
+		}
+	}
+	return nil
+}
+
+func (f *Fanout) write(ctx context.Context, keys []string, cap int, id ids.ID, remove bool) error {
+	if remove {
+		return f.st.Timelines.Remove(ctx, keys, []ids.ID{id})
+	}
+	_, err := f.st.Timelines.Insert(ctx, keys, cap, []ids.ID{id})
+	return err
+}
+
+// HandleFollows is the handler of the FOLLOWS stream: it projects the
+// graph, then backfills new follows and cleans up unfollows. Only a change
+// that is still the edge's newest acts, so a late follow does not backfill
+// after a newer unfollow.
+func (f *Fanout) HandleFollows(ctx context.Context, d eventlog.Delivery) error {
+	ev := &tidingsv1.FollowEvent{}
+	if err := proto.Unmarshal(d.Data, ev); err != nil {
+		return fmt.Errorf("decode follow event %d: %w", d.Sequence, err)
+	}
+	if len(ev.GetChanges()) > graphstore.MaxChangesPerEvent {
+		return fmt.Errorf("follow event %d has %d changes, over %d", d.Sequence, len(ev.GetChanges()), graphstore.MaxChangesPerEvent)
+	}
+	changes := graph.Changes(d.Sequence, ev)
+	if err := f.st.Graph.Apply(ctx, changes); err != nil {
+		return err
+	}
+	for i, c := range changes {
+		current, err := f.st.Graph.Versions(ctx, c.UserID, []string{c.Entity})
+		if err != nil {
+			return err
+		}
+		if abs(current[0]) != c.Version {
+			continue
+		}
+		if c.Following {
+			err = f.backfill(ctx, c.UserID, c.Entity)
+		} else if !ev.GetChanges()[i].GetKeepHistory() {
+			err = f.takeBack(ctx, c.UserID, c.Entity)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// backfill copies an entity's newest activities into a new follower's home
+// timeline, leaving out what the follower may not see.
+func (f *Fanout) backfill(ctx context.Context, userID, entityKey string) error {
+	if f.cfg.BackfillCount == 0 {
+		return nil
+	}
+	recent, _, err := f.st.Timelines.Page(ctx, timelinestore.FeedKey(entityKey), 0, f.cfg.BackfillCount)
+	if err != nil || len(recent) == 0 {
+		return err
+	}
+	acts, err := f.st.Bodies.GetMany(ctx, idStrings(recent))
+	if err != nil {
+		return err
+	}
+	var keep []ids.ID
+	for i, a := range acts {
+		if a == nil {
+			continue
+		}
+		visible, err := f.visibility(ctx, a)
+		if err != nil {
+			return err
+		}
+		if visible == nil || visible(userID) {
+			keep = append(keep, recent[i])
+		}
+	}
+	_, err = f.st.Timelines.Insert(ctx, []string{timelinestore.HomeKey(userID)}, f.cfg.HomeCap, keep)
+	return err
+}
+
+// takeBack removes an unfollowed entity's activities from a home timeline,
+// keeping those that are there for another reason: the user still follows
+// the activity's other source, wrote it, or is mentioned in it.
+func (f *Fanout) takeBack(ctx context.Context, userID, entityKey string) error {
+	home, err := f.st.Timelines.All(ctx, timelinestore.HomeKey(userID))
+	if err != nil || len(home) == 0 {
+		return err
+	}
+	feed, err := f.st.Timelines.All(ctx, timelinestore.FeedKey(entityKey))
+	if err != nil {
+		return err
+	}
+	inFeed := make(map[ids.ID]bool, len(feed))
+	for _, id := range feed {
+		inFeed[id] = true
+	}
+	var candidates []ids.ID
+	for _, id := range home {
+		if inFeed[id] {
+			candidates = append(candidates, id)
+		}
+	}
+	if len(candidates) == 0 {
+		return nil
+	}
+	acts, err := f.st.Bodies.GetMany(ctx, idStrings(candidates))
+	if err != nil {
+		return err
+	}
+	var drop []ids.ID
+	for i, a := range acts {
+		if a == nil {
+			drop = append(drop, candidates[i])
+			continue
+		}
+		stay, err := f.stillReaches(ctx, a, userID, entityKey)
+		if err != nil {
+			return err
+		}
+		if !stay {
+			drop = append(drop, candidates[i])
+		}
+	}
+	return f.st.Timelines.Remove(ctx, []string{timelinestore.HomeKey(userID)}, drop)
+}
+
+func (f *Fanout) stillReaches(ctx context.Context, a *tidingsv1.Activity, userID, gone string) (bool, error) {
+	if actorUser(a) == userID || slices.Contains(a.GetMentionUserIds(), userID) {
+		return true, nil
+	}
+	var others []string
+	for _, s := range sources(a) {
+		if s != gone {
+			others = append(others, s)
+		}
+	}
+	if len(others) == 0 {
+		return false, nil
+	}
+	follows, err := f.st.Graph.IsFollowing(ctx, userID, others)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(follows, true), nil
+}
+
+func idStrings(list []ids.ID) []string {
+	out := make([]string, len(list))
+	for i, id := range list {
+		out[i] = id.String()
+	}
+	return out
+}

@@ -1,0 +1,203 @@
+// Package timelinestore keeps feeds in Redis: each user's home timeline and
+// each entity's own feed, as a string of 8-byte big-endian activity ids,
+// newest first. That costs 8 bytes an entry (a sorted set costs about 22 in
+// its listpack encoding and about 120 past it), and a page is one GETRANGE
+// or GET.
+//
+//	tidings:home:{<user id>}      home timeline
+//	tidings:feed:{<entity key>}   an entity's own feed
+//
+// Ids are time-sortable (pkg/ids) and assigned at the source, so a feed is
+// ordered by id, never by arrival. Insert and remove are one script each on
+// one key: the insert keeps the order, skips an id already present, and
+// trims to the cap in the same step, so duplicates and out-of-order
+// deliveries leave the same feed. Deleted activities are not resurrected by
+// a late insert in a way anyone sees: their bodies keep tombstones, and
+// reads drop ids whose bodies are gone.
+package timelinestore
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/redisx"
+)
+
+// HomeKey is the key of a user's home timeline.
+func HomeKey(userID string) string { return redisx.Prefix + "home:{" + userID + "}" }
+
+// FeedKey is the key of an entity's own feed.
+func FeedKey(entityKey string) string { return redisx.Prefix + "feed:{" + entityKey + "}" }
+
+// insertScript inserts ARGV[2..] (8-byte ids) into the descending packed
+// string KEYS[1], skipping ids present, and trims it to ARGV[1] entries.
+// It returns how many ids it added.
+var insertScript = redis.NewScript(`
+local s = redis.call('GET', KEYS[1]) or ''
+local cap = tonumber(ARGV[1])
+local added = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local n = #s / 8
+  local lo, hi = 0, n
+  if n > 0 and string.sub(s, 1, 8) < id then
+    hi = 0
+  else
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if string.sub(s, mid * 8 + 1, mid * 8 + 8) > id then lo = mid + 1 else hi = mid end
+    end
+  end
+  if lo < cap and not (lo < n and string.sub(s, lo * 8 + 1, lo * 8 + 8) == id) then
+    s = string.sub(s, 1, lo * 8) .. id .. string.sub(s, lo * 8 + 1, cap * 8 - 8)
+    added = added + 1
+  end
+end
+if added > 0 then redis.call('SET', KEYS[1], s) end
+return added
+`)
+
+// removeScript removes ARGV[1..] (8-byte ids) from KEYS[1]; returns how many.
+var removeScript = redis.NewScript(`
+local s = redis.call('GET', KEYS[1])
+if not s then return 0 end
+local removed = 0
+for i = 1, #ARGV do
+  local id = ARGV[i]
+  local lo, hi = 0, #s / 8
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if string.sub(s, mid * 8 + 1, mid * 8 + 8) > id then lo = mid + 1 else hi = mid end
+  end
+  if lo < #s / 8 and string.sub(s, lo * 8 + 1, lo * 8 + 8) == id then
+    s = string.sub(s, 1, lo * 8) .. string.sub(s, lo * 8 + 9)
+    removed = removed + 1
+  end
+end
+if removed > 0 then
+  if #s == 0 then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], s) end
+end
+return removed
+`)
+
+// Store reads and writes feeds.
+type Store struct {
+	rdb redis.UniversalClient
+}
+
+// New returns a Store.
+func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
+
+// Client returns the Redis client.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+// Load loads the scripts, so that the first fan-out after a start does not
+// pay for it.
+func (s *Store) Load(ctx context.Context) error {
+	for _, sc := range []*redis.Script{insertScript, removeScript} {
+		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+			return fmt.Errorf("load timeline scripts: %w", err)
+		}
+	}
+	return nil
+}
+
+func idArgs(cap int, list []ids.ID) []any {
+	args := make([]any, 0, len(list)+1)
+	if cap > 0 {
+		args = append(args, cap)
+	}
+	for _, id := range list {
+		b := id.Bytes()
+		args = append(args, b[:])
+	}
+	return args
+}
+
+// Insert adds the ids to every feed in keys, each trimmed to cap, in one
+// pipeline. It returns how many (feed, id) pairs were new.
+func (s *Store) Insert(ctx context.Context, keys []string, cap int, list []ids.ID) (int64, error) {
+	if len(keys) == 0 || len(list) == 0 {
+		return 0, nil
+	}
+	args := idArgs(cap, list)
+	calls := make([]redisx.ScriptCall, len(keys))
+	for i, k := range keys {
+		calls[i] = redisx.ScriptCall{Keys: []string{k}, Args: args}
+	}
+	cmds, err := redisx.RunScripts(ctx, s.rdb, insertScript, calls)
+	if err != nil {
+		return 0, fmt.Errorf("insert into %d feeds: %w", len(keys), err)
+	}
+	var added int64
+	for _, c := range cmds {
+		n, _ := c.Int64()
+		added += n
+	}
+	return added, nil
+}
+
+// Remove deletes the ids from every feed in keys, in one pipeline.
+func (s *Store) Remove(ctx context.Context, keys []string, list []ids.ID) error {
+	if len(keys) == 0 || len(list) == 0 {
+		return nil
+	}
+	args := idArgs(0, list)
+	calls := make([]redisx.ScriptCall, len(keys))
+	for i, k := range keys {
+		calls[i] = redisx.ScriptCall{Keys: []string{k}, Args: args}
+	}
+	if _, err := redisx.RunScripts(ctx, s.rdb, removeScript, calls); err != nil {
+		return fmt.Errorf("remove from %d feeds: %w", len(keys), err)
+	}
+	return nil
+}
+
+// Page returns up to limit ids of a feed older than before (all when before
+// is 0), newest first, and whether more follow. A feed holds at most its cap,
+// so one GET reads it whole; the page is cut here.
+func (s *Store) Page(ctx context.Context, key string, before ids.ID, limit int) ([]ids.ID, bool, error) {
+	data, err := s.rdb.Get(ctx, key).Bytes()
+	if err != nil && err != redis.Nil {
+		return nil, false, fmt.Errorf("read feed %s: %w", key, err)
+	}
+	all := Decode(data)
+	start := 0
+	if before != 0 {
+		start = sort.Search(len(all), func(i int) bool { return all[i] < before })
+	}
+	end := min(start+limit, len(all))
+	return all[start:end], end < len(all), nil
+}
+
+// All returns every id of a feed, newest first.
+func (s *Store) All(ctx context.Context, key string) ([]ids.ID, error) {
+	data, err := s.rdb.Get(ctx, key).Bytes()
+	if err != nil && err != redis.Nil {
+		return nil, fmt.Errorf("read feed %s: %w", key, err)
+	}
+	return Decode(data), nil
+}
+
+// Decode reads a packed feed.
+func Decode(data []byte) []ids.ID {
+	out := make([]ids.ID, len(data)/8)
+	for i := range out {
+		out[i] = ids.FromBytes(data[i*8 : i*8+8])
+	}
+	return out
+}
+
+// Wipe deletes every feed, before a rebuild.
+func (s *Store) Wipe(ctx context.Context) error {
+	for _, p := range []string{"home:*", "feed:*"} {
+		if _, err := redisx.DeleteMatching(ctx, s.rdb, redisx.Prefix+p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
