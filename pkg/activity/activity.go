@@ -177,3 +177,51 @@ func Apply(ctx context.Context, bodies *activitystore.Store, seq uint64, ev *tid
 	}
 	return fmt.Errorf("activity event %d has no change", seq)
 }
+
+// Edit replaces an activity's text (and so its mentions) and appends the
+// edited activity. No re-fan-out: feeds hold ids, so the edit shows
+// everywhere at once.
+func (p *Poster) Edit(ctx context.Context, a *tidingsv1.Activity, text string, caller *tidingsv1.Caller) (*tidingsv1.Activity, error) {
+	next := proto.CloneOf(a)
+	next.Text = text
+	mentions, err := p.resolveMentions(ctx, text)
+	if err != nil {
+		return nil, err
+	}
+	next.MentionUserIds = mentions
+	next.EditTime = timestamppb.Now()
+	ev := &tidingsv1.ActivityEvent{Change: &tidingsv1.ActivityEvent_Edited{Edited: next}, Caller: caller, Time: next.GetEditTime()}
+	appended, err := p.log.Publish(ctx, eventlog.Append{Subject: eventlog.ActivitySubject(a.GetId()), Event: ev})
+	if err != nil {
+		return nil, err
+	}
+	p.writeThrough(ctx, appended.Sequence, ev)
+	return next, nil
+}
+
+// Delete appends the deletion of an activity. The tombstone written through
+// hides it from every read at once; the fan-out then takes it out of every
+// feed.
+func (p *Poster) Delete(ctx context.Context, a *tidingsv1.Activity, caller *tidingsv1.Caller) error {
+	ev := &tidingsv1.ActivityEvent{
+		Change:          &tidingsv1.ActivityEvent_DeletedId{DeletedId: a.GetId()},
+		Caller:          caller,
+		Time:            timestamppb.Now(),
+		DeletedActivity: a,
+	}
+	appended, err := p.log.Publish(ctx, eventlog.Append{Subject: eventlog.ActivitySubject(a.GetId()), MsgID: "delete:" + a.GetId(), Event: ev})
+	if err != nil {
+		return err
+	}
+	p.writeThrough(ctx, appended.Sequence, ev)
+	return nil
+}
+
+// ActorUser returns the user an activity is by: its employee author, or
+// the user an app acted for ("" when an app acted for no one).
+func ActorUser(a *tidingsv1.Activity) string {
+	if k := a.GetActor().GetKind(); k == tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE || k == tidingsv1.CallerKind_CALLER_KIND_ADMIN {
+		return a.GetActor().GetId()
+	}
+	return a.GetOnBehalfOf()
+}

@@ -104,19 +104,11 @@ func (f *Fanout) HandleActivity(ctx context.Context, d eventlog.Delivery) error 
 	return nil
 }
 
-// actorUser is the user an activity is by: its employee author, or the user
-// an app acted for.
-func actorUser(a *tidingsv1.Activity) string {
-	if a.GetActor().GetKind() == tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE || a.GetActor().GetKind() == tidingsv1.CallerKind_CALLER_KIND_ADMIN {
-		return a.GetActor().GetId()
-	}
-	return a.GetOnBehalfOf()
-}
 
 // sources are the entities whose followers are in an activity's audience.
 func sources(a *tidingsv1.Activity) []string {
 	var out []string
-	if u := actorUser(a); u != "" {
+	if u := activity.ActorUser(a); u != "" {
 		out = append(out, entity.UserKey(u))
 	}
 	if r := a.GetRecord(); r != nil {
@@ -145,7 +137,7 @@ func (f *Fanout) distribute(ctx context.Context, a *tidingsv1.Activity, remove b
 		return err
 	}
 	direct := slices.Clone(a.GetMentionUserIds())
-	if u := actorUser(a); u != "" {
+	if u := activity.ActorUser(a); u != "" {
 		direct = append(direct, u)
 	}
 	var total int64
@@ -396,7 +388,7 @@ func (f *Fanout) takeBack(ctx context.Context, userID, entityKey string) error {
 }
 
 func (f *Fanout) stillReaches(ctx context.Context, a *tidingsv1.Activity, userID, gone string) (bool, error) {
-	if actorUser(a) == userID || slices.Contains(a.GetMentionUserIds(), userID) {
+	if activity.ActorUser(a) == userID || slices.Contains(a.GetMentionUserIds(), userID) {
 		return true, nil
 	}
 	var others []string

@@ -85,9 +85,12 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) error {
 				Graph: c.graph, Poster: c.poster, Settings: d.settings, Logger: c.logger,
 			}))
 		case RoleActivities:
-			tidingsv1.RegisterActivityServiceServer(srv, activities.NewServer())
+			tidingsv1.RegisterActivityServiceServer(srv, activities.NewServer(c.poster, c.projections.Records))
 		case RoleTimelines:
-			tidingsv1.RegisterTimelineServiceServer(srv, timelines.NewServer())
+			tidingsv1.RegisterTimelineServiceServer(srv, timelines.NewServer(timelines.Stores{
+				Timelines: c.projections.Timelines, Bodies: c.projections.Activities,
+				Profiles: c.projections.Profiles, Records: c.projections.Records,
+			}))
 		case RoleAdmin:
 			adminServer, err := admin.NewServer(admin.Deps{
 				Log: d.log, RDB: d.rdb, Graph: c.graph, Entities: c.entities, Profiles: profileServer,

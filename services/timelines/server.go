@@ -1,17 +1,216 @@
-// Package timelines implements TimelineService: home and entity feeds.
+// Package timelines implements TimelineService: reading a user's home feed
+// and any entity's own feed, newest first, hydrated with the activities,
+// their actors' profiles and their records.
+//
+// A read is one round trip for the ids, one for the bodies, and one each
+// (concurrently) for the profiles and records they name. Ids whose bodies
+// are gone (deleted activities) are dropped from the page at once and taken
+// out of the timeline; so are items whose record the reader may no longer
+// see.
 package timelines
 
 import (
+	"context"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tidingshq/tidings/pkg/activity"
+	"github.com/tidingshq/tidings/pkg/activitystore"
+	"github.com/tidingshq/tidings/pkg/apierr"
+	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/pagetoken"
+	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
-// Server implements tidingsv1.TimelineServiceServer. Methods not yet built
-// return Unimplemented.
+const (
+	defaultPageSize = 50
+	// maxReadRounds bounds the reads that refill a page thinned by
+	// deleted or hidden items.
+	maxReadRounds = 4
+)
+
+// Stores are what the timeline service reads.
+type Stores struct {
+	Timelines *timelinestore.Store
+	Bodies    *activitystore.Store
+	Profiles  *profilestore.Store
+	Records   *recordstore.Store
+}
+
+// Server implements tidingsv1.TimelineServiceServer.
 type Server struct {
 	tidingsv1.UnimplementedTimelineServiceServer
+	st Stores
 }
 
 var _ tidingsv1.TimelineServiceServer = (*Server)(nil)
 
 // NewServer returns the TimelineService.
-func NewServer() *Server { return &Server{} }
+func NewServer(st Stores) *Server { return &Server{st: st} }
+
+// GetHomeTimeline implements tidingsv1.TimelineServiceServer.
+func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTimelineRequest) (*tidingsv1.GetHomeTimelineResponse, error) {
+	id, _ := auth.FromContext(ctx)
+	if !id.ActsAsUser(req.GetUserId()) {
+		return nil, apierr.PermissionDenied("an employee may read only their own home timeline")
+	}
+	scope := "home|" + req.GetUserId()
+	items, next, err := s.read(ctx, timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), req.GetUserId(), true)
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.GetHomeTimelineResponse{Items: items, NextPageToken: next}, nil
+}
+
+// GetEntityFeed implements tidingsv1.TimelineServiceServer.
+func (s *Server) GetEntityFeed(ctx context.Context, req *tidingsv1.GetEntityFeedRequest) (*tidingsv1.GetEntityFeedResponse, error) {
+	id, _ := auth.FromContext(ctx)
+	if r := req.GetEntity().GetRecord(); r != nil {
+		rec, err := s.st.Records.Get(ctx, r)
+		if errors.Is(err, recordstore.ErrNotFound) || (err == nil && !recordstore.CanSee(rec, id)) {
+			return nil, apierr.NotFound("no record %s", entity.RecordKey(r))
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	reader := ""
+	if id.Kind == auth.KindEmployee {
+		reader = id.ID
+	}
+	key := entity.Key(req.GetEntity())
+	items, next, err := s.read(ctx, timelinestore.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), reader, false)
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.GetEntityFeedResponse{Items: items, NextPageToken: next}, nil
+}
+
+// read returns one hydrated page of a feed. reader, when set, is the
+// employee whose record visibility filters the items; repair removes dead
+// ids from the feed (home timelines only: entity feeds are repaired by the
+// fan-out of the delete).
+func (s *Server) read(ctx context.Context, key, scope, token string, size int32, reader string, repair bool) ([]*tidingsv1.FeedItem, string, error) {
+	limit := int(size)
+	if limit == 0 {
+		limit = defaultPageSize
+	}
+	pos, err := pagetoken.Decode(scope, token)
+	if err != nil {
+		return nil, "", apierr.InvalidArgument("page_token is not a token of this query")
+	}
+	var before ids.ID
+	if pos != "" {
+		if before, err = ids.Parse(pos); err != nil {
+			return nil, "", apierr.InvalidArgument("page_token is not a token of this query")
+		}
+	}
+	var items []*tidingsv1.FeedItem
+	more := true
+	for round := 0; round < maxReadRounds && len(items) < limit && more; round++ {
+		var page []ids.ID
+		page, more, err = s.st.Timelines.Page(ctx, key, before, limit-len(items))
+		if err != nil {
+			return nil, "", err
+		}
+		if len(page) == 0 {
+			break
+		}
+		before = page[len(page)-1]
+		got, dead, err := s.Hydrate(ctx, page, reader)
+		if err != nil {
+			return nil, "", err
+		}
+		items = append(items, got...)
+		if repair && len(dead) > 0 {
+			if err := s.st.Timelines.Remove(ctx, []string{key}, dead); err != nil {
+				return nil, "", err
+			}
+		}
+	}
+	next := ""
+	if more {
+		next = pagetoken.Encode(scope, before.String())
+	}
+	return items, next, nil
+}
+
+// Hydrate turns ids into feed items in the same order, leaving out those
+// whose bodies are gone (returned as dead) and those about records reader
+// may not see (when reader is set).
+func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader string) (items []*tidingsv1.FeedItem, dead []ids.ID, err error) {
+	idStrs := make([]string, len(list))
+	for i, id := range list {
+		idStrs[i] = id.String()
+	}
+	acts, err := s.st.Bodies.GetMany(ctx, idStrs)
+	if err != nil {
+		return nil, nil, err
+	}
+	var userIDs []string
+	var refs []*tidingsv1.RecordRef
+	seenUser, seenRec := map[string]bool{}, map[string]bool{}
+	for i, a := range acts {
+		if a == nil {
+			dead = append(dead, list[i])
+			continue
+		}
+		if u := activity.ActorUser(a); u != "" && !seenUser[u] {
+			seenUser[u] = true
+			userIDs = append(userIDs, u)
+		}
+		if r := a.GetRecord(); r != nil && !seenRec[entity.RecordKey(r)] {
+			seenRec[entity.RecordKey(r)] = true
+			refs = append(refs, r)
+		}
+	}
+	var (
+		profiles map[string]*tidingsv1.Profile
+		records  []*tidingsv1.Record
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	if len(userIDs) > 0 {
+		g.Go(func() (err error) {
+			profiles, err = s.st.Profiles.GetMany(gctx, userIDs)
+			return err
+		})
+	}
+	if len(refs) > 0 {
+		g.Go(func() (err error) {
+			records, err = s.st.Records.GetMany(gctx, refs)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, fmt.Errorf("hydrate feed: %w", err)
+	}
+	recByKey := make(map[string]*tidingsv1.Record, len(refs))
+	for i, r := range records {
+		if r != nil {
+			recByKey[entity.RecordKey(refs[i])] = r
+		}
+	}
+	for _, a := range acts {
+		if a == nil {
+			continue
+		}
+		item := &tidingsv1.FeedItem{Activity: a, ActorProfile: profiles[activity.ActorUser(a)]}
+		if r := a.GetRecord(); r != nil {
+			rec := recByKey[entity.RecordKey(r)]
+			if rec == nil || (reader != "" && !recordstore.UserMaySee(rec, reader)) {
+				continue
+			}
+			item.Record = rec
+		}
+		items = append(items, item)
+	}
+	return items, dead, nil
+}
+
