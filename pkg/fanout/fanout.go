@@ -104,7 +104,6 @@ func (f *Fanout) HandleActivity(ctx context.Context, d eventlog.Delivery) error 
 	return nil
 }
 
-
 // sources are the entities whose followers are in an activity's audience.
 func sources(a *tidingsv1.Activity) []string {
 	var out []string

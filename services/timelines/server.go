@@ -213,4 +213,3 @@ func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader string) (ite
 	}
 	return items, dead, nil
 }
-
