@@ -79,6 +79,12 @@ type Config struct {
 	FanoutChunk int
 	// Backfill is how many recent activities a new follow copies in.
 	Backfill int
+	// AckWait is how long the worker's consumers wait for an ack before
+	// redelivering an event to another worker.
+	AckWait time.Duration
+	// MaxDeliver is how often an event is tried before it goes to the
+	// dead-letter stream.
+	MaxDeliver int
 }
 
 // Fanout returns the fan-out sizes of the configuration.
@@ -86,6 +92,11 @@ func (c *Config) Fanout() fanout.Config {
 	d := fanout.DefaultConfig()
 	d.HomeCap, d.FeedCap, d.ChunkSize, d.BackfillCount = c.HomeCap, c.FeedCap, c.FanoutChunk, c.Backfill
 	return d
+}
+
+// Worker returns the worker options of the configuration.
+func (c *Config) Worker() (fanout.Config, time.Duration, int) {
+	return c.Fanout(), c.AckWait, c.MaxDeliver
 }
 
 // Default returns the configuration of a single development process.
@@ -113,6 +124,8 @@ func Default() Config {
 		FeedCap:              3000,
 		FanoutChunk:          5000,
 		Backfill:             20,
+		AckWait:              30 * time.Second,
+		MaxDeliver:           8,
 	}
 }
 
@@ -144,6 +157,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.FeedCap, "feed-cap", c.FeedCap, "entries an entity feed keeps")
 	fs.IntVar(&c.FanoutChunk, "fanout-chunk", c.FanoutChunk, "largest audience written in one step; larger ones are chunked")
 	fs.IntVar(&c.Backfill, "backfill", c.Backfill, "recent activities a new follow copies into the home timeline")
+	fs.DurationVar(&c.AckWait, "ack-wait", c.AckWait, "worker: redeliver an unacknowledged event after this long")
+	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "worker: deliveries of an event before it is dead-lettered")
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -213,5 +228,7 @@ func (c *Config) Validate() error {
 	check(c.FeedCap >= 10 && c.FeedCap <= 100000, "feed-cap must be 10..100000")
 	check(c.FanoutChunk >= 100 && c.FanoutChunk <= 50000, "fanout-chunk must be 100..50000")
 	check(c.Backfill >= 0 && c.Backfill <= c.HomeCap, "backfill must be 0..home-cap")
+	check(c.AckWait >= time.Second, "ack-wait must be at least 1s")
+	check(c.MaxDeliver >= 2, "max-deliver must be at least 2")
 	return errors.Join(errs...)
 }

@@ -189,7 +189,8 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		w := worker.New(d.log, c.projections, cfg.Fanout(), metrics, logger)
+		fcfg, ackWait, maxDeliver := cfg.Worker()
+		w := worker.New(d.log, c.projections, worker.Options{Fanout: fcfg, AckWait: ackWait, MaxDeliver: maxDeliver}, metrics, logger)
 		g.Go(func() error { return w.Run(gctx) })
 	}
 

@@ -72,7 +72,7 @@ func (s *Stack) StartWorker(t testing.TB) {
 	t.Helper()
 	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	w := worker.New(s.Env.Log, s.Components.Projections(), s.Config.Fanout(), metrics, s.Env.Logger)
+	w := worker.New(s.Env.Log, s.Components.Projections(), worker.Options{Fanout: s.Config.Fanout()}, metrics, s.Env.Logger)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

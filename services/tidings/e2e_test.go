@@ -54,7 +54,7 @@ func freePort(t *testing.T) int {
 type devProcess struct {
 	cmd      *exec.Cmd
 	grpcAddr string
-	out      *strings.Builder
+	out      *syncBuffer
 	exited   chan struct{}
 }
 
@@ -62,7 +62,7 @@ type devPorts struct{ grpc, http, nats, redis int }
 
 func startDev(t *testing.T, dataDir string, p devPorts) *devProcess {
 	t.Helper()
-	out := &strings.Builder{}
+	out := &syncBuffer{}
 	cmd := exec.Command(binary, "dev",
 		"--data-dir", dataDir,
 		"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", p.grpc),

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -41,14 +42,24 @@ func (p Projections) FanoutStores() fanout.Stores {
 type Worker struct {
 	log     *eventlog.Log
 	proj    Projections
+	opts    Options
 	fanout  *fanout.Fanout
 	metrics *eventlog.ConsumerMetrics
 	logger  *slog.Logger
 }
 
+// Options tune the worker.
+type Options struct {
+	Fanout fanout.Config
+	// AckWait and MaxDeliver apply to every consumer; zero keeps the
+	// defaults of eventlog.ConsumerSpec.
+	AckWait    time.Duration
+	MaxDeliver int
+}
+
 // New returns a Worker.
-func New(log *eventlog.Log, proj Projections, cfg fanout.Config, metrics *eventlog.ConsumerMetrics, logger *slog.Logger) *Worker {
-	return &Worker{log: log, proj: proj, fanout: fanout.New(log, proj.FanoutStores(), cfg, logger), metrics: metrics, logger: logger}
+func New(log *eventlog.Log, proj Projections, opts Options, metrics *eventlog.ConsumerMetrics, logger *slog.Logger) *Worker {
+	return &Worker{log: log, proj: proj, opts: opts, fanout: fanout.New(log, proj.FanoutStores(), opts.Fanout, logger), metrics: metrics, logger: logger}
 }
 
 // The durable consumers the worker runs.
@@ -83,7 +94,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for spec, h := range w.handlers() {
-		g.Go(func() error { return w.log.Consume(gctx, *spec, h, w.metrics, w.logger) })
+		s := *spec
+		if w.opts.AckWait > 0 {
+			s.AckWait = w.opts.AckWait
+		}
+		if w.opts.MaxDeliver > 0 {
+			s.MaxDeliver = w.opts.MaxDeliver
+		}
+		g.Go(func() error { return w.log.Consume(gctx, s, h, w.metrics, w.logger) })
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("worker: %w", err)

@@ -35,7 +35,7 @@ func startWorker(t *testing.T, env *testenv.Env, proj worker.Projections) {
 	t.Helper()
 	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	w := worker.New(env.Log, proj, fanout.DefaultConfig(), metrics, env.Logger)
+	w := worker.New(env.Log, proj, worker.Options{Fanout: fanout.DefaultConfig()}, metrics, env.Logger)
 	ctx, cancel := contextWithCancel(t)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
