@@ -63,7 +63,11 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newDevCmd(),
 		newTokenCmd(),
 		newProfileCmd(client),
+		newPostCmd(client),
+		newFeedCmd(client),
+		newStatusCmd(client),
 	)
+	root.AddCommand(newFollowCmds(client)...)
 	return root
 }
 
