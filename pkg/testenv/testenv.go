@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -254,4 +255,14 @@ func Snapshot(t testing.TB, rdb redis.UniversalClient) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// VerifyNoLeaks runs a package's tests and fails if goroutines outlive them,
+// allowing for the process-wide goroutines of the in-process NATS server.
+// Call it from TestMain.
+func VerifyNoLeaks(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
+		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).processPings"),
+	)
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -22,12 +21,7 @@ import (
 	"github.com/tidingshq/tidings/services/stacktest"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).processPings"),
-	)
-}
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
 func followerCount(t *testing.T, s *stacktest.Stack, ref *tidingsv1.EntityRef) int64 {
 	resp, err := s.Follows(t, testenv.Admin).GetFollowCounts(t.Context(), &tidingsv1.GetFollowCountsRequest{Entity: ref})

@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 
 	"github.com/tidingshq/tidings/pkg/config"
@@ -16,12 +15,7 @@ import (
 	"github.com/tidingshq/tidings/services/stacktest"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).processPings"),
-	)
-}
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
 func record(app, id string, vis tidingsv1.Visibility, readers ...string) *tidingsv1.Record {
 	return &tidingsv1.Record{Ref: &tidingsv1.RecordRef{Type: app + ".opportunity", ExternalId: id}, Title: "Deal " + id, Visibility: vis, ReaderIds: readers}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/eventlog"
@@ -23,12 +22,7 @@ import (
 	"github.com/tidingshq/tidings/services/worker"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).Start.func1"),
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).processPings"),
-	)
-}
+func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
 // startWorker runs a worker until the test ends.
 func startWorker(t *testing.T, env *testenv.Env, proj worker.Projections) {

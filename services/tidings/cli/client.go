@@ -68,6 +68,22 @@ func (c *clientFlags) ctx(cmd *cobra.Command) (context.Context, context.CancelFu
 	return context.WithTimeout(cmd.Context(), c.timeout)
 }
 
+// call makes the RunE of a client command: it dials with the caller's
+// token, gives fn a context with the call deadline, and closes the
+// connection after.
+func (c *clientFlags) call(fn func(ctx context.Context, cmd *cobra.Command, args []string, conn *grpc.ClientConn) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		conn, err := c.dial(cmd)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := c.ctx(cmd)
+		defer cancel()
+		return fn(ctx, cmd, args, conn)
+	}
+}
+
 // printProto writes m as indented JSON.
 func printProto(w io.Writer, m proto.Message) error {
 	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(m)

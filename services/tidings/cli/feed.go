@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/tidingshq/tidings/pkg/entity"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
@@ -24,38 +26,24 @@ func parseEntity(s string) *tidingsv1.EntityRef {
 func newFollowCmds(c *clientFlags) []*cobra.Command {
 	follow := &cobra.Command{Use: "follow USER_ID ENTITY", Short: "Follow a user, or a record as TYPE/ID", Args: cobra.ExactArgs(2)}
 	c.bind(follow)
-	follow.RunE = func(cmd *cobra.Command, args []string) error {
-		conn, err := c.dial(cmd)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := c.ctx(cmd)
-		defer cancel()
+	follow.RunE = c.call(func(ctx context.Context, cmd *cobra.Command, args []string, conn *grpc.ClientConn) error {
 		resp, err := tidingsv1.NewFollowServiceClient(conn).Follow(ctx, &tidingsv1.FollowRequest{UserId: args[0], Entity: parseEntity(args[1])})
 		if err != nil {
 			return err
 		}
 		return printProto(cmd.OutOrStdout(), resp)
-	}
+	})
 	var keep bool
 	unfollow := &cobra.Command{Use: "unfollow USER_ID ENTITY", Short: "Stop following a user or record", Args: cobra.ExactArgs(2)}
 	c.bind(unfollow)
 	unfollow.Flags().BoolVar(&keep, "keep-history", false, "keep its activities in the home timeline")
-	unfollow.RunE = func(cmd *cobra.Command, args []string) error {
-		conn, err := c.dial(cmd)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := c.ctx(cmd)
-		defer cancel()
+	unfollow.RunE = c.call(func(ctx context.Context, cmd *cobra.Command, args []string, conn *grpc.ClientConn) error {
 		resp, err := tidingsv1.NewFollowServiceClient(conn).Unfollow(ctx, &tidingsv1.UnfollowRequest{UserId: args[0], Entity: parseEntity(args[1]), KeepHistory: keep})
 		if err != nil {
 			return err
 		}
 		return printProto(cmd.OutOrStdout(), resp)
-	}
+	})
 	return []*cobra.Command{follow, unfollow}
 }
 
@@ -65,14 +53,7 @@ func newPostCmd(c *clientFlags) *cobra.Command {
 	c.bind(cmd)
 	cmd.Flags().StringVar(&record, "record", "", "the record the post is about, as TYPE/ID")
 	cmd.Flags().StringVar(&key, "idempotency-key", "", "makes a retry return the first post")
-	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		conn, err := c.dial(cmd)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := c.ctx(cmd)
-		defer cancel()
+	cmd.RunE = c.call(func(ctx context.Context, cmd *cobra.Command, args []string, conn *grpc.ClientConn) error {
 		req := &tidingsv1.PostActivityRequest{ActorUserId: args[0], Text: args[1], IdempotencyKey: key}
 		if record != "" {
 			req.Record = parseEntity(record).GetRecord()
@@ -85,7 +66,7 @@ func newPostCmd(c *clientFlags) *cobra.Command {
 			return err
 		}
 		return printProto(cmd.OutOrStdout(), resp.GetActivity())
-	}
+	})
 	return cmd
 }
 
@@ -97,37 +78,23 @@ func newFeedCmd(c *clientFlags) *cobra.Command {
 	home := &cobra.Command{Use: "home USER_ID", Short: "A user's home feed, newest first", Args: cobra.ExactArgs(1)}
 	home.Flags().Int32Var(&size, "page-size", 20, "items")
 	home.Flags().StringVar(&token, "page-token", "", "continue from this token")
-	home.RunE = func(cmd *cobra.Command, args []string) error {
-		conn, err := c.dial(cmd)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := c.ctx(cmd)
-		defer cancel()
+	home.RunE = c.call(func(ctx context.Context, cmd *cobra.Command, args []string, conn *grpc.ClientConn) error {
 		resp, err := tidingsv1.NewTimelineServiceClient(conn).GetHomeTimeline(ctx, &tidingsv1.GetHomeTimelineRequest{UserId: args[0], PageSize: size, PageToken: token})
 		if err != nil {
 			return err
 		}
 		return printItems(cmd.OutOrStdout(), resp.GetItems(), resp.GetNextPageToken())
-	}
+	})
 	of := &cobra.Command{Use: "of ENTITY", Short: "An entity's own feed (a user id, or TYPE/ID)", Args: cobra.ExactArgs(1)}
 	of.Flags().Int32Var(&size, "page-size", 20, "items")
 	of.Flags().StringVar(&token, "page-token", "", "continue from this token")
-	of.RunE = func(cmd *cobra.Command, args []string) error {
-		conn, err := c.dial(cmd)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := c.ctx(cmd)
-		defer cancel()
+	of.RunE = c.call(func(ctx context.Context, cmd *cobra.Command, args []string, conn *grpc.ClientConn) error {
 		resp, err := tidingsv1.NewTimelineServiceClient(conn).GetEntityFeed(ctx, &tidingsv1.GetEntityFeedRequest{Entity: parseEntity(args[0]), PageSize: size, PageToken: token})
 		if err != nil {
 			return err
 		}
 		return printItems(cmd.OutOrStdout(), resp.GetItems(), resp.GetNextPageToken())
-	}
+	})
 	cmd.AddCommand(home, of)
 	return cmd
 }
@@ -156,14 +123,7 @@ func printItems(w io.Writer, items []*tidingsv1.FeedItem, next string) error {
 func newStatusCmd(c *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "status", Short: "Streams, consumer lag and Redis health (admin)", Args: cobra.NoArgs}
 	c.bind(cmd)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		conn, err := c.dial(cmd)
-		if err != nil {
-			return err
-		}
-		defer conn.Close()
-		ctx, cancel := c.ctx(cmd)
-		defer cancel()
+	cmd.RunE = c.call(func(ctx context.Context, cmd *cobra.Command, _ []string, conn *grpc.ClientConn) error {
 		st, err := tidingsv1.NewAdminServiceClient(conn).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
 		if err != nil {
 			return err
@@ -178,6 +138,6 @@ func newStatusCmd(c *clientFlags) *cobra.Command {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", c.GetName(), c.GetStream(), c.GetPending(), c.GetAckPending(), c.GetRedelivered())
 		}
 		return tw.Flush()
-	}
+	})
 	return cmd
 }

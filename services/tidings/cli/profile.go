@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -12,21 +14,14 @@ import (
 func newProfileCmd(c *clientFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "profile", Short: "Read and change employee profiles"}
 	c.bind(cmd)
-	call := func(run func(cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error) func(*cobra.Command, []string) error {
-		return func(cmd *cobra.Command, args []string) error {
-			conn, err := c.dial(cmd)
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			return run(cmd, args, tidingsv1.NewProfileServiceClient(conn))
-		}
+	call := func(run func(ctx context.Context, cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error) func(*cobra.Command, []string) error {
+		return c.call(func(ctx context.Context, cmd *cobra.Command, args []string, conn *grpc.ClientConn) error {
+			return run(ctx, cmd, args, tidingsv1.NewProfileServiceClient(conn))
+		})
 	}
 
 	get := &cobra.Command{Use: "get USER_ID", Short: "Show a profile", Args: cobra.ExactArgs(1)}
-	get.RunE = call(func(cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error {
-		ctx, cancel := c.ctx(cmd)
-		defer cancel()
+	get.RunE = call(func(ctx context.Context, cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error {
 		resp, err := client.GetProfile(ctx, &tidingsv1.GetProfileRequest{UserId: args[0]})
 		if err != nil {
 			return err
@@ -42,7 +37,7 @@ func newProfileCmd(c *clientFlags) *cobra.Command {
 	listCmd.Flags().BoolVar(&list.IncludeInactive, "include-inactive", false, "include deactivated profiles")
 	listCmd.Flags().Int32Var(&list.PageSize, "page-size", 50, "profiles per page")
 	listCmd.Flags().BoolVar(&all, "all", false, "follow every page")
-	listCmd.RunE = call(func(cmd *cobra.Command, _ []string, client tidingsv1.ProfileServiceClient) error {
+	listCmd.RunE = call(func(_ context.Context, cmd *cobra.Command, _ []string, client tidingsv1.ProfileServiceClient) error {
 		tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "USER ID\tNAME\tTITLE\tDEPARTMENT\tMANAGER\tACTIVE")
 		req := &list
@@ -77,9 +72,7 @@ func newProfileCmd(c *clientFlags) *cobra.Command {
 	upsert.Flags().StringVar(&p.ManagerId, "manager", "", "manager's user id")
 	upsert.Flags().StringVar(&p.Location, "location", "", "location")
 	upsert.Flags().StringVar(&p.AvatarUrl, "avatar-url", "", "avatar URL")
-	upsert.RunE = call(func(cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error {
-		ctx, cancel := c.ctx(cmd)
-		defer cancel()
+	upsert.RunE = call(func(ctx context.Context, cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error {
 		p.UserId = args[0]
 		resp, err := client.UpsertProfile(ctx, &tidingsv1.UpsertProfileRequest{Profile: &p})
 		if err != nil {
@@ -89,9 +82,7 @@ func newProfileCmd(c *clientFlags) *cobra.Command {
 	})
 
 	about := &cobra.Command{Use: "about USER_ID TEXT", Short: "Set a profile's about-me text", Args: cobra.ExactArgs(2)}
-	about.RunE = call(func(cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error {
-		ctx, cancel := c.ctx(cmd)
-		defer cancel()
+	about.RunE = call(func(ctx context.Context, cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error {
 		resp, err := client.UpdateAboutMe(ctx, &tidingsv1.UpdateAboutMeRequest{UserId: args[0], AboutMe: args[1]})
 		if err != nil {
 			return err
@@ -101,9 +92,7 @@ func newProfileCmd(c *clientFlags) *cobra.Command {
 
 	setActive := func(name, short string, active bool) *cobra.Command {
 		sc := &cobra.Command{Use: name + " USER_ID", Short: short, Args: cobra.ExactArgs(1)}
-		sc.RunE = call(func(cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error {
-			ctx, cancel := c.ctx(cmd)
-			defer cancel()
+		sc.RunE = call(func(ctx context.Context, cmd *cobra.Command, args []string, client tidingsv1.ProfileServiceClient) error {
 			var (
 				prof *tidingsv1.Profile
 				err  error
