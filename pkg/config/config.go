@@ -85,6 +85,9 @@ type Config struct {
 	// MaxDeliver is how often an event is tried before it goes to the
 	// dead-letter stream.
 	MaxDeliver int
+	// WatchBuffer is how many items a Watch client may fall behind before
+	// it is cut off.
+	WatchBuffer int
 }
 
 // Fanout returns the fan-out sizes of the configuration.
@@ -126,6 +129,7 @@ func Default() Config {
 		Backfill:             20,
 		AckWait:              30 * time.Second,
 		MaxDeliver:           8,
+		WatchBuffer:          256,
 	}
 }
 
@@ -159,6 +163,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.Backfill, "backfill", c.Backfill, "recent activities a new follow copies into the home timeline")
 	fs.DurationVar(&c.AckWait, "ack-wait", c.AckWait, "worker: redeliver an unacknowledged event after this long")
 	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "worker: deliveries of an event before it is dead-lettered")
+	fs.IntVar(&c.WatchBuffer, "watch-buffer", c.WatchBuffer, "items a Watch client may fall behind before it is cut off")
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -230,5 +235,6 @@ func (c *Config) Validate() error {
 	check(c.Backfill >= 0 && c.Backfill <= c.HomeCap, "backfill must be 0..home-cap")
 	check(c.AckWait >= time.Second, "ack-wait must be at least 1s")
 	check(c.MaxDeliver >= 2, "max-deliver must be at least 2")
+	check(c.WatchBuffer >= 1 && c.WatchBuffer <= 100000, "watch-buffer must be 1..100000")
 	return errors.Join(errs...)
 }

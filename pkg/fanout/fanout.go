@@ -62,6 +62,13 @@ type Stores struct {
 	Records   *recordstore.Store
 	Bodies    *activitystore.Store
 	Timelines *timelinestore.Store
+	// Live, if set, is told of every home timeline insert (pkg/live).
+	Live Notifier
+}
+
+// Notifier sends live notices of new home timeline items.
+type Notifier interface {
+	Notify(users []string, id ids.ID) error
 }
 
 // Fanout writes feeds.
@@ -243,16 +250,25 @@ func (f *Fanout) visibility(ctx context.Context, a *tidingsv1.Activity) (func(st
 }
 
 func (f *Fanout) writeHomes(ctx context.Context, users []string, visible func(string) bool, id ids.ID, remove bool) error {
-	keys := make([]string, 0, min(len(users), f.cfg.WriteBatch))
+	batch := min(len(users), f.cfg.WriteBatch)
+	keys := make([]string, 0, batch)
+	to := make([]string, 0, batch)
 	for i, u := range users {
 		if remove || visible == nil || visible(u) {
 			keys = append(keys, timelinestore.HomeKey(u))
+			to = append(to, u)
 		}
 		if len(keys) == f.cfg.WriteBatch || (i == len(users)-1 && len(keys) > 0) {
 			if err := f.write(ctx, keys, f.cfg.HomeCap, id, remove); err != nil {
 				return err
 			}
-			keys = keys[:0]
+			if !remove && f.st.Live != nil {
+				// Best effort: a lost notice is made good on resume.
+				if err := f.st.Live.Notify(to, id); err != nil {
+					f.logger.WarnContext(ctx, "live notices not sent", "activity", id.String(), "error", err)
+				}
+			}
+			keys, to = keys[:0], to[:0]
 		}
 	}
 	return nil

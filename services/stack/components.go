@@ -12,6 +12,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/live"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
@@ -38,6 +39,7 @@ type Components struct {
 	graph       *graph.Writer
 	poster      *activity.Poster
 	entities    *follows.Entities
+	hub         *live.Hub
 }
 
 // Wire builds the components over open connections; tests use it to serve
@@ -45,6 +47,9 @@ type Components struct {
 func Wire(log *eventlog.Log, rdb redis.UniversalClient, st *settings.Store, cfg config.Config, logger *slog.Logger) *Components {
 	return newComponents(&deps{log: log, js: log.JetStream(), rdb: rdb, settings: st}, cfg, logger)
 }
+
+// Hub returns the live hub that Watch streams from.
+func (c *Components) Hub() *live.Hub { return c.hub }
 
 // Projections returns the stores the worker writes.
 func (c *Components) Projections() worker.Projections { return c.projections }
@@ -56,6 +61,7 @@ func newComponents(d *deps, cfg config.Config, logger *slog.Logger) *Components 
 		Graph:      graphstore.New(d.rdb),
 		Activities: activitystore.New(d.rdb),
 		Timelines:  timelinestore.New(d.rdb),
+		Live:       live.NewPublisher(d.log.JetStream().Conn()),
 	}
 	return &Components{
 		deps:        d,
@@ -65,6 +71,7 @@ func newComponents(d *deps, cfg config.Config, logger *slog.Logger) *Components 
 		graph:       graph.NewWriter(d.log, proj.Graph, logger),
 		poster:      activity.NewPoster(d.log, proj.Activities, proj.Profiles, logger),
 		entities:    &follows.Entities{Profiles: proj.Profiles, Records: proj.Records},
+		hub:         live.NewHub(d.log.JetStream().Conn()),
 	}
 }
 
@@ -90,6 +97,7 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) error {
 			tidingsv1.RegisterTimelineServiceServer(srv, timelines.NewServer(timelines.Stores{
 				Timelines: c.projections.Timelines, Bodies: c.projections.Activities,
 				Profiles: c.projections.Profiles, Records: c.projections.Records,
+				Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
 			}))
 		case RoleAdmin:
 			adminServer, err := admin.NewServer(admin.Deps{

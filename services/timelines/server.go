@@ -22,6 +22,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/live"
 	"github.com/tidingshq/tidings/pkg/pagetoken"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
@@ -42,7 +43,16 @@ type Stores struct {
 	Bodies    *activitystore.Store
 	Profiles  *profilestore.Store
 	Records   *recordstore.Store
+	// Live delivers the notices Watch streams; Watch is Unavailable
+	// without it.
+	Live *live.Hub
+	// WatchBuffer is how many notices a watcher may fall behind before it
+	// is cut off; DefaultWatchBuffer when zero.
+	WatchBuffer int
 }
+
+// DefaultWatchBuffer is how far a watcher may fall behind by default.
+const DefaultWatchBuffer = 256
 
 // Server implements tidingsv1.TimelineServiceServer.
 type Server struct {

@@ -31,11 +31,13 @@ type Projections struct {
 	Graph      *graphstore.Store
 	Activities *activitystore.Store
 	Timelines  *timelinestore.Store
+	// Live, if set, receives live notices of home timeline inserts.
+	Live fanout.Notifier
 }
 
 // FanoutStores returns the stores the fan-out uses.
 func (p Projections) FanoutStores() fanout.Stores {
-	return fanout.Stores{Graph: p.Graph, Records: p.Records, Bodies: p.Activities, Timelines: p.Timelines}
+	return fanout.Stores{Graph: p.Graph, Records: p.Records, Bodies: p.Activities, Timelines: p.Timelines, Live: p.Live}
 }
 
 // Worker consumes the streams.

@@ -1,0 +1,165 @@
+// Package live carries "your timeline has a new item" notices from the
+// fan-out to the processes serving TimelineService.Watch, over core NATS
+// (one subject per user, fire-and-forget). The home timeline stays the
+// source of truth: a notice lost on the way is made good when the client
+// resumes from its last item.
+//
+// A Hub shares one subscription per user among that user's watchers in a
+// process and hands each notice to every watcher's bounded buffer without
+// waiting: a watcher whose buffer is full is cut off (its channel closes
+// with Overflowed set), so a slow client never slows the others or the
+// fan-out.
+package live
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/ids"
+)
+
+// SubjectPrefix starts every live subject.
+const SubjectPrefix = "tidings.live"
+
+// Subject is the live subject of a user.
+func Subject(userID string) string { return SubjectPrefix + "." + eventlog.Token(userID) }
+
+// Publisher sends notices.
+type Publisher struct {
+	nc *nats.Conn
+}
+
+// NewPublisher returns a Publisher on nc.
+func NewPublisher(nc *nats.Conn) *Publisher { return &Publisher{nc: nc} }
+
+// Notify tells each user that id landed in their home timeline.
+func (p *Publisher) Notify(users []string, id ids.ID) error {
+	b := id.Bytes()
+	for _, u := range users {
+		if err := p.nc.Publish(Subject(u), b[:]); err != nil {
+			return fmt.Errorf("publish live notice: %w", err)
+		}
+	}
+	return nil
+}
+
+// Hub fans notices out to the watchers of one process.
+type Hub struct {
+	nc *nats.Conn
+
+	mu    sync.Mutex
+	users map[string]*userSub
+}
+
+type userSub struct {
+	sub      *nats.Subscription
+	watchers map[*Watcher]struct{}
+}
+
+// NewHub returns a Hub on nc.
+func NewHub(nc *nats.Conn) *Hub { return &Hub{nc: nc, users: make(map[string]*userSub)} }
+
+// Watcher receives the notices of one user.
+type Watcher struct {
+	hub  *Hub
+	user string
+	ch   chan ids.ID
+	// overflowed is set, under hub.mu, when the buffer was full and the
+	// watcher was cut off.
+	overflowed bool
+	closed     bool
+}
+
+// C delivers notices; it closes when the watcher is cut off or closed.
+func (w *Watcher) C() <-chan ids.ID { return w.ch }
+
+// Overflowed reports whether the watcher was cut off for falling behind.
+func (w *Watcher) Overflowed() bool {
+	w.hub.mu.Lock()
+	defer w.hub.mu.Unlock()
+	return w.overflowed
+}
+
+// ErrClosed means the hub's connection is closed.
+var ErrClosed = errors.New("live hub closed")
+
+// Watch starts watching a user's notices with a buffer of size notices.
+func (h *Hub) Watch(userID string, size int) (*Watcher, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w := &Watcher{hub: h, user: userID, ch: make(chan ids.ID, size)}
+	us, ok := h.users[userID]
+	if !ok {
+		us = &userSub{watchers: make(map[*Watcher]struct{})}
+		sub, err := h.nc.Subscribe(Subject(userID), func(m *nats.Msg) { h.dispatch(userID, m.Data) })
+		if err != nil {
+			return nil, fmt.Errorf("subscribe live %s: %w", userID, err)
+		}
+		// Make sure the server has the subscription before Watch returns,
+		// so nothing published after it is missed.
+		if err := h.nc.Flush(); err != nil {
+			_ = sub.Unsubscribe()
+			return nil, fmt.Errorf("subscribe live %s: %w", userID, err)
+		}
+		us.sub = sub
+		h.users[userID] = us
+	}
+	us.watchers[w] = struct{}{}
+	return w, nil
+}
+
+func (h *Hub) dispatch(userID string, data []byte) {
+	if len(data) != 8 {
+		return
+	}
+	id := ids.FromBytes(data)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	us := h.users[userID]
+	if us == nil {
+		return
+	}
+	for w := range us.watchers {
+		select {
+		case w.ch <- id:
+		default:
+			w.overflowed = true
+			h.removeLocked(w)
+		}
+	}
+}
+
+// Close stops a watcher; its channel closes.
+func (w *Watcher) Close() {
+	w.hub.mu.Lock()
+	defer w.hub.mu.Unlock()
+	w.hub.removeLocked(w)
+}
+
+func (h *Hub) removeLocked(w *Watcher) {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	close(w.ch)
+	us := h.users[w.user]
+	if us == nil {
+		return
+	}
+	delete(us.watchers, w)
+	if len(us.watchers) == 0 {
+		_ = us.sub.Unsubscribe()
+		delete(h.users, w.user)
+	}
+}
+
+// Watching returns how many users have watchers in this process.
+func (h *Hub) Watching() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.users)
+}

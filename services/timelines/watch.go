@@ -1,0 +1,97 @@
+package timelines
+
+import (
+	"slices"
+
+	"google.golang.org/grpc"
+
+	"github.com/tidingshq/tidings/pkg/apierr"
+	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+// Watch implements tidingsv1.TimelineServiceServer. It subscribes first,
+// then replays what landed after the resume point and is still in the
+// timeline, then streams live items; ids at or before the last one sent
+// are skipped, so the replay and the live notices neither overlap nor
+// leave a gap.
+func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingServer[tidingsv1.WatchResponse]) error {
+	ctx := stream.Context()
+	id, _ := auth.FromContext(ctx)
+	if !id.ActsAsUser(req.GetUserId()) {
+		return apierr.PermissionDenied("an employee may watch only their own home timeline")
+	}
+	if s.st.Live == nil {
+		return apierr.Unavailable("live updates are not configured on this server")
+	}
+	var last ids.ID
+	if tok := req.GetResumeToken(); tok != "" {
+		var err error
+		if last, err = ids.Parse(tok); err != nil {
+			return apierr.InvalidArgument("resume_token is not a token of this stream")
+		}
+	}
+	size := s.st.WatchBuffer
+	if size == 0 {
+		size = DefaultWatchBuffer
+	}
+	w, err := s.st.Live.Watch(req.GetUserId(), size)
+	if err != nil {
+		return apierr.Unavailable("live updates: %v", err)
+	}
+	defer w.Close()
+
+	send := func(list []ids.ID) error {
+		items, _, err := s.Hydrate(ctx, list, req.GetUserId())
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			if err := stream.Send(&tidingsv1.WatchResponse{Item: it, ResumeToken: it.GetActivity().GetId()}); err != nil {
+				return err
+			}
+		}
+		last = list[len(list)-1]
+		return nil
+	}
+
+	if last != 0 {
+		all, err := s.st.Timelines.All(ctx, timelinestore.HomeKey(req.GetUserId()))
+		if err != nil {
+			return err
+		}
+		var missed []ids.ID
+		for _, x := range all {
+			if x > last {
+				missed = append(missed, x)
+			}
+		}
+		slices.Reverse(missed) // oldest first
+		for start := 0; start < len(missed); start += 50 {
+			if err := send(missed[start:min(start+50, len(missed))]); err != nil {
+				return err
+			}
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case x, ok := <-w.C():
+			if !ok {
+				if w.Overflowed() {
+					return apierr.LimitExceeded("this watcher fell more than %d items behind and was cut off; watch again with the last resume_token", size)
+				}
+				return apierr.Unavailable("live updates stopped; watch again with the last resume_token")
+			}
+			if x <= last {
+				continue
+			}
+			if err := send([]ids.ID{x}); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package timelines_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+
+	"github.com/tidingshq/tidings/pkg/config"
+	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/testenv"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/stacktest"
+)
+
+func watch(t *testing.T, s *stacktest.Stack, user, resume string) (tidingsv1.TimelineService_WatchClient, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	before := s.Components.Hub().Watching()
+	stream, err := s.Timelines(t, testenv.Employee(user)).Watch(ctx, &tidingsv1.WatchRequest{UserId: user, ResumeToken: resume})
+	require.NoError(t, err)
+	if resume == "" {
+		// The server subscribes before it replays or streams anything.
+		testenv.Eventually(t, 10*time.Second, func() bool { return s.Components.Hub().Watching() > before }, "watch not subscribed")
+	}
+	return stream, cancel
+}
+
+func TestWatchDeliversAndResumes(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	s.StartWorker(t)
+	s.Users(t, "ana", "bo")
+	follow(t, s, "bo", entity.User("ana"))
+
+	stream, cancel := watch(t, s, "bo", "")
+	first := post(t, s, "ana", "live one")
+	got, err := stream.Recv()
+	require.NoError(t, err)
+	require.Equal(t, first.GetId(), got.GetItem().GetActivity().GetId())
+	require.Equal(t, "ana", got.GetItem().GetActorProfile().GetUserId())
+	token := got.GetResumeToken()
+	cancel()
+
+	// While bo is away, two more land; resuming replays them in order, then
+	// goes on live.
+	second := post(t, s, "ana", "while away 1")
+	third := post(t, s, "ana", "while away 2")
+	s.WaitCaughtUp(t)
+	again, cancel2 := watch(t, s, "bo", token)
+	defer cancel2()
+	for _, want := range []*tidingsv1.Activity{second, third} {
+		got, err := again.Recv()
+		require.NoError(t, err)
+		require.Equal(t, want.GetId(), got.GetItem().GetActivity().GetId())
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return s.Components.Hub().Watching() > 0 }, "not subscribed")
+	fourth := post(t, s, "ana", "live again")
+	got, err = again.Recv()
+	require.NoError(t, err)
+	require.Equal(t, fourth.GetId(), got.GetItem().GetActivity().GetId())
+
+	_, err = s.Timelines(t, testenv.Employee("ana")).Watch(t.Context(), &tidingsv1.WatchRequest{UserId: "bo"})
+	if err == nil {
+		_, err = mustStream(t, s, "ana", "bo").Recv()
+	}
+	stacktest.RequireCode(t, err, codes.PermissionDenied)
+}
+
+func mustStream(t *testing.T, s *stacktest.Stack, caller, user string) tidingsv1.TimelineService_WatchClient {
+	stream, err := s.Timelines(t, testenv.Employee(caller)).Watch(t.Context(), &tidingsv1.WatchRequest{UserId: user})
+	require.NoError(t, err)
+	return stream
+}
+
+func TestStalledWatcherIsCutOffOthersKeepReceiving(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) { c.WatchBuffer = 4 }})
+	s.StartWorker(t)
+	s.Users(t, "ana", "bo", "cy")
+	follow(t, s, "bo", entity.User("ana"))
+	follow(t, s, "cy", entity.User("ana"))
+	stalled, cancelStalled := watch(t, s, "bo", "")
+	defer cancelStalled()
+	reader, cancelReader := watch(t, s, "cy", "")
+	defer cancelReader()
+
+	const n = 60
+	big := strings.Repeat("x", 8000)
+	done := make(chan []string, 1)
+	go func() {
+		var ids []string
+		for len(ids) < n {
+			got, err := reader.Recv()
+			if err != nil {
+				break
+			}
+			ids = append(ids, got.GetItem().GetActivity().GetId())
+		}
+		done <- ids
+	}()
+	var posted []string
+	for i := range n {
+		posted = append(posted, post(t, s, "ana", fmt.Sprintf("%d %s", i, big)).GetId())
+	}
+	select {
+	case got := <-done:
+		require.Equal(t, posted, got, "the reading watcher gets everything, in order")
+	case <-time.After(60 * time.Second):
+		t.Fatal("the reading watcher was held up")
+	}
+	// The stalled one was cut off: after what it had buffered, it ends
+	// with ResourceExhausted, and its token resumes it without loss.
+	var last string
+	var err error
+	for {
+		var got *tidingsv1.WatchResponse
+		got, err = stalled.Recv()
+		if err != nil {
+			break
+		}
+		last = got.GetResumeToken()
+	}
+	stacktest.RequireCode(t, err, codes.ResourceExhausted)
+	require.NotEmpty(t, last)
+	resumed, cancel := watch(t, s, "bo", last)
+	defer cancel()
+	var rest []string
+	for len(rest) < n {
+		got, err := resumed.Recv()
+		require.NoError(t, err)
+		rest = append(rest, got.GetItem().GetActivity().GetId())
+		if got.GetResumeToken() == posted[n-1] {
+			break
+		}
+	}
+	idx := 0
+	for i, p := range posted {
+		if p == last {
+			idx = i + 1
+		}
+	}
+	require.Equal(t, posted[idx:], rest, "resuming from the last token misses nothing")
+}
