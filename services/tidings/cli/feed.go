@@ -95,7 +95,36 @@ func newFeedCmd(c *clientFlags) *cobra.Command {
 		}
 		return printItems(cmd.OutOrStdout(), resp.GetItems(), resp.GetNextPageToken())
 	})
-	cmd.AddCommand(home, of)
+	var resume string
+	watchCmd := &cobra.Command{Use: "watch USER_ID", Short: "Stream a user's home feed live (Ctrl-C to stop)", Args: cobra.ExactArgs(1)}
+	watchCmd.Flags().StringVar(&resume, "resume-token", "", "first replay what landed after this item")
+	watchCmd.RunE = func(cmd *cobra.Command, args []string) error {
+		conn, err := c.dial(cmd)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		stream, err := tidingsv1.NewTimelineServiceClient(conn).Watch(cmd.Context(), &tidingsv1.WatchRequest{UserId: args[0], ResumeToken: resume})
+		if err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		fmt.Fprintf(out, "watching %s's home feed...\n", args[0])
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				if cmd.Context().Err() != nil {
+					return nil
+				}
+				return err
+			}
+			if err := printItems(out, []*tidingsv1.FeedItem{resp.GetItem()}, ""); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "(resume token %s)\n", resp.GetResumeToken())
+		}
+	}
+	cmd.AddCommand(home, of, watchCmd)
 	return cmd
 }
 
