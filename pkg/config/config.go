@@ -88,6 +88,11 @@ type Config struct {
 	// WatchBuffer is how many items a Watch client may fall behind before
 	// it is cut off.
 	WatchBuffer int
+	// HotOn and HotOff are the follower counts above which an entity's
+	// activities are pulled at read time, and below which they are pushed
+	// again.
+	HotOn  int64
+	HotOff int64
 }
 
 // Fanout returns the fan-out sizes of the configuration.
@@ -130,6 +135,8 @@ func Default() Config {
 		AckWait:              30 * time.Second,
 		MaxDeliver:           8,
 		WatchBuffer:          256,
+		HotOn:                10000,
+		HotOff:               8000,
 	}
 }
 
@@ -164,6 +171,8 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.AckWait, "ack-wait", c.AckWait, "worker: redeliver an unacknowledged event after this long")
 	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "worker: deliveries of an event before it is dead-lettered")
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", c.WatchBuffer, "items a Watch client may fall behind before it is cut off")
+	fs.Int64Var(&c.HotOn, "hot-on", c.HotOn, "followers above which an entity is pulled at read time, not pushed")
+	fs.Int64Var(&c.HotOff, "hot-off", c.HotOff, "followers below which a pulled entity is pushed again")
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -236,5 +245,6 @@ func (c *Config) Validate() error {
 	check(c.AckWait >= time.Second, "ack-wait must be at least 1s")
 	check(c.MaxDeliver >= 2, "max-deliver must be at least 2")
 	check(c.WatchBuffer >= 1 && c.WatchBuffer <= 100000, "watch-buffer must be 1..100000")
+	check(c.HotOff > 0 && c.HotOff < c.HotOn, "hot-off must be positive and below hot-on")
 	return errors.Join(errs...)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
@@ -64,6 +65,9 @@ type Stores struct {
 	Timelines *timelinestore.Store
 	// Live, if set, is told of every home timeline insert (pkg/live).
 	Live Notifier
+	// Hot, if set, decides which sources are pulled at read time rather
+	// than pushed (pkg/hot).
+	Hot *hot.Store
 }
 
 // Notifier sends live notices of new home timeline items.
@@ -146,14 +150,37 @@ func (f *Fanout) distribute(ctx context.Context, a *tidingsv1.Activity, remove b
 	if u := activity.ActorUser(a); u != "" {
 		direct = append(direct, u)
 	}
+	// Followers of a hot source read its feed instead of receiving a copy.
+	var pulledNow map[string][]hot.Range
+	if remove && f.st.Hot != nil {
+		if pulledNow, err = f.st.Hot.Pulled(ctx); err != nil {
+			return err
+		}
+	}
 	var total int64
+	pushSrcs := srcs[:0:0]
 	for _, s := range srcs {
 		n, err := f.st.Graph.FollowerCount(ctx, s)
 		if err != nil {
 			return err
 		}
-		total += n
+		pulled := false
+		switch {
+		case f.st.Hot != nil && !remove:
+			if pulled, err = f.st.Hot.Decide(ctx, s, id, n); err != nil {
+				return err
+			}
+		case remove:
+			for _, r := range pulledNow[s] {
+				pulled = pulled || r.Contains(id)
+			}
+		}
+		if !pulled {
+			pushSrcs = append(pushSrcs, s)
+			total += n
+		}
 	}
+	srcs = pushSrcs
 	if total+int64(len(direct)) <= int64(f.cfg.ChunkSize) {
 		audience := direct
 		for _, s := range srcs {

@@ -84,6 +84,21 @@ end
 return removed
 `)
 
+// pageScript returns the ids of KEYS[1] older than ARGV[1] (8 bytes; all
+// when empty), at most ARGV[2] of them, newest first, packed.
+var pageScript = redis.NewScript(`
+local s = redis.call('GET', KEYS[1])
+if not s then return '' end
+local lo, hi = 0, #s / 8
+if ARGV[1] ~= '' then
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if string.sub(s, mid * 8 + 1, mid * 8 + 8) >= ARGV[1] then lo = mid + 1 else hi = mid end
+  end
+end
+return string.sub(s, lo * 8 + 1, (lo + tonumber(ARGV[2])) * 8)
+`)
+
 // Store reads and writes feeds.
 type Store struct {
 	rdb redis.UniversalClient
@@ -172,6 +187,31 @@ func (s *Store) Page(ctx context.Context, key string, before ids.ID, limit int) 
 	}
 	end := min(start+limit, len(all))
 	return all[start:end], end < len(all), nil
+}
+
+// PageMany returns, for each feed, up to limit ids older than before (all
+// when 0), newest first, in one pipeline; the cutting is done in Redis, so
+// a read of many feeds moves only what it needs.
+func (s *Store) PageMany(ctx context.Context, keys []string, before ids.ID, limit int) ([][]ids.ID, error) {
+	var cursor []byte
+	if before != 0 {
+		b := before.Bytes()
+		cursor = b[:]
+	}
+	calls := make([]redisx.ScriptCall, len(keys))
+	for i, k := range keys {
+		calls[i] = redisx.ScriptCall{Keys: []string{k}, Args: []any{cursor, limit}}
+	}
+	cmds, err := redisx.RunScripts(ctx, s.rdb, pageScript, calls)
+	if err != nil {
+		return nil, fmt.Errorf("page %d feeds: %w", len(keys), err)
+	}
+	out := make([][]ids.ID, len(keys))
+	for i, c := range cmds {
+		data, _ := c.Text()
+		out[i] = Decode([]byte(data))
+	}
+	return out, nil
 }
 
 // All returns every id of a feed, newest first.

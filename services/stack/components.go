@@ -13,6 +13,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/live"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
@@ -62,6 +63,7 @@ func newComponents(d *deps, cfg config.Config, logger *slog.Logger) *Components 
 		Activities: activitystore.New(d.rdb),
 		Timelines:  timelinestore.New(d.rdb),
 		Live:       live.NewPublisher(d.log.JetStream().Conn()),
+		Hot:        hot.New(d.rdb, hot.Thresholds{On: cfg.HotOn, Off: cfg.HotOff}),
 	}
 	return &Components{
 		deps:        d,
@@ -98,6 +100,7 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) error {
 				Timelines: c.projections.Timelines, Bodies: c.projections.Activities,
 				Profiles: c.projections.Profiles, Records: c.projections.Records,
 				Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
+				Graph: c.projections.Graph, Hot: c.projections.Hot, HomeCap: c.cfg.HomeCap,
 			}))
 		case RoleAdmin:
 			adminServer, err := admin.NewServer(admin.Deps{

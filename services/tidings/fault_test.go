@@ -193,7 +193,7 @@ func (e *faultEnv) occurrences(t *testing.T, users []string, id string) map[int]
 func TestWorkerKilledMidFanout(t *testing.T) {
 	e := newFaultEnv(t, false)
 	users := e.followers(t, "star", 50_000)
-	first := e.startWorker(t, "--fanout-chunk", "500")
+	first := e.startWorker(t, "--fanout-chunk", "500", "--hot-on", "100000", "--hot-off", "90000")
 	a := e.post(t, "star", "to fifty thousand")
 
 	// Wait until some chunks are done, then kill the worker mid-way.
@@ -205,7 +205,7 @@ func TestWorkerKilledMidFanout(t *testing.T) {
 	t.Logf("at the kill: %d followers have it, %d do not", len(partial[1]), len(partial[0]))
 	require.NotEmpty(t, partial[0], "the kill must land mid-fan-out")
 
-	e.startWorker(t, "--fanout-chunk", "500")
+	e.startWorker(t, "--fanout-chunk", "500", "--hot-on", "100000", "--hot-off", "90000")
 	e.waitFanout(t, 120*time.Second)
 	done := e.occurrences(t, users, a.GetId())
 	require.Len(t, done[1], len(users), "every follower has it exactly once (missing: %d, twice: %d)", len(done[0]), len(done[2]))

@@ -21,6 +21,8 @@ import (
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/live"
 	"github.com/tidingshq/tidings/pkg/pagetoken"
@@ -49,6 +51,11 @@ type Stores struct {
 	// WatchBuffer is how many notices a watcher may fall behind before it
 	// is cut off; DefaultWatchBuffer when zero.
 	WatchBuffer int
+	// Graph and Hot let home reads merge what is not pushed: hot entities'
+	// feeds, and history past the cap (HomeCap, the timelines' cap).
+	Graph   *graphstore.Store
+	Hot     *hot.Store
+	HomeCap int
 }
 
 // DefaultWatchBuffer is how far a watcher may fall behind by default.
@@ -72,7 +79,7 @@ func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTime
 		return nil, apierr.PermissionDenied("an employee may read only their own home timeline")
 	}
 	scope := "home|" + req.GetUserId()
-	items, next, err := s.read(ctx, timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), req.GetUserId(), true)
+	items, next, err := s.read(ctx, s.homePager(req.GetUserId()), timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), req.GetUserId(), true)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +103,7 @@ func (s *Server) GetEntityFeed(ctx context.Context, req *tidingsv1.GetEntityFeed
 		reader = id.ID
 	}
 	key := entity.Key(req.GetEntity())
-	items, next, err := s.read(ctx, timelinestore.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), reader, false)
+	items, next, err := s.read(ctx, s.feedPager(timelinestore.FeedKey(key)), timelinestore.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), reader, false)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +114,7 @@ func (s *Server) GetEntityFeed(ctx context.Context, req *tidingsv1.GetEntityFeed
 // employee whose record visibility filters the items; repair removes dead
 // ids from the feed (home timelines only: entity feeds are repaired by the
 // fan-out of the delete).
-func (s *Server) read(ctx context.Context, key, scope, token string, size int32, reader string, repair bool) ([]*tidingsv1.FeedItem, string, error) {
+func (s *Server) read(ctx context.Context, page pager, key, scope, token string, size int32, reader string, repair bool) ([]*tidingsv1.FeedItem, string, error) {
 	limit := int(size)
 	if limit == 0 {
 		limit = defaultPageSize
@@ -125,16 +132,16 @@ func (s *Server) read(ctx context.Context, key, scope, token string, size int32,
 	var items []*tidingsv1.FeedItem
 	more := true
 	for round := 0; round < maxReadRounds && len(items) < limit && more; round++ {
-		var page []ids.ID
-		page, more, err = s.st.Timelines.Page(ctx, key, before, limit-len(items))
+		var list []ids.ID
+		list, more, err = page(ctx, before, limit-len(items))
 		if err != nil {
 			return nil, "", err
 		}
-		if len(page) == 0 {
+		if len(list) == 0 {
 			break
 		}
-		before = page[len(page)-1]
-		got, dead, err := s.Hydrate(ctx, page, reader)
+		before = list[len(list)-1]
+		got, dead, err := s.Hydrate(ctx, list, reader)
 		if err != nil {
 			return nil, "", err
 		}

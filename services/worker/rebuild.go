@@ -49,6 +49,11 @@ func Rebuild(ctx context.Context, log *eventlog.Log, proj Projections, cfg fanou
 			if err := proj.Activities.Wipe(ctx); err != nil {
 				return err
 			}
+			if proj.Hot != nil {
+				if err := proj.Hot.Wipe(ctx); err != nil {
+					return err
+				}
+			}
 			return proj.Timelines.Wipe(ctx)
 		}
 		stream, h = eventlog.StreamActivities, f.HandleActivity

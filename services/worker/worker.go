@@ -17,6 +17,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
@@ -33,11 +34,13 @@ type Projections struct {
 	Timelines  *timelinestore.Store
 	// Live, if set, receives live notices of home timeline inserts.
 	Live fanout.Notifier
+	// Hot keeps which entities are pulled rather than pushed.
+	Hot *hot.Store
 }
 
 // FanoutStores returns the stores the fan-out uses.
 func (p Projections) FanoutStores() fanout.Stores {
-	return fanout.Stores{Graph: p.Graph, Records: p.Records, Bodies: p.Activities, Timelines: p.Timelines, Live: p.Live}
+	return fanout.Stores{Graph: p.Graph, Records: p.Records, Bodies: p.Activities, Timelines: p.Timelines, Live: p.Live, Hot: p.Hot}
 }
 
 // Worker consumes the streams.

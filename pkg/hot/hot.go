@@ -1,0 +1,116 @@
+// Package hot decides which activities are pushed into followers' home
+// timelines and which are pulled by readers at read time (DESIGN.md,
+// invariant 5). An entity whose follower count rises above On becomes hot:
+// from the id of the post that found it so, its activities are not fanned
+// out, and readers merge its feed into their home timeline instead. Below
+// Off (hysteresis, so an entity near the line does not flap) it is pushed
+// again, from the id of the post that found it so.
+//
+// Each entity's pull ranges [from, to) of activity ids are kept in one
+// Redis hash, tidings:pull, as 16-byte pairs (to = 0 while open); at most
+// MaxRanges are kept. The fan-out and the readers both decide by the same
+// ranges, so a switch in either direction leaves no gap and no duplicate,
+// whatever order posts arrive in.
+package hot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/redisx"
+)
+
+// Key is the hash of pull ranges.
+const Key = redisx.Prefix + "pull"
+
+// MaxRanges bounds the ranges kept per entity; older ones have long left
+// every feed.
+const MaxRanges = 8
+
+// Thresholds are the follower counts that switch an entity.
+type Thresholds struct {
+	// On: above this many followers, an entity is pulled.
+	On int64
+	// Off: below this many, it is pushed again. Off < On.
+	Off int64
+}
+
+// decideScript updates an entity's ranges for a post (ARGV[2], 8 bytes)
+// by its follower count (ARGV[3]) and thresholds (ARGV[4] on, ARGV[5]
+// off), and returns 1 when the post is pulled.
+var decideScript = redis.NewScript(`
+local zero = '\0\0\0\0\0\0\0\0'
+local r = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+local n = #r / 16
+local open = n > 0 and string.sub(r, n * 16 - 7, n * 16) == zero
+local count = tonumber(ARGV[3])
+local id = ARGV[2]
+if not open and count > tonumber(ARGV[4]) then
+  local covered = false
+  for i = 0, n - 1 do
+    if id >= string.sub(r, i * 16 + 1, i * 16 + 8) and id < string.sub(r, i * 16 + 9, i * 16 + 16) then covered = true end
+  end
+  if not covered and (n == 0 or id >= string.sub(r, n * 16 - 7, n * 16)) then
+    r = r .. id .. zero
+    if #r / 16 > tonumber(ARGV[6]) then r = string.sub(r, 17) end
+    redis.call('HSET', KEYS[1], ARGV[1], r)
+  end
+elseif open and count < tonumber(ARGV[5]) and id > string.sub(r, n * 16 - 15, n * 16 - 8) then
+  r = string.sub(r, 1, n * 16 - 8) .. id
+  redis.call('HSET', KEYS[1], ARGV[1], r)
+end
+for i = 0, #r / 16 - 1 do
+  local from = string.sub(r, i * 16 + 1, i * 16 + 8)
+  local to = string.sub(r, i * 16 + 9, i * 16 + 16)
+  if id >= from and (to == zero or id < to) then return 1 end
+end
+return 0
+`)
+
+// Store keeps the pull ranges.
+type Store struct {
+	rdb redis.UniversalClient
+	th  Thresholds
+}
+
+// New returns a Store.
+func New(rdb redis.UniversalClient, th Thresholds) *Store { return &Store{rdb: rdb, th: th} }
+
+// Decide updates an entity's ranges for a post by the entity's follower
+// count and reports whether the post is pulled (not pushed to followers).
+func (s *Store) Decide(ctx context.Context, entityKey string, id ids.ID, followers int64) (bool, error) {
+	b := id.Bytes()
+	pulled, err := decideScript.Run(ctx, s.rdb, []string{Key}, entityKey, b[:], followers, s.th.On, s.th.Off, MaxRanges).Int()
+	if err != nil {
+		return false, fmt.Errorf("decide push or pull for %s: %w", entityKey, err)
+	}
+	return pulled == 1, nil
+}
+
+// Range is a span of pulled activity ids: From ≤ id < To (To 0: open).
+type Range struct{ From, To ids.ID }
+
+// Contains reports whether id is in the range.
+func (r Range) Contains(id ids.ID) bool { return id >= r.From && (r.To == 0 || id < r.To) }
+
+// Pulled returns the ranges of every entity that has any.
+func (s *Store) Pulled(ctx context.Context) (map[string][]Range, error) {
+	all, err := s.rdb.HGetAll(ctx, Key).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read pull ranges: %w", err)
+	}
+	out := make(map[string][]Range, len(all))
+	for k, v := range all {
+		for i := 0; i+16 <= len(v); i += 16 {
+			out[k] = append(out[k], Range{From: ids.FromBytes([]byte(v[i : i+8])), To: ids.FromBytes([]byte(v[i+8 : i+16]))})
+		}
+	}
+	return out, nil
+}
+
+// Wipe deletes the ranges, before a rebuild.
+func (s *Store) Wipe(ctx context.Context) error { return s.rdb.Del(ctx, Key).Err() }

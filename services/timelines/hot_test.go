@@ -1,0 +1,105 @@
+package timelines_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/tidingshq/tidings/pkg/config"
+	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/testenv"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/stacktest"
+)
+
+// TestHotEntitySwitchesBothWays follows an entity across the hot threshold
+// and back: while hot its posts are not pushed, yet every follower's home
+// read shows every post once, in order, across both switches.
+func TestHotEntitySwitchesBothWays(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) { c.HotOn, c.HotOff = 6, 4 }})
+	s.StartWorker(t)
+	var fans []string
+	for i := range 8 {
+		fans = append(fans, fmt.Sprintf("fan%d", i))
+	}
+	s.Users(t, append(fans, "star", "quiet", "reader")...)
+	follow(t, s, "reader", entity.User("star"))
+	follow(t, s, "reader", entity.User("quiet"))
+	ctx := t.Context()
+	var posted []string
+	postBoth := func(n int) {
+		for i := range n {
+			posted = append(posted, post(t, s, "star", fmt.Sprintf("star %d", len(posted)+i)).GetId())
+			posted = append(posted, post(t, s, "quiet", fmt.Sprintf("quiet %d", len(posted)+i)).GetId())
+		}
+	}
+	postBoth(3) // star has 1 follower: pushed
+	for _, f := range fans {
+		follow(t, s, f, entity.User("star"))
+	}
+	postBoth(3) // 9 followers > 6: pulled
+	s.WaitCaughtUp(t)
+	stored, err := s.Components.Projections().Timelines.All(ctx, timelinestore.HomeKey("reader"))
+	require.NoError(t, err)
+	require.Len(t, stored, 3+3+3, "while hot, star's posts are not pushed")
+
+	for _, f := range fans[:6] {
+		_, err := s.Follows(t, testenv.Admin).Unfollow(ctx, &tidingsv1.UnfollowRequest{UserId: f, Entity: entity.User("star")})
+		require.NoError(t, err)
+	}
+	postBoth(3) // 3 followers < 4: pushed again
+	s.WaitCaughtUp(t)
+
+	want := slices.Clone(posted)
+	slices.Reverse(want)
+	require.Equal(t, want, home(t, s, "reader"), "every post once, newest first, across both switches")
+	// fan7 followed before star turned hot: the backfill brought star's
+	// first posts, the merge the hot ones, the push the later ones.
+	var starPosts []string
+	for i := len(posted) - 2; i >= 0; i -= 2 {
+		starPosts = append(starPosts, posted[i])
+	}
+	require.Equal(t, starPosts, home(t, s, "fan7"))
+}
+
+// TestMergeManyHotAndNormal reads a home timeline merging several hot
+// entities with normal ones, paging through it in small pages.
+func TestMergeManyHotAndNormal(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) { c.HotOn, c.HotOff = 2, 1 }})
+	s.StartWorker(t)
+	s.Users(t, "h1", "h2", "h3", "n1", "n2", "reader", "x", "y")
+	for _, h := range []string{"h1", "h2", "h3"} {
+		follow(t, s, "x", entity.User(h))
+		follow(t, s, "y", entity.User(h))
+		follow(t, s, "reader", entity.User(h))
+	}
+	follow(t, s, "reader", entity.User("n1"))
+	follow(t, s, "reader", entity.User("n2"))
+	var posted []string
+	for i := range 30 {
+		author := []string{"h1", "n1", "h2", "n2", "h3"}[i%5]
+		posted = append(posted, post(t, s, author, fmt.Sprintf("%s %d", author, i)).GetId())
+	}
+	s.WaitCaughtUp(t)
+	var got []string
+	req := &tidingsv1.GetHomeTimelineRequest{UserId: "reader", PageSize: 4}
+	for {
+		resp, err := s.Timelines(t, testenv.Employee("reader")).GetHomeTimeline(t.Context(), req)
+		require.NoError(t, err)
+		for _, it := range resp.GetItems() {
+			got = append(got, it.GetActivity().GetId())
+		}
+		if resp.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+	want := slices.Clone(posted)
+	slices.Reverse(want)
+	require.Equal(t, want, got)
+}
