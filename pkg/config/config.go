@@ -93,12 +93,16 @@ type Config struct {
 	// again.
 	HotOn  int64
 	HotOff int64
+	// InactiveAfter: users who have not read their home timeline for this
+	// long are skipped by the fan-out; their next read rebuilds it.
+	InactiveAfter time.Duration
 }
 
 // Fanout returns the fan-out sizes of the configuration.
 func (c *Config) Fanout() fanout.Config {
 	d := fanout.DefaultConfig()
 	d.HomeCap, d.FeedCap, d.ChunkSize, d.BackfillCount = c.HomeCap, c.FeedCap, c.FanoutChunk, c.Backfill
+	d.InactiveAfter = c.InactiveAfter
 	return d
 }
 
@@ -137,6 +141,7 @@ func Default() Config {
 		WatchBuffer:          256,
 		HotOn:                10000,
 		HotOff:               8000,
+		InactiveAfter:        14 * 24 * time.Hour,
 	}
 }
 
@@ -173,6 +178,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", c.WatchBuffer, "items a Watch client may fall behind before it is cut off")
 	fs.Int64Var(&c.HotOn, "hot-on", c.HotOn, "followers above which an entity is pulled at read time, not pushed")
 	fs.Int64Var(&c.HotOff, "hot-off", c.HotOff, "followers below which a pulled entity is pushed again")
+	fs.DurationVar(&c.InactiveAfter, "inactive-after", c.InactiveAfter, "skip the home timelines of users who have not read them for this long (0: never)")
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line

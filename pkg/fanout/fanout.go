@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -48,13 +49,16 @@ type Config struct {
 	BackfillCount int
 	// WriteBatch is how many timelines one pipeline writes.
 	WriteBatch int
+	// InactiveAfter: users who have not read their home timeline for this
+	// long are skipped; their next read rebuilds it. Zero pushes to all.
+	InactiveAfter time.Duration
 }
 
 // DefaultConfig returns the defaults: 800-entry home timelines (as Twitter
 // and Mastodon keep), 3,000-entry entity feeds, chunks of 5,000 users, a
 // backfill of 20.
 func DefaultConfig() Config {
-	return Config{HomeCap: 800, FeedCap: 3000, ChunkSize: 5000, BackfillCount: 20, WriteBatch: 1000}
+	return Config{HomeCap: 800, FeedCap: 3000, ChunkSize: 5000, BackfillCount: 20, WriteBatch: 1000, InactiveAfter: 14 * 24 * time.Hour}
 }
 
 // Stores are what the fan-out reads and writes.
@@ -286,7 +290,13 @@ func (f *Fanout) writeHomes(ctx context.Context, users []string, visible func(st
 			to = append(to, u)
 		}
 		if len(keys) == f.cfg.WriteBatch || (i == len(users)-1 && len(keys) > 0) {
-			if err := f.write(ctx, keys, f.cfg.HomeCap, id, remove); err != nil {
+			var err error
+			if remove {
+				err = f.st.Timelines.Remove(ctx, keys, []ids.ID{id})
+			} else {
+				_, err = f.st.Timelines.InsertHomes(ctx, to, f.cfg.HomeCap, f.activeSince(), []ids.ID{id})
+			}
+			if err != nil {
 				return err
 			}
 			if !remove && f.st.Live != nil {
@@ -299,6 +309,14 @@ func (f *Fanout) writeHomes(ctx context.Context, users []string, visible func(st
 		}
 	}
 	return nil
+}
+
+// activeSince is the read time below which a user counts as inactive.
+func (f *Fanout) activeSince() int64 {
+	if f.cfg.InactiveAfter <= 0 {
+		return 0
+	}
+	return time.Now().Add(-f.cfg.InactiveAfter).Unix()
 }
 
 func (f *Fanout) write(ctx context.Context, keys []string, cap int, id ids.ID, remove bool) error {
@@ -379,7 +397,7 @@ func (f *Fanout) backfill(ctx context.Context, userID, entityKey string) error {
 			keep = append(keep, recent[i])
 		}
 	}
-	_, err = f.st.Timelines.Insert(ctx, []string{timelinestore.HomeKey(userID)}, f.cfg.HomeCap, keep)
+	_, err = f.st.Timelines.InsertHomes(ctx, []string{userID}, f.cfg.HomeCap, f.activeSince(), keep)
 	return err
 }
 

@@ -33,14 +33,24 @@ func HomeKey(userID string) string { return redisx.Prefix + "home:{" + userID + 
 // FeedKey is the key of an entity's own feed.
 func FeedKey(entityKey string) string { return redisx.Prefix + "feed:{" + entityKey + "}" }
 
-// insertScript inserts ARGV[2..] (8-byte ids) into the descending packed
+// SeenKey holds when a user last read their home timeline (Unix seconds);
+// it shares the home timeline's hash tag.
+func SeenKey(userID string) string { return redisx.Prefix + "seen:{" + userID + "}" }
+
+// insertScript inserts ARGV[3..] (8-byte ids) into the descending packed
 // string KEYS[1], skipping ids present, and trims it to ARGV[1] entries.
-// It returns how many ids it added.
+// With KEYS[2] (the user's last read) older than ARGV[2], the user is
+// inactive and nothing is written: their next read rebuilds the timeline.
+// It returns how many ids it added, or -1 for an inactive user.
 var insertScript = redis.NewScript(`
+if KEYS[2] then
+  local seen = tonumber(redis.call('GET', KEYS[2]) or '')
+  if seen and seen < tonumber(ARGV[2]) then return -1 end
+end
 local s = redis.call('GET', KEYS[1]) or ''
 local cap = tonumber(ARGV[1])
 local added = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local id = ARGV[i]
   local n = #s / 8
   local lo, hi = 0, n
@@ -121,10 +131,10 @@ func (s *Store) Load(ctx context.Context) error {
 	return nil
 }
 
-func idArgs(cap int, list []ids.ID) []any {
-	args := make([]any, 0, len(list)+1)
+func idArgs(cap int, activeSince int64, list []ids.ID) []any {
+	args := make([]any, 0, len(list)+2)
 	if cap > 0 {
-		args = append(args, cap)
+		args = append(args, cap, activeSince)
 	}
 	for _, id := range list {
 		b := id.Bytes()
@@ -136,24 +146,55 @@ func idArgs(cap int, list []ids.ID) []any {
 // Insert adds the ids to every feed in keys, each trimmed to cap, in one
 // pipeline. It returns how many (feed, id) pairs were new.
 func (s *Store) Insert(ctx context.Context, keys []string, cap int, list []ids.ID) (int64, error) {
-	if len(keys) == 0 || len(list) == 0 {
-		return 0, nil
-	}
-	args := idArgs(cap, list)
 	calls := make([]redisx.ScriptCall, len(keys))
 	for i, k := range keys {
-		calls[i] = redisx.ScriptCall{Keys: []string{k}, Args: args}
+		calls[i] = redisx.ScriptCall{Keys: []string{k}}
+	}
+	return s.insert(ctx, calls, cap, 0, list)
+}
+
+// InsertHomes adds the ids to the home timelines of users, skipping those
+// who have not read their timeline since activeSince (Unix seconds; 0 for
+// no such check).
+func (s *Store) InsertHomes(ctx context.Context, users []string, cap int, activeSince int64, list []ids.ID) (int64, error) {
+	calls := make([]redisx.ScriptCall, len(users))
+	for i, u := range users {
+		calls[i] = redisx.ScriptCall{Keys: []string{HomeKey(u), SeenKey(u)}}
+	}
+	return s.insert(ctx, calls, cap, activeSince, list)
+}
+
+func (s *Store) insert(ctx context.Context, calls []redisx.ScriptCall, cap int, activeSince int64, list []ids.ID) (int64, error) {
+	if len(calls) == 0 || len(list) == 0 {
+		return 0, nil
+	}
+	args := idArgs(cap, activeSince, list)
+	for i := range calls {
+		calls[i].Args = args
 	}
 	cmds, err := redisx.RunScripts(ctx, s.rdb, insertScript, calls)
 	if err != nil {
-		return 0, fmt.Errorf("insert into %d feeds: %w", len(keys), err)
+		return 0, fmt.Errorf("insert into %d feeds: %w", len(calls), err)
 	}
 	var added int64
 	for _, c := range cmds {
-		n, _ := c.Int64()
-		added += n
+		if n, _ := c.Int64(); n > 0 {
+			added += n
+		}
 	}
 	return added, nil
+}
+
+// MarkRead records that a user read their home timeline at now (Unix
+// seconds) and returns when they had read it before (0: never).
+func (s *Store) MarkRead(ctx context.Context, userID string, now int64) (int64, error) {
+	prev, err := s.rdb.SetArgs(ctx, SeenKey(userID), now, redis.SetArgs{Get: true}).Result()
+	if err != nil && err != redis.Nil {
+		return 0, fmt.Errorf("mark %s read: %w", userID, err)
+	}
+	var t int64
+	_, _ = fmt.Sscan(prev, &t)
+	return t, nil
 }
 
 // Remove deletes the ids from every feed in keys, in one pipeline.
@@ -161,7 +202,7 @@ func (s *Store) Remove(ctx context.Context, keys []string, list []ids.ID) error 
 	if len(keys) == 0 || len(list) == 0 {
 		return nil
 	}
-	args := idArgs(0, list)
+	args := idArgs(0, 0, list)
 	calls := make([]redisx.ScriptCall, len(keys))
 	for i, k := range keys {
 		calls[i] = redisx.ScriptCall{Keys: []string{k}, Args: args}
@@ -234,6 +275,7 @@ func Decode(data []byte) []ids.ID {
 
 // Wipe deletes every feed, before a rebuild.
 func (s *Store) Wipe(ctx context.Context) error {
+	// Read times are not derived from the log: they stay.
 	for _, p := range []string{"home:*", "feed:*"} {
 		if _, err := redisx.DeleteMatching(ctx, s.rdb, redisx.Prefix+p); err != nil {
 			return err

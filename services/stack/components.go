@@ -100,7 +100,7 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) error {
 				Timelines: c.projections.Timelines, Bodies: c.projections.Activities,
 				Profiles: c.projections.Profiles, Records: c.projections.Records,
 				Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
-				Graph: c.projections.Graph, Hot: c.projections.Hot, HomeCap: c.cfg.HomeCap,
+				Graph: c.projections.Graph, Hot: c.projections.Hot, HomeCap: c.cfg.HomeCap, InactiveAfter: c.cfg.InactiveAfter,
 			}))
 		case RoleAdmin:
 			adminServer, err := admin.NewServer(admin.Deps{

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -102,4 +103,41 @@ func TestMergeManyHotAndNormal(t *testing.T) {
 	want := slices.Clone(posted)
 	slices.Reverse(want)
 	require.Equal(t, want, got)
+}
+
+// TestInactiveUserIsSkippedAndRebuilt: a user whose last read is older than
+// the inactivity limit gets no pushes; their next read rebuilds the
+// timeline and its first page is full at once.
+func TestInactiveUserIsSkippedAndRebuilt(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	s.StartWorker(t)
+	s.Users(t, "ana", "bo", "cy", "away")
+	for _, a := range []string{"ana", "bo", "cy"} {
+		follow(t, s, "away", entity.User(a))
+	}
+	ctx := t.Context()
+	require.Empty(t, home(t, s, "away"))
+	// The last read was 15 days ago (the default limit is 14).
+	require.NoError(t, s.Env.RDB.Set(ctx, timelinestore.SeenKey("away"), time.Now().Add(-15*24*time.Hour).Unix(), 0).Err())
+	var posted []string
+	for i := range 9 {
+		posted = append(posted, post(t, s, []string{"ana", "bo", "cy"}[i%3], fmt.Sprintf("while away %d", i)).GetId())
+	}
+	s.WaitCaughtUp(t)
+	stored, err := s.Components.Projections().Timelines.All(ctx, timelinestore.HomeKey("away"))
+	require.NoError(t, err)
+	require.Empty(t, stored, "the fan-out skipped the inactive user")
+
+	resp, err := s.Timelines(t, testenv.Employee("away")).GetHomeTimeline(ctx, &tidingsv1.GetHomeTimelineRequest{UserId: "away", PageSize: 5})
+	require.NoError(t, err)
+	require.Len(t, resp.GetItems(), 5, "a full first page at once")
+	require.Equal(t, posted[8], resp.GetItems()[0].GetActivity().GetId())
+	stored, err = s.Components.Projections().Timelines.All(ctx, timelinestore.HomeKey("away"))
+	require.NoError(t, err)
+	require.Len(t, stored, 9, "the timeline was rebuilt")
+
+	next := post(t, s, "ana", "back now")
+	s.WaitCaughtUp(t)
+	require.Equal(t, next.GetId(), home(t, s, "away")[0], "active again: pushed")
 }

@@ -3,6 +3,7 @@ package timelines
 import (
 	"context"
 	"slices"
+	"time"
 
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/hot"
@@ -160,4 +161,38 @@ func (s *Server) followedFeeds(ctx context.Context, userID string, before ids.ID
 		out = append(out, p...)
 	}
 	return out, nil
+}
+
+// markRead records a home read; after an absence longer than
+// InactiveAfter, during which the fan-out skipped the user, it first
+// rebuilds the home timeline from the followed feeds, so the read returns
+// a full page at once.
+func (s *Server) markRead(ctx context.Context, userID string) error {
+	now := time.Now()
+	prev, err := s.st.Timelines.MarkRead(ctx, userID, now.Unix())
+	if err != nil || s.st.InactiveAfter <= 0 || prev == 0 || prev >= now.Add(-s.st.InactiveAfter).Unix() {
+		return err
+	}
+	if s.st.Graph == nil || s.st.HomeCap == 0 {
+		return nil
+	}
+	recent, err := s.followedFeeds(ctx, userID, 0, s.st.HomeCap)
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(recent, func(a, b ids.ID) int {
+		switch {
+		case a > b:
+			return -1
+		case a < b:
+			return 1
+		}
+		return 0
+	})
+	recent = slices.Compact(recent)
+	if len(recent) > s.st.HomeCap {
+		recent = recent[:s.st.HomeCap]
+	}
+	_, err = s.st.Timelines.Insert(ctx, []string{timelinestore.HomeKey(userID)}, s.st.HomeCap, recent)
+	return err
 }

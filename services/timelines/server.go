@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -56,6 +57,9 @@ type Stores struct {
 	Graph   *graphstore.Store
 	Hot     *hot.Store
 	HomeCap int
+	// InactiveAfter matches the fan-out's: a read after a longer absence
+	// rebuilds the home timeline first. Zero turns it off.
+	InactiveAfter time.Duration
 }
 
 // DefaultWatchBuffer is how far a watcher may fall behind by default.
@@ -77,6 +81,9 @@ func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTime
 	id, _ := auth.FromContext(ctx)
 	if !id.ActsAsUser(req.GetUserId()) {
 		return nil, apierr.PermissionDenied("an employee may read only their own home timeline")
+	}
+	if err := s.markRead(ctx, req.GetUserId()); err != nil {
+		return nil, err
 	}
 	scope := "home|" + req.GetUserId()
 	items, next, err := s.read(ctx, s.homePager(req.GetUserId()), timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), req.GetUserId(), true)
