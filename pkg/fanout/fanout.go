@@ -76,7 +76,10 @@ type Stores struct {
 
 // Notifier sends live notices of new home timeline items.
 type Notifier interface {
+	// Notify tells users that id landed in their home timelines.
 	Notify(users []string, id ids.ID) error
+	// NotifyEntity tells the watchers of a hot entity that it posted id.
+	NotifyEntity(entityKey string, id ids.ID) error
 }
 
 // Fanout writes feeds.
@@ -182,6 +185,10 @@ func (f *Fanout) distribute(ctx context.Context, a *tidingsv1.Activity, remove b
 		if !pulled {
 			pushSrcs = append(pushSrcs, s)
 			total += n
+		} else if f.st.Live != nil {
+			if err := f.st.Live.NotifyEntity(s, id); err != nil {
+				f.logger.WarnContext(ctx, "live notice not sent", "entity", s, "error", err)
+			}
 		}
 	}
 	srcs = pushSrcs

@@ -25,8 +25,14 @@ import (
 // SubjectPrefix starts every live subject.
 const SubjectPrefix = "tidings.live"
 
-// Subject is the live subject of a user.
-func Subject(userID string) string { return SubjectPrefix + "." + eventlog.Token(userID) }
+// Subject is the live subject of a user's home timeline.
+func Subject(userID string) string { return SubjectPrefix + ".user." + eventlog.Token(userID) }
+
+// EntitySubject is the live subject of a hot entity's posts, which are not
+// pushed to each follower (pkg/hot): watchers who follow it listen here.
+func EntitySubject(entityKey string) string {
+	return SubjectPrefix + ".entity." + eventlog.Token(entityKey)
+}
 
 // Publisher sends notices.
 type Publisher struct {
@@ -47,27 +53,37 @@ func (p *Publisher) Notify(users []string, id ids.ID) error {
 	return nil
 }
 
+// NotifyEntity tells the watchers of a hot entity that it posted id.
+func (p *Publisher) NotifyEntity(entityKey string, id ids.ID) error {
+	b := id.Bytes()
+	if err := p.nc.Publish(EntitySubject(entityKey), b[:]); err != nil {
+		return fmt.Errorf("publish live notice: %w", err)
+	}
+	return nil
+}
+
 // Hub fans notices out to the watchers of one process.
 type Hub struct {
 	nc *nats.Conn
 
-	mu    sync.Mutex
-	users map[string]*userSub
+	mu   sync.Mutex
+	subs map[string]*subjectSub
 }
 
-type userSub struct {
+type subjectSub struct {
 	sub      *nats.Subscription
 	watchers map[*Watcher]struct{}
 }
 
 // NewHub returns a Hub on nc.
-func NewHub(nc *nats.Conn) *Hub { return &Hub{nc: nc, users: make(map[string]*userSub)} }
+func NewHub(nc *nats.Conn) *Hub { return &Hub{nc: nc, subs: make(map[string]*subjectSub)} }
 
-// Watcher receives the notices of one user.
+// Watcher receives the notices of one user (and of the hot entities they
+// follow).
 type Watcher struct {
-	hub  *Hub
-	user string
-	ch   chan ids.ID
+	hub      *Hub
+	subjects []string
+	ch       chan ids.ID
 	// overflowed is set, under hub.mu, when the buffer was full and the
 	// watcher was cut off.
 	overflowed bool
@@ -87,43 +103,55 @@ func (w *Watcher) Overflowed() bool {
 // ErrClosed means the hub's connection is closed.
 var ErrClosed = errors.New("live hub closed")
 
-// Watch starts watching a user's notices with a buffer of size notices.
-func (h *Hub) Watch(userID string, size int) (*Watcher, error) {
+// Watch starts watching a user's notices, and those of the hot entities
+// (keys) they follow, with a buffer of size notices.
+func (h *Hub) Watch(userID string, hotEntities []string, size int) (*Watcher, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	w := &Watcher{hub: h, user: userID, ch: make(chan ids.ID, size)}
-	us, ok := h.users[userID]
-	if !ok {
-		us = &userSub{watchers: make(map[*Watcher]struct{})}
-		sub, err := h.nc.Subscribe(Subject(userID), func(m *nats.Msg) { h.dispatch(userID, m.Data) })
-		if err != nil {
-			return nil, fmt.Errorf("subscribe live %s: %w", userID, err)
+	subjects := []string{Subject(userID)}
+	for _, e := range hotEntities {
+		subjects = append(subjects, EntitySubject(e))
+	}
+	w := &Watcher{hub: h, subjects: subjects, ch: make(chan ids.ID, size)}
+	added := false
+	for _, subject := range subjects {
+		ss, ok := h.subs[subject]
+		if !ok {
+			ss = &subjectSub{watchers: make(map[*Watcher]struct{})}
+			sub, err := h.nc.Subscribe(subject, func(m *nats.Msg) { h.dispatch(subject, m.Data) })
+			if err != nil {
+				h.removeLocked(w)
+				return nil, fmt.Errorf("subscribe live %s: %w", subject, err)
+			}
+			ss.sub = sub
+			h.subs[subject] = ss
+			added = true
 		}
-		// Make sure the server has the subscription before Watch returns,
+		ss.watchers[w] = struct{}{}
+	}
+	if added {
+		// Make sure the server has the subscriptions before Watch returns,
 		// so nothing published after it is missed.
 		if err := h.nc.Flush(); err != nil {
-			_ = sub.Unsubscribe()
+			h.removeLocked(w)
 			return nil, fmt.Errorf("subscribe live %s: %w", userID, err)
 		}
-		us.sub = sub
-		h.users[userID] = us
 	}
-	us.watchers[w] = struct{}{}
 	return w, nil
 }
 
-func (h *Hub) dispatch(userID string, data []byte) {
+func (h *Hub) dispatch(subject string, data []byte) {
 	if len(data) != 8 {
 		return
 	}
 	id := ids.FromBytes(data)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	us := h.users[userID]
-	if us == nil {
+	ss := h.subs[subject]
+	if ss == nil {
 		return
 	}
-	for w := range us.watchers {
+	for w := range ss.watchers {
 		select {
 		case w.ch <- id:
 		default:
@@ -146,20 +174,22 @@ func (h *Hub) removeLocked(w *Watcher) {
 	}
 	w.closed = true
 	close(w.ch)
-	us := h.users[w.user]
-	if us == nil {
-		return
-	}
-	delete(us.watchers, w)
-	if len(us.watchers) == 0 {
-		_ = us.sub.Unsubscribe()
-		delete(h.users, w.user)
+	for _, subject := range w.subjects {
+		ss := h.subs[subject]
+		if ss == nil {
+			continue
+		}
+		delete(ss.watchers, w)
+		if len(ss.watchers) == 0 {
+			_ = ss.sub.Unsubscribe()
+			delete(h.subs, subject)
+		}
 	}
 }
 
-// Watching returns how many users have watchers in this process.
+// Watching returns how many subjects have watchers in this process.
 func (h *Hub) Watching() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.users)
+	return len(h.subs)
 }

@@ -1,6 +1,7 @@
 package timelines
 
 import (
+	"context"
 	"slices"
 
 	"google.golang.org/grpc"
@@ -8,7 +9,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/ids"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -37,7 +37,11 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 	if size == 0 {
 		size = DefaultWatchBuffer
 	}
-	w, err := s.st.Live.Watch(req.GetUserId(), size)
+	hotFollowed, err := s.hotFollowed(ctx, req.GetUserId())
+	if err != nil {
+		return err
+	}
+	w, err := s.st.Live.Watch(req.GetUserId(), hotFollowed, size)
 	if err != nil {
 		return apierr.Unavailable("live updates: %v", err)
 	}
@@ -58,7 +62,9 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 	}
 
 	if last != 0 {
-		all, err := s.st.Timelines.All(ctx, timelinestore.HomeKey(req.GetUserId()))
+		// What landed after the resume point, merged as a home read is:
+		// pushed items and hot entities' posts alike.
+		all, _, err := s.homePager(req.GetUserId())(ctx, 0, max(s.st.HomeCap, 1000))
 		if err != nil {
 			return err
 		}
@@ -94,4 +100,36 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 			}
 		}
 	}
+}
+
+// hotFollowed returns the hot entities (pkg/hot) the user follows, whose
+// posts reach the user's watch through the entities' own live subjects.
+func (s *Server) hotFollowed(ctx context.Context, userID string) ([]string, error) {
+	if s.st.Hot == nil || s.st.Graph == nil {
+		return nil, nil
+	}
+	ranges, err := s.st.Hot.Pulled(ctx)
+	if err != nil || len(ranges) == 0 {
+		return nil, err
+	}
+	var open []string
+	for k, rs := range ranges {
+		if len(rs) > 0 && rs[len(rs)-1].To == 0 {
+			open = append(open, k)
+		}
+	}
+	if len(open) == 0 {
+		return nil, nil
+	}
+	following, err := s.st.Graph.IsFollowing(ctx, userID, open)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i, k := range open {
+		if following[i] {
+			out = append(out, k)
+		}
+	}
+	return out, nil
 }

@@ -146,3 +146,24 @@ func TestStalledWatcherIsCutOffOthersKeepReceiving(t *testing.T) {
 	}
 	require.Equal(t, posted[idx:], rest, "resuming from the last token misses nothing")
 }
+
+// TestWatchGetsHotEntityPosts: a hot entity's posts are not pushed to its
+// followers, yet a watching follower receives them live.
+func TestWatchGetsHotEntityPosts(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) { c.HotOn, c.HotOff = 2, 1 }})
+	s.StartWorker(t)
+	s.Users(t, "star", "x", "y", "reader")
+	for _, u := range []string{"x", "y", "reader"} {
+		follow(t, s, u, entity.User("star"))
+	}
+	first := post(t, s, "star", "now hot") // 3 followers > 2: pulled
+	s.WaitCaughtUp(t)
+	stream, cancel := watch(t, s, "reader", "")
+	defer cancel()
+	second := post(t, s, "star", "live while hot")
+	got, err := stream.Recv()
+	require.NoError(t, err)
+	require.Equal(t, second.GetId(), got.GetItem().GetActivity().GetId())
+	require.Equal(t, []string{second.GetId(), first.GetId()}, home(t, s, "reader"))
+}
