@@ -48,7 +48,10 @@ type ProfileServiceClient interface {
 	// BatchUpsertProfiles upserts up to 500 profiles in one call, for
 	// directory sync. The batch is validated whole before anything is written:
 	// one bad profile rejects the call with InvalidArgument and writes nothing.
-	// Callers: apps with the "directory" role, admins.
+	// Each profile is then its own event; if the event log fails midway the
+	// call fails and some profiles may be written already, so retry the whole
+	// batch (upserts are idempotent). Callers: apps with the "directory" role,
+	// admins.
 	BatchUpsertProfiles(ctx context.Context, in *BatchUpsertProfilesRequest, opts ...grpc.CallOption) (*BatchUpsertProfilesResponse, error)
 	// GetProfile returns one profile. NotFound when there is none.
 	// Callers: everyone.
@@ -179,7 +182,10 @@ type ProfileServiceServer interface {
 	// BatchUpsertProfiles upserts up to 500 profiles in one call, for
 	// directory sync. The batch is validated whole before anything is written:
 	// one bad profile rejects the call with InvalidArgument and writes nothing.
-	// Callers: apps with the "directory" role, admins.
+	// Each profile is then its own event; if the event log fails midway the
+	// call fails and some profiles may be written already, so retry the whole
+	// batch (upserts are idempotent). Callers: apps with the "directory" role,
+	// admins.
 	BatchUpsertProfiles(context.Context, *BatchUpsertProfilesRequest) (*BatchUpsertProfilesResponse, error)
 	// GetProfile returns one profile. NotFound when there is none.
 	// Callers: everyone.
