@@ -42,6 +42,14 @@ func (id ID) Time() time.Time {
 	return Epoch.Add(time.Duration(uint64(id)>>(nodeBits+seqBits)) * time.Millisecond)
 }
 
+// Before returns the smallest id of the millisecond d before id's: every
+// id made at least d earlier is below it.
+func (id ID) Before(d time.Duration) ID {
+	ms := int64(uint64(id) >> (nodeBits + seqBits))
+	ms = max(ms-d.Milliseconds(), 0)
+	return ID(uint64(ms) << (nodeBits + seqBits))
+}
+
 // String returns the 13-character form.
 func (id ID) String() string {
 	var b [Len]byte

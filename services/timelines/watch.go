@@ -3,6 +3,7 @@ package timelines
 import (
 	"context"
 	"slices"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -12,11 +13,21 @@ import (
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
+// resumeOverlap is how far before a resume token the replay starts. The
+// fan-out writes concurrently, so an item can land in a timeline after a
+// newer one was already streamed; replaying a few seconds before the token
+// catches it. Clients drop ids they already have.
+const resumeOverlap = 5 * time.Second
+
+// recentlySent bounds the ids a watch remembers to skip duplicates.
+const recentlySent = 4096
+
 // Watch implements tidingsv1.TimelineServiceServer. It subscribes first,
-// then replays what landed after the resume point and is still in the
-// timeline, then streams live items; ids at or before the last one sent
-// are skipped, so the replay and the live notices neither overlap nor
-// leave a gap.
+// then replays what landed in the timeline since shortly before the resume
+// point, then streams live items. Notices may come out of id order (the
+// fan-out is concurrent) and twice (a replayed item is also announced): the
+// watch sends each id once, in arrival order. Delivery is at least once
+// across reconnects: nothing still in the timeline is lost.
 func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingServer[tidingsv1.WatchResponse]) error {
 	ctx := stream.Context()
 	id, _ := auth.FromContext(ctx)
@@ -26,12 +37,13 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 	if s.st.Live == nil {
 		return apierr.Unavailable("live updates are not configured on this server")
 	}
-	var last ids.ID
+	var from ids.ID
 	if tok := req.GetResumeToken(); tok != "" {
-		var err error
-		if last, err = ids.Parse(tok); err != nil {
+		resume, err := ids.Parse(tok)
+		if err != nil {
 			return apierr.InvalidArgument("resume_token is not a token of this stream")
 		}
+		from = resume.Before(resumeOverlap)
 	}
 	size := s.st.WatchBuffer
 	if size == 0 {
@@ -47,8 +59,19 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 	}
 	defer w.Close()
 
+	sent := make(map[ids.ID]struct{}, 64)
+	var order []ids.ID
 	send := func(list []ids.ID) error {
-		items, _, err := s.Hydrate(ctx, list, req.GetUserId())
+		fresh := list[:0:0]
+		for _, x := range list {
+			if _, dup := sent[x]; !dup {
+				fresh = append(fresh, x)
+			}
+		}
+		if len(fresh) == 0 {
+			return nil
+		}
+		items, _, err := s.Hydrate(ctx, fresh, req.GetUserId())
 		if err != nil {
 			return err
 		}
@@ -57,11 +80,18 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 				return err
 			}
 		}
-		last = list[len(list)-1]
+		for _, x := range fresh {
+			sent[x] = struct{}{}
+			order = append(order, x)
+		}
+		for len(order) > recentlySent {
+			delete(sent, order[0])
+			order = order[1:]
+		}
 		return nil
 	}
 
-	if last != 0 {
+	if from != 0 {
 		// What landed after the resume point, merged as a home read is:
 		// pushed items and hot entities' posts alike.
 		all, _, err := s.homePager(req.GetUserId())(ctx, 0, max(s.st.HomeCap, 1000))
@@ -70,7 +100,7 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 		}
 		var missed []ids.ID
 		for _, x := range all {
-			if x > last {
+			if x > from {
 				missed = append(missed, x)
 			}
 		}
@@ -92,8 +122,8 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 				}
 				return apierr.Unavailable("live updates stopped; watch again with the last resume_token")
 			}
-			if x <= last {
-				continue
+			if x <= from {
+				continue // the client had it before it reconnected
 			}
 			if err := send([]ids.ID{x}); err != nil {
 				return err

@@ -46,14 +46,15 @@ func TestWatchDeliversAndResumes(t *testing.T) {
 	token := got.GetResumeToken()
 	cancel()
 
-	// While bo is away, two more land; resuming replays them in order, then
-	// goes on live.
+	// While bo is away, two more land; resuming replays them in order (with
+	// the few seconds before the token again: first comes back, and the
+	// client drops it), then goes on live.
 	second := post(t, s, "ana", "while away 1")
 	third := post(t, s, "ana", "while away 2")
 	s.WaitCaughtUp(t)
 	again, cancel2 := watch(t, s, "bo", token)
 	defer cancel2()
-	for _, want := range []*tidingsv1.Activity{second, third} {
+	for _, want := range []*tidingsv1.Activity{first, second, third} {
 		got, err := again.Recv()
 		require.NoError(t, err)
 		require.Equal(t, want.GetId(), got.GetItem().GetActivity().GetId())
@@ -109,13 +110,14 @@ func TestStalledWatcherIsCutOffOthersKeepReceiving(t *testing.T) {
 	}
 	select {
 	case got := <-done:
-		require.Equal(t, posted, got, "the reading watcher gets everything, in order")
+		require.ElementsMatch(t, posted, got, "the reading watcher gets everything, once each")
 	case <-time.After(60 * time.Second):
 		t.Fatal("the reading watcher was held up")
 	}
 	// The stalled one was cut off: after what it had buffered, it ends
 	// with ResourceExhausted, and its token resumes it without loss.
-	var last string
+	have := map[string]bool{}
+	var newest string
 	var err error
 	for {
 		var got *tidingsv1.WatchResponse
@@ -123,28 +125,23 @@ func TestStalledWatcherIsCutOffOthersKeepReceiving(t *testing.T) {
 		if err != nil {
 			break
 		}
-		last = got.GetResumeToken()
+		have[got.GetItem().GetActivity().GetId()] = true
+		newest = max(newest, got.GetResumeToken())
 	}
 	stacktest.RequireCode(t, err, codes.ResourceExhausted)
-	require.NotEmpty(t, last)
-	resumed, cancel := watch(t, s, "bo", last)
+	require.NotEmpty(t, newest)
+	require.Less(t, len(have), n, "the stalled watcher was cut off before the end")
+	// Resuming from the newest token received loses nothing.
+	resumed, cancel := watch(t, s, "bo", newest)
 	defer cancel()
-	var rest []string
-	for len(rest) < n {
+	for len(have) < n {
 		got, err := resumed.Recv()
 		require.NoError(t, err)
-		rest = append(rest, got.GetItem().GetActivity().GetId())
-		if got.GetResumeToken() == posted[n-1] {
-			break
-		}
+		have[got.GetItem().GetActivity().GetId()] = true
 	}
-	idx := 0
-	for i, p := range posted {
-		if p == last {
-			idx = i + 1
-		}
+	for _, p := range posted {
+		require.True(t, have[p], "%s lost across the cut-off", p)
 	}
-	require.Equal(t, posted[idx:], rest, "resuming from the last token misses nothing")
 }
 
 // TestWatchGetsHotEntityPosts: a hot entity's posts are not pushed to its

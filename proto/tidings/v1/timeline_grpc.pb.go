@@ -40,10 +40,14 @@ type TimelineServiceClient interface {
 	// restricted record's feed is NotFound for those who may not see it.
 	// Callers: everyone.
 	GetEntityFeed(ctx context.Context, in *GetEntityFeedRequest, opts ...grpc.CallOption) (*GetEntityFeedResponse, error)
-	// Watch streams new items of the caller's home feed as they land. With a
-	// resume token from an earlier item, it first replays what landed after
-	// that item and is still in the timeline. Callers: employees (own),
-	// admins.
+	// Watch streams new items of the caller's home feed as they land, each
+	// id once per stream, in the order they land (which is not always id
+	// order). With a resume token (the newest one received), it first
+	// replays what landed since a few seconds before that item and is still
+	// in the timeline, so nothing is lost across a reconnect; items the
+	// client already has may come again, and clients drop ids they have. A
+	// client that falls too far behind is cut off with RESOURCE_EXHAUSTED and
+	// resumes the same way. Callers: employees (own), admins.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 }
 
@@ -110,10 +114,14 @@ type TimelineServiceServer interface {
 	// restricted record's feed is NotFound for those who may not see it.
 	// Callers: everyone.
 	GetEntityFeed(context.Context, *GetEntityFeedRequest) (*GetEntityFeedResponse, error)
-	// Watch streams new items of the caller's home feed as they land. With a
-	// resume token from an earlier item, it first replays what landed after
-	// that item and is still in the timeline. Callers: employees (own),
-	// admins.
+	// Watch streams new items of the caller's home feed as they land, each
+	// id once per stream, in the order they land (which is not always id
+	// order). With a resume token (the newest one received), it first
+	// replays what landed since a few seconds before that item and is still
+	// in the timeline, so nothing is lost across a reconnect; items the
+	// client already has may come again, and clients drop ids they have. A
+	// client that falls too far behind is cut off with RESOURCE_EXHAUSTED and
+	// resumes the same way. Callers: employees (own), admins.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	mustEmbedUnimplementedTimelineServiceServer()
 }
