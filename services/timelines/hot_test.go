@@ -39,6 +39,7 @@ func TestHotEntitySwitchesBothWays(t *testing.T) {
 		}
 	}
 	postBoth(3) // star has 1 follower: pushed
+	s.WaitCaughtUp(t)
 	for _, f := range fans {
 		follow(t, s, f, entity.User("star"))
 	}
