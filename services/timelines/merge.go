@@ -38,15 +38,7 @@ func (s *Server) homePager(userID string) pager {
 		want := limit + 1
 		start := 0
 		if before != 0 {
-			start, _ = slices.BinarySearchFunc(home, before, func(a, b ids.ID) int {
-				switch {
-				case a > b:
-					return -1
-				case a < b:
-					return 1
-				}
-				return 0
-			})
+			start, _ = slices.BinarySearchFunc(home, before, newestFirst)
 			if start < len(home) && home[start] == before {
 				start++
 			}
@@ -73,21 +65,24 @@ func (s *Server) homePager(userID string) pager {
 			}
 			merged = append(merged, past...)
 		}
-		slices.SortFunc(merged, func(a, b ids.ID) int {
-			switch {
-			case a > b:
-				return -1
-			case a < b:
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(merged, newestFirst)
 		merged = slices.Compact(merged)
 		if len(merged) > limit {
 			return merged[:limit], true, nil
 		}
 		return merged, false, nil
 	}
+}
+
+// newestFirst orders ids newest first.
+func newestFirst(a, b ids.ID) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
 }
 
 // pulledFor returns ids older than before from the hot feeds the user
@@ -180,15 +175,7 @@ func (s *Server) markRead(ctx context.Context, userID string) error {
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(recent, func(a, b ids.ID) int {
-		switch {
-		case a > b:
-			return -1
-		case a < b:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(recent, newestFirst)
 	recent = slices.Compact(recent)
 	if len(recent) > s.st.HomeCap {
 		recent = recent[:s.st.HomeCap]
