@@ -76,12 +76,12 @@ func TestBulkFollowSelectors(t *testing.T) {
 	require.EqualValues(t, 20, followerCount(t, s, acme))
 
 	_, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("nobody"), Users: &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_Department{Department: "Sales"}}})
-	stacktest.RequireCode(t, err, codes.NotFound)
+	testenv.RequireCode(t, err, codes.NotFound)
 	_, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: acme})
-	stacktest.RequireCode(t, err, codes.InvalidArgument)
+	testenv.RequireCode(t, err, codes.InvalidArgument)
 	_, err = tidingsv1.NewAdminServiceClient(s.Server.Conn(t, testenv.Employee("e01"))).BulkFollow(ctx,
 		&tidingsv1.BulkFollowRequest{Entity: acme, Users: &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_Department{Department: "Sales"}}})
-	stacktest.RequireCode(t, err, codes.PermissionDenied)
+	testenv.RequireCode(t, err, codes.PermissionDenied)
 }
 
 func TestRemoveUser(t *testing.T) {
@@ -201,7 +201,7 @@ func TestStatusAndRebuild(t *testing.T) {
 	require.Equal(t, before, testenv.Snapshot(t, s.Env.RDB))
 
 	_, err = s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{Projections: []tidingsv1.Projection{0}})
-	stacktest.RequireCode(t, err, codes.InvalidArgument)
+	testenv.RequireCode(t, err, codes.InvalidArgument)
 }
 
 // TestImportExportLargeGraph moves a graph of 100,000 users and 2,000,000

@@ -108,7 +108,7 @@ func TestFollowErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ana.Follow(ctx, tc.req)
-			stacktest.RequireCode(t, err, tc.code)
+			testenv.RequireCode(t, err, tc.code)
 		})
 	}
 	_, err = s.Follows(t, testenv.Employee("bo")).Follow(ctx, &tidingsv1.FollowRequest{UserId: "bo", Entity: entity.Record("crm.opportunity", "secret")})
@@ -118,13 +118,13 @@ func TestFollowErrors(t *testing.T) {
 	require.Equal(t, before+2, s.Env.StreamLastSeq(t, eventlog.StreamFollows), "rejected follows append nothing")
 
 	_, err = ana.ListFollowing(ctx, &tidingsv1.ListFollowingRequest{UserId: "ana", PageSize: 501})
-	stacktest.RequireCode(t, err, codes.InvalidArgument)
+	testenv.RequireCode(t, err, codes.InvalidArgument)
 	_, err = ana.ListFollowing(ctx, &tidingsv1.ListFollowingRequest{UserId: "ana", PageToken: "bogus"})
-	stacktest.RequireCode(t, err, codes.InvalidArgument)
+	testenv.RequireCode(t, err, codes.InvalidArgument)
 	_, err = ana.ListFollowers(ctx, &tidingsv1.ListFollowersRequest{Entity: entity.Record("crm.opportunity", "secret")})
-	stacktest.RequireCode(t, err, codes.NotFound)
+	testenv.RequireCode(t, err, codes.NotFound)
 	_, err = ana.Unfollow(ctx, &tidingsv1.UnfollowRequest{UserId: "bo", Entity: entity.User("cy")})
-	stacktest.RequireCode(t, err, codes.PermissionDenied)
+	testenv.RequireCode(t, err, codes.PermissionDenied)
 }
 
 func TestListFollowingPagesNewestFirst(t *testing.T) {

@@ -49,15 +49,6 @@ func profile(id, dept, mgr string) *tidingsv1.Profile {
 	return &tidingsv1.Profile{UserId: id, DisplayName: "Name of " + id, Department: dept, ManagerId: mgr, Title: "Engineer"}
 }
 
-func requireCode(t *testing.T, err error, want codes.Code) {
-	t.Helper()
-	require.Error(t, err)
-	st, ok := status.FromError(err)
-	require.True(t, ok, "not a status: %v", err)
-	require.Equal(t, want, st.Code(), "message: %s", st.Message())
-	require.NotEmpty(t, st.Message())
-}
-
 func TestUpsertGetAndNoOp(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -216,9 +207,9 @@ func TestUpdateAboutMeOnlyOwn(t *testing.T) {
 	before := f.env.StreamLastSeq(t, eventlog.StreamProfiles)
 
 	_, err = f.client(t, testenv.Employee("dee")).UpdateAboutMe(ctx, &tidingsv1.UpdateAboutMeRequest{UserId: "cy", AboutMe: "hacked"})
-	requireCode(t, err, codes.PermissionDenied)
+	testenv.RequireCode(t, err, codes.PermissionDenied)
 	_, err = f.client(t, testenv.Employee("ghost")).UpdateAboutMe(ctx, &tidingsv1.UpdateAboutMeRequest{UserId: "ghost", AboutMe: "boo"})
-	requireCode(t, err, codes.NotFound)
+	testenv.RequireCode(t, err, codes.NotFound)
 	require.Equal(t, before, f.env.StreamLastSeq(t, eventlog.StreamProfiles), "rejected writes append nothing")
 
 	resp, err := f.client(t, testenv.Employee("cy")).UpdateAboutMe(ctx, &tidingsv1.UpdateAboutMeRequest{UserId: "cy", AboutMe: "on call"})
@@ -338,7 +329,7 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.call()
-			requireCode(t, err, tc.code)
+			testenv.RequireCode(t, err, tc.code)
 			if tc.reason != "" {
 				require.Equal(t, tc.reason, errorReason(err))
 			}
@@ -392,7 +383,7 @@ func TestAuthentication(t *testing.T) {
 		{"app without directory role", f.srv.Conn(t, testenv.App("crm")), codes.PermissionDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			requireCode(t, upsert(tc.conn), tc.code)
+			testenv.RequireCode(t, upsert(tc.conn), tc.code)
 		})
 	}
 	require.Equal(t, uint64(0), f.env.StreamMessages(t, eventlog.StreamProfiles))

@@ -110,32 +110,23 @@ func (s *Server) UpsertRecord(ctx context.Context, req *tidingsv1.UpsertRecordRe
 		prevOwner string
 		wasLive   bool
 	)
-	res, err := eventlog.Update(ctx, s.log, eventlog.StateUpdate[*tidingsv1.RecordEvent]{
-		Stream:      eventlog.StreamRecords,
-		Subject:     eventlog.RecordSubject(ref.GetType(), ref.GetExternalId()),
-		New:         func() *tidingsv1.RecordEvent { return &tidingsv1.RecordEvent{} },
-		MsgIDPrefix: "record:" + entity.RecordKey(ref),
-		Mutate: func(cur *tidingsv1.RecordEvent, found bool) (*tidingsv1.RecordEvent, bool, error) {
-			live := found && !cur.GetDeleted()
-			wasLive, prevOwner = live, ""
-			if live {
-				prevOwner = cur.GetRecord().GetOwnerId()
-				if sameRecord(cur.GetRecord(), next) {
-					return nil, false, nil
-				}
+	res, err := s.update(ctx, ref, func(cur *tidingsv1.RecordEvent, found bool) (*tidingsv1.RecordEvent, bool, error) {
+		live := found && !cur.GetDeleted()
+		wasLive, prevOwner = live, ""
+		if live {
+			prevOwner = cur.GetRecord().GetOwnerId()
+			if sameRecord(cur.GetRecord(), next) {
+				return nil, false, nil
 			}
-			now := timestamppb.New(s.now())
-			r := proto.CloneOf(next)
-			r.UpdateTime, r.CreateTime = now, now
-			if live {
-				r.CreateTime = cur.GetRecord().GetCreateTime()
-			}
-			return &tidingsv1.RecordEvent{Record: r, Caller: id.Caller(), Time: now}, true, nil
-		},
+		}
+		now := timestamppb.New(s.now())
+		r := proto.CloneOf(next)
+		r.UpdateTime, r.CreateTime = now, now
+		if live {
+			r.CreateTime = cur.GetRecord().GetCreateTime()
+		}
+		return &tidingsv1.RecordEvent{Record: r, Caller: id.Caller(), Time: now}, true, nil
 	})
-	if errors.Is(err, eventlog.ErrTooMuchContention) {
-		return nil, apierr.Aborted("record %s is being changed concurrently; retry", entity.RecordKey(ref))
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +140,24 @@ func (s *Server) UpsertRecord(ctx context.Context, req *tidingsv1.UpsertRecordRe
 		}
 	}
 	return &tidingsv1.UpsertRecordResponse{Record: res.Event.GetRecord(), Created: created}, nil
+}
+
+// update changes a record through the RECORDS stream (optimistic
+// concurrency on its subject), reporting lost races as Aborted.
+func (s *Server) update(ctx context.Context, ref *tidingsv1.RecordRef,
+	mutate func(cur *tidingsv1.RecordEvent, found bool) (*tidingsv1.RecordEvent, bool, error),
+) (eventlog.StateResult[*tidingsv1.RecordEvent], error) {
+	res, err := eventlog.Update(ctx, s.log, eventlog.StateUpdate[*tidingsv1.RecordEvent]{
+		Stream:      eventlog.StreamRecords,
+		Subject:     eventlog.RecordSubject(ref.GetType(), ref.GetExternalId()),
+		New:         func() *tidingsv1.RecordEvent { return &tidingsv1.RecordEvent{} },
+		MsgIDPrefix: "record:" + entity.RecordKey(ref),
+		Mutate:      mutate,
+	})
+	if errors.Is(err, eventlog.ErrTooMuchContention) {
+		return res, apierr.Aborted("record %s is being changed concurrently; retry", entity.RecordKey(ref))
+	}
+	return res, err
 }
 
 func sameRecord(a, b *tidingsv1.Record) bool {
@@ -260,18 +269,12 @@ func (s *Server) DeleteRecord(ctx context.Context, req *tidingsv1.DeleteRecordRe
 	if err != nil {
 		return nil, err
 	}
-	res, err := eventlog.Update(ctx, s.log, eventlog.StateUpdate[*tidingsv1.RecordEvent]{
-		Stream:      eventlog.StreamRecords,
-		Subject:     eventlog.RecordSubject(ref.GetType(), ref.GetExternalId()),
-		New:         func() *tidingsv1.RecordEvent { return &tidingsv1.RecordEvent{} },
-		MsgIDPrefix: "record:" + entity.RecordKey(ref),
-		Mutate: func(cur *tidingsv1.RecordEvent, found bool) (*tidingsv1.RecordEvent, bool, error) {
-			if !found || cur.GetDeleted() {
-				return nil, false, nil
-			}
-			now := timestamppb.New(s.now())
-			return &tidingsv1.RecordEvent{Record: &tidingsv1.Record{Ref: ref}, Deleted: true, Caller: id.Caller(), Time: now}, true, nil
-		},
+	res, err := s.update(ctx, ref, func(cur *tidingsv1.RecordEvent, found bool) (*tidingsv1.RecordEvent, bool, error) {
+		if !found || cur.GetDeleted() {
+			return nil, false, nil
+		}
+		now := timestamppb.New(s.now())
+		return &tidingsv1.RecordEvent{Record: &tidingsv1.Record{Ref: ref}, Deleted: true, Caller: id.Caller(), Time: now}, true, nil
 	})
 	if err != nil {
 		return nil, err

@@ -93,7 +93,7 @@ func TestUpsertGetListDelete(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, del.GetDeleted())
 	_, err = reader.GetRecord(ctx, &tidingsv1.GetRecordRequest{Ref: changed.GetRef()})
-	stacktest.RequireCode(t, err, codes.NotFound)
+	testenv.RequireCode(t, err, codes.NotFound)
 	counts, err := s.Follows(t, testenv.Admin).GetFollowCounts(ctx, &tidingsv1.GetFollowCountsRequest{Entity: entity.User("fan1")})
 	require.NoError(t, err)
 	require.Zero(t, counts.GetFollowingCount())
@@ -101,7 +101,7 @@ func TestUpsertGetListDelete(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, del.GetDeleted())
 	_, err = s.Follows(t, testenv.Employee("fan1")).Follow(ctx, &tidingsv1.FollowRequest{UserId: "fan1", Entity: entity.Record("crm.opportunity", "006A")})
-	stacktest.RequireCode(t, err, codes.NotFound)
+	testenv.RequireCode(t, err, codes.NotFound)
 
 	// Registering it again after the delete creates it anew.
 	re, err := crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: opp("006A", "")})
@@ -135,7 +135,7 @@ func TestRestrictedRecords(t *testing.T) {
 				require.NoError(t, err)
 				require.Len(t, list.GetRecords(), 2)
 			} else {
-				stacktest.RequireCode(t, err, codes.NotFound)
+				testenv.RequireCode(t, err, codes.NotFound)
 				require.Len(t, list.GetRecords(), 1)
 			}
 		})
@@ -210,7 +210,7 @@ func TestNamespacesAndPermissions(t *testing.T) {
 		}, codes.InvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			stacktest.RequireCode(t, tc.call(), tc.code)
+			testenv.RequireCode(t, tc.call(), tc.code)
 		})
 	}
 	require.Equal(t, before, s.Env.StreamLastSeq(t, eventlog.StreamRecords))

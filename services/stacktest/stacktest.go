@@ -10,8 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
@@ -142,14 +140,4 @@ func (s *Stack) Users(t testing.TB, ids ...string) {
 			&tidingsv1.BatchUpsertProfilesRequest{Profiles: batch[start:min(start+500, len(batch))]})
 		require.NoError(t, err)
 	}
-}
-
-// RequireCode fails unless err is a status with code want and a message.
-func RequireCode(t testing.TB, err error, want codes.Code) {
-	t.Helper()
-	require.Error(t, err)
-	st, ok := status.FromError(err)
-	require.True(t, ok, "not a status: %v", err)
-	require.Equal(t, want, st.Code(), "message: %s", st.Message())
-	require.NotEmpty(t, st.Message())
 }

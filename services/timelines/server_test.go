@@ -82,7 +82,7 @@ func TestPostReachesFollowersOnly(t *testing.T) {
 	require.Len(t, feed.GetItems(), 1, "but the author's own feed shows it to anyone")
 
 	_, err = s.Timelines(t, testenv.Employee("eve")).GetHomeTimeline(t.Context(), &tidingsv1.GetHomeTimelineRequest{UserId: "bo"})
-	stacktest.RequireCode(t, err, codes.PermissionDenied)
+	testenv.RequireCode(t, err, codes.PermissionDenied)
 }
 
 func TestUnfollowDeleteAndEdit(t *testing.T) {
@@ -110,9 +110,9 @@ func TestUnfollowDeleteAndEdit(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "first, edited", got.GetItems()[1].GetActivity().GetText())
 	_, err = s.Activities(t, testenv.Employee("cy")).EditActivity(t.Context(), &tidingsv1.EditActivityRequest{Id: first.GetId(), Text: "hijack"})
-	stacktest.RequireCode(t, err, codes.PermissionDenied)
+	testenv.RequireCode(t, err, codes.PermissionDenied)
 	_, err = s.Activities(t, testenv.Employee("cy")).DeleteActivity(t.Context(), &tidingsv1.DeleteActivityRequest{Id: first.GetId()})
-	stacktest.RequireCode(t, err, codes.PermissionDenied)
+	testenv.RequireCode(t, err, codes.PermissionDenied)
 
 	// A delete hides the activity from reads at once, then leaves every feed.
 	del, err := s.Activities(t, testenv.Employee("ana")).DeleteActivity(t.Context(), &tidingsv1.DeleteActivityRequest{Id: first.GetId()})
@@ -120,7 +120,7 @@ func TestUnfollowDeleteAndEdit(t *testing.T) {
 	require.True(t, del.GetDeleted())
 	require.Equal(t, []string{second.GetId()}, home(t, s, "cy"))
 	_, err = s.Activities(t, testenv.Employee("cy")).GetActivity(t.Context(), &tidingsv1.GetActivityRequest{Id: first.GetId()})
-	stacktest.RequireCode(t, err, codes.NotFound)
+	testenv.RequireCode(t, err, codes.NotFound)
 	s.WaitCaughtUp(t)
 	for _, key := range []string{timelinestore.HomeKey("ana"), timelinestore.HomeKey("cy"), timelinestore.FeedKey("u:ana")} {
 		all, err := s.Components.Projections().Timelines.All(t.Context(), key)
@@ -173,7 +173,7 @@ func TestRecordActivityAndRestrictedRecords(t *testing.T) {
 	require.Equal(t, "Closed Won", item.GetActivity().GetFieldChanges()[0].GetNewValue())
 
 	_, err = s.Timelines(t, testenv.Employee("nick")).GetEntityFeed(ctx, &tidingsv1.GetEntityFeedRequest{Entity: entity.Record(ref.GetType(), ref.GetExternalId())})
-	stacktest.RequireCode(t, err, codes.NotFound)
+	testenv.RequireCode(t, err, codes.NotFound)
 	feed, err := s.Timelines(t, testenv.Employee("nick")).GetEntityFeed(ctx, &tidingsv1.GetEntityFeedRequest{Entity: entity.User("olga")})
 	require.NoError(t, err)
 	require.Empty(t, feed.GetItems(), "olga's feed hides what nick may not see")
@@ -360,7 +360,7 @@ func TestPostIdempotencyAndBadInput(t *testing.T) {
 			return err
 		}, codes.InvalidArgument},
 	} {
-		t.Run(tc.name, func(t *testing.T) { stacktest.RequireCode(t, tc.call(), tc.code) })
+		t.Run(tc.name, func(t *testing.T) { testenv.RequireCode(t, tc.call(), tc.code) })
 	}
 	require.Equal(t, seq, s.Env.StreamLastSeq(t, eventlog.StreamActivities))
 }

@@ -69,7 +69,7 @@ func TestWatchDeliversAndResumes(t *testing.T) {
 	if err == nil {
 		_, err = mustStream(t, s, "ana", "bo").Recv()
 	}
-	stacktest.RequireCode(t, err, codes.PermissionDenied)
+	testenv.RequireCode(t, err, codes.PermissionDenied)
 }
 
 func mustStream(t *testing.T, s *stacktest.Stack, caller, user string) tidingsv1.TimelineService_WatchClient {
@@ -128,7 +128,7 @@ func TestStalledWatcherIsCutOffOthersKeepReceiving(t *testing.T) {
 		have[got.GetItem().GetActivity().GetId()] = true
 		newest = max(newest, got.GetResumeToken())
 	}
-	stacktest.RequireCode(t, err, codes.ResourceExhausted)
+	testenv.RequireCode(t, err, codes.ResourceExhausted)
 	require.NotEmpty(t, newest)
 	require.Less(t, len(have), n, "the stalled watcher was cut off before the end")
 	// Resuming from the newest token received loses nothing.
