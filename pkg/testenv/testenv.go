@@ -57,6 +57,18 @@ func Employee(id string) auth.Identity { return auth.Identity{Kind: auth.KindEmp
 // App returns the identity of an app without roles.
 func App(id string) auth.Identity { return auth.Identity{Kind: auth.KindApp, ID: id} }
 
+func init() {
+	// go-redis reports dial failures on its own logger; the fault tests
+	// cause them on purpose. Keep test output to what tests say.
+	if os.Getenv("TIDINGS_TEST_LOG") == "" {
+		redis.SetLogger(quietRedisLog{})
+	}
+}
+
+type quietRedisLog struct{}
+
+func (quietRedisLog) Printf(context.Context, string, ...any) {}
+
 // Logger returns a logger for tests: quiet unless TIDINGS_TEST_LOG is set.
 func Logger() *slog.Logger {
 	if os.Getenv("TIDINGS_TEST_LOG") != "" {
