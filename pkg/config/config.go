@@ -106,11 +106,6 @@ func (c *Config) Fanout() fanout.Config {
 	return d
 }
 
-// Worker returns the worker options of the configuration.
-func (c *Config) Worker() (fanout.Config, time.Duration, int) {
-	return c.Fanout(), c.AckWait, c.MaxDeliver
-}
-
 // Default returns the configuration of a single development process.
 func Default() Config {
 	return Config{

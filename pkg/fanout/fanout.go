@@ -95,9 +95,6 @@ func New(log *eventlog.Log, st Stores, cfg Config, logger *slog.Logger) *Fanout 
 	return &Fanout{log: log, st: st, cfg: cfg, logger: logger}
 }
 
-// Config returns the configuration.
-func (f *Fanout) Config() Config { return f.cfg }
-
 // HandleActivity is the handler of the ACTIVITIES stream.
 func (f *Fanout) HandleActivity(ctx context.Context, d eventlog.Delivery) error {
 	ev := &tidingsv1.ActivityEvent{}

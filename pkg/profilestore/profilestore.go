@@ -20,7 +20,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
@@ -32,7 +31,6 @@ import (
 const (
 	keyAll        = redisx.Prefix + "profiles:all"
 	keyPattern    = redisx.Prefix + "profile*"
-	fieldSeq      = "seq"
 	fieldProto    = "pb"
 	maxListRounds = 4
 )
@@ -123,23 +121,6 @@ func (s *Store) Get(ctx context.Context, userID string) (*tidingsv1.Profile, err
 		return nil, fmt.Errorf("read profile %s: %w", userID, err)
 	}
 	return decode(userID, data)
-}
-
-// Sequence returns the stream sequence of the event a profile was last
-// projected from, 0 when there is none.
-func (s *Store) Sequence(ctx context.Context, userID string) (uint64, error) {
-	v, err := s.rdb.HGet(ctx, profileKey(userID), fieldSeq).Result()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read profile %s: %w", userID, err)
-	}
-	seq, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("profile %s: bad sequence %q", userID, v)
-	}
-	return seq, nil
 }
 
 func decode(userID string, data []byte) (*tidingsv1.Profile, error) {

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -201,9 +200,6 @@ func (s *Server) Restart(ctx context.Context) error {
 	}
 	return s.start(ctx)
 }
-
-// AOFPath is where the append-only files live when Persist is on.
-func (s *Server) AOFPath() string { return filepath.Join(s.opts.Dir, "appendonlydir") }
 
 type lockedWriter struct {
 	mu  sync.Mutex

@@ -189,8 +189,7 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		fcfg, ackWait, maxDeliver := cfg.Worker()
-		w := worker.New(d.log, c.projections, worker.Options{Fanout: fcfg, AckWait: ackWait, MaxDeliver: maxDeliver}, metrics, logger)
+		w := worker.New(d.log, c.projections, worker.Options{Fanout: cfg.Fanout(), AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver}, metrics, logger)
 		g.Go(func() error { return w.Run(gctx) })
 	}
 

@@ -89,9 +89,6 @@ func (w *Worker) handlers() map[*eventlog.ConsumerSpec]eventlog.Handler {
 	}
 }
 
-// Fanout returns the fan-out the worker runs.
-func (w *Worker) Fanout() *fanout.Fanout { return w.fanout }
-
 // Run consumes until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := w.proj.Timelines.Load(ctx); err != nil {
