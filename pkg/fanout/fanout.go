@@ -347,20 +347,47 @@ func (f *Fanout) HandleFollows(ctx context.Context, d eventlog.Delivery) error {
 	if err := f.st.Graph.Apply(ctx, changes); err != nil {
 		return err
 	}
+	pairs := make([]graphstore.Pair, len(changes))
 	for i, c := range changes {
-		current, err := f.st.Graph.Versions(ctx, c.UserID, []string{c.Entity})
-		if err != nil {
-			return err
-		}
-		if abs(current[0]) != c.Version {
+		pairs[i] = graphstore.Pair{UserID: c.UserID, Entity: c.Entity}
+	}
+	current, err := f.st.Graph.Versions(ctx, pairs)
+	if err != nil {
+		return err
+	}
+	// A bulk event follows one entity for many users: read its backfill
+	// once, and write it to everyone who sees the same list in one step.
+	backfills := map[string]*backfill{}
+	sameList := map[string][]string{}
+	for i, c := range changes {
+		if abs(current[i]) != c.Version {
 			continue
 		}
-		if c.Following {
-			err = f.backfill(ctx, c.UserID, c.Entity)
-		} else if !ev.GetChanges()[i].GetKeepHistory() {
-			err = f.takeBack(ctx, c.UserID, c.Entity)
+		if !c.Following {
+			if !ev.GetChanges()[i].GetKeepHistory() {
+				if err := f.takeBack(ctx, c.UserID, c.Entity); err != nil {
+					return err
+				}
+			}
+			continue
 		}
-		if err != nil {
+		b, ok := backfills[c.Entity]
+		if !ok {
+			if b, err = f.newBackfill(ctx, c.Entity); err != nil {
+				return err
+			}
+			backfills[c.Entity] = b
+		}
+		if b.public() {
+			sameList[c.Entity] = append(sameList[c.Entity], c.UserID)
+			continue
+		}
+		if _, err := f.st.Timelines.InsertHomes(ctx, []string{c.UserID}, f.cfg.HomeCap, f.activeSince(), b.visibleTo(c.UserID)); err != nil {
+			return err
+		}
+	}
+	for e, users := range sameList {
+		if _, err := f.st.Timelines.InsertHomes(ctx, users, f.cfg.HomeCap, f.activeSince(), backfills[e].ids); err != nil {
 			return err
 		}
 	}
@@ -374,35 +401,72 @@ func abs(v int64) int64 {
 	return v
 }
 
-// backfill copies an entity's newest activities into a new follower's home
-// timeline, leaving out what the follower may not see.
-func (f *Fanout) backfill(ctx context.Context, userID, entityKey string) error {
+// backfill is an entity's newest activities, which a new follower's home
+// timeline receives, less what the follower may not see.
+type backfill struct {
+	ids []ids.ID
+	// visible holds, per id, the filter of a restricted record (nil:
+	// everyone may see it).
+	visible []func(string) bool
+}
+
+// newBackfill reads an entity's backfill: its feed's newest ids, their
+// bodies, and the visibility of each record they are about (once each).
+func (f *Fanout) newBackfill(ctx context.Context, entityKey string) (*backfill, error) {
+	b := &backfill{}
 	if f.cfg.BackfillCount == 0 {
-		return nil
+		return b, nil
 	}
 	recent, _, err := f.st.Timelines.Page(ctx, timelinestore.FeedKey(entityKey), 0, f.cfg.BackfillCount)
 	if err != nil || len(recent) == 0 {
-		return err
+		return b, err
 	}
 	acts, err := f.st.Bodies.GetMany(ctx, idStrings(recent))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var keep []ids.ID
+	byRecord := map[string]func(string) bool{}
 	for i, a := range acts {
 		if a == nil {
-			continue
+			continue // deleted
 		}
-		visible, err := f.visibility(ctx, a)
-		if err != nil {
-			return err
+		var visible func(string) bool
+		if r := a.GetRecord(); r != nil {
+			key := entity.RecordKey(r)
+			v, seen := byRecord[key]
+			if !seen {
+				if v, err = f.visibility(ctx, a); err != nil {
+					return nil, err
+				}
+				byRecord[key] = v
+			}
+			visible = v
 		}
-		if visible == nil || visible(userID) {
-			keep = append(keep, recent[i])
+		b.ids = append(b.ids, recent[i])
+		b.visible = append(b.visible, visible)
+	}
+	return b, nil
+}
+
+// public reports whether every follower gets the same list.
+func (b *backfill) public() bool {
+	for _, v := range b.visible {
+		if v != nil {
+			return false
 		}
 	}
-	_, err = f.st.Timelines.InsertHomes(ctx, []string{userID}, f.cfg.HomeCap, f.activeSince(), keep)
-	return err
+	return true
+}
+
+// visibleTo returns the ids a user may see.
+func (b *backfill) visibleTo(userID string) []ids.ID {
+	var out []ids.ID
+	for i, id := range b.ids {
+		if b.visible[i] == nil || b.visible[i](userID) {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 // takeBack removes an unfollowed entity's activities from a home timeline,

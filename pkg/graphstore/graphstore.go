@@ -433,18 +433,22 @@ func (s *Store) Exist(ctx context.Context, pairs []Pair) ([]bool, error) {
 	return out, nil
 }
 
-// Versions returns the version registers of a user's edges to entityKeys
-// (0 where an edge never changed; negative after an unfollow).
-func (s *Store) Versions(ctx context.Context, userID string, entityKeys []string) ([]int64, error) {
-	vals, err := s.rdb.HMGet(ctx, followingVerKey(userID), entityKeys...).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read edge versions of %s: %w", userID, err)
-	}
-	out := make([]int64, len(vals))
-	for i, v := range vals {
-		if str, ok := v.(string); ok {
-			out[i], _ = strconv.ParseInt(str, 10, 64)
+// Versions returns the version registers of edges (0 where an edge never
+// changed; negative after an unfollow), in one round trip.
+func (s *Store) Versions(ctx context.Context, pairs []Pair) ([]int64, error) {
+	cmds := make([]*redis.StringCmd, len(pairs))
+	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, p := range pairs {
+			cmds[i] = pipe.HGet(ctx, followingVerKey(p.UserID), p.Entity)
 		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read edge versions: %w", err)
+	}
+	out := make([]int64, len(pairs))
+	for i, c := range cmds {
+		out[i], _ = c.Int64()
 	}
 	return out, nil
 }

@@ -364,3 +364,33 @@ func TestPostIdempotencyAndBadInput(t *testing.T) {
 	}
 	require.Equal(t, seq, s.Env.StreamLastSeq(t, eventlog.StreamActivities))
 }
+
+// TestBackfillLeavesOutRestricted: a new follow backfills the entity's
+// recent activities, except those about records the follower may not see.
+func TestBackfillLeavesOutRestricted(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	s.StartWorker(t)
+	s.Users(t, "olga", "rita", "nick")
+	ctx := t.Context()
+	crm := s.Records(t, testenv.App("crm"))
+	secret := &tidingsv1.RecordRef{Type: "crm.opportunity", ExternalId: "S9"}
+	_, err := crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: &tidingsv1.Record{Ref: secret, Title: "Secret",
+		Visibility: tidingsv1.Visibility_VISIBILITY_RESTRICTED, ReaderIds: []string{"rita"}}})
+	require.NoError(t, err)
+	hidden, err := crm.PostRecordActivity(ctx, &tidingsv1.PostRecordActivityRequest{Ref: secret, EventId: "e1", Verb: "stage_changed", OnBehalfOf: "olga"})
+	require.NoError(t, err)
+	open := post(t, s, "olga", "public news")
+	s.WaitCaughtUp(t)
+
+	follow(t, s, "rita", entity.User("olga"))
+	follow(t, s, "nick", entity.User("olga"))
+	s.WaitCaughtUp(t)
+	ts := s.Components.Projections().Timelines
+	rita, err := ts.All(ctx, timelinestore.HomeKey("rita"))
+	require.NoError(t, err)
+	require.Equal(t, []ids.ID{mustID(t, open.GetId()), mustID(t, hidden.GetActivity().GetId())}, rita)
+	nick, err := ts.All(ctx, timelinestore.HomeKey("nick"))
+	require.NoError(t, err)
+	require.Equal(t, []ids.ID{mustID(t, open.GetId())}, nick)
+}
