@@ -116,13 +116,32 @@ func (s *Server) BatchGetActivities(ctx context.Context, req *tidingsv1.BatchGet
 	if err != nil {
 		return nil, err
 	}
+	// The records the activities are about, in one read.
+	var refs []*tidingsv1.RecordRef
+	for _, a := range acts {
+		if r := a.GetRecord(); r != nil {
+			refs = append(refs, r)
+		}
+	}
+	records := map[string]*tidingsv1.Record{}
+	if len(refs) > 0 {
+		recs, err := s.records.GetMany(ctx, refs)
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range recs {
+			if r != nil {
+				records[entity.RecordKey(refs[i])] = r
+			}
+		}
+	}
+	id, _ := auth.FromContext(ctx)
 	resp := &tidingsv1.BatchGetActivitiesResponse{}
 	for i, a := range acts {
 		ok := a != nil
-		if ok {
-			if ok, err = s.canSee(ctx, a); err != nil {
-				return nil, err
-			}
+		if r := a.GetRecord(); ok && r != nil {
+			rec := records[entity.RecordKey(r)]
+			ok = rec != nil && recordstore.CanSee(rec, id)
 		}
 		if ok {
 			resp.Activities = append(resp.Activities, a)

@@ -394,3 +394,45 @@ func TestBackfillLeavesOutRestricted(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []ids.ID{mustID(t, open.GetId())}, nick)
 }
+
+// TestBatchGetActivities returns what the caller may see, in order, and
+// lists the rest (unknown, deleted, about a record hidden from the caller)
+// as missing.
+func TestBatchGetActivities(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	s.Users(t, "olga", "rita", "nick")
+	ctx := t.Context()
+	crm := s.Records(t, testenv.App("crm"))
+	secret := &tidingsv1.RecordRef{Type: "crm.opportunity", ExternalId: "B1"}
+	_, err := crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: &tidingsv1.Record{Ref: secret, Title: "Secret",
+		Visibility: tidingsv1.Visibility_VISIBILITY_RESTRICTED, ReaderIds: []string{"rita"}}})
+	require.NoError(t, err)
+	hidden, err := crm.PostRecordActivity(ctx, &tidingsv1.PostRecordActivityRequest{Ref: secret, EventId: "e1", Verb: "stage_changed"})
+	require.NoError(t, err)
+	open := post(t, s, "olga", "public")
+	gone := post(t, s, "olga", "deleted soon")
+	_, err = s.Activities(t, testenv.Employee("olga")).DeleteActivity(ctx, &tidingsv1.DeleteActivityRequest{Id: gone.GetId()})
+	require.NoError(t, err)
+	ask := []string{hidden.GetActivity().GetId(), open.GetId(), gone.GetId(), "0000000000000"}
+
+	for _, tc := range []struct {
+		who     string
+		found   []string
+		missing []string
+	}{
+		{"rita", []string{hidden.GetActivity().GetId(), open.GetId()}, []string{gone.GetId(), "0000000000000"}},
+		{"nick", []string{open.GetId()}, []string{hidden.GetActivity().GetId(), gone.GetId(), "0000000000000"}},
+	} {
+		t.Run(tc.who, func(t *testing.T) {
+			resp, err := s.Activities(t, testenv.Employee(tc.who)).BatchGetActivities(ctx, &tidingsv1.BatchGetActivitiesRequest{Ids: ask})
+			require.NoError(t, err)
+			var found []string
+			for _, a := range resp.GetActivities() {
+				found = append(found, a.GetId())
+			}
+			require.Equal(t, tc.found, found)
+			require.Equal(t, tc.missing, resp.GetMissingIds())
+		})
+	}
+}
