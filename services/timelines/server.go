@@ -82,8 +82,12 @@ func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTime
 	if !id.ActsAsUser(req.GetUserId()) {
 		return nil, apierr.PermissionDenied("an employee may read only their own home timeline")
 	}
-	if err := s.markRead(ctx, req.GetUserId()); err != nil {
-		return nil, err
+	if req.GetPageToken() == "" {
+		// A read starts at the first page: record it (and rebuild the
+		// timeline of a user back from a long absence) once, not per page.
+		if err := s.markRead(ctx, req.GetUserId()); err != nil {
+			return nil, err
+		}
 	}
 	scope := "home|" + req.GetUserId()
 	items, next, err := s.read(ctx, s.homePager(req.GetUserId()), timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), req.GetUserId(), true)

@@ -374,10 +374,7 @@ func TestBackfillLeavesOutRestricted(t *testing.T) {
 	s.Users(t, "olga", "rita", "nick")
 	ctx := t.Context()
 	crm := s.Records(t, testenv.App("crm"))
-	secret := &tidingsv1.RecordRef{Type: "crm.opportunity", ExternalId: "S9"}
-	_, err := crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: &tidingsv1.Record{Ref: secret, Title: "Secret",
-		Visibility: tidingsv1.Visibility_VISIBILITY_RESTRICTED, ReaderIds: []string{"rita"}}})
-	require.NoError(t, err)
+	secret := restrictedRecord(t, s, "S9", "rita")
 	hidden, err := crm.PostRecordActivity(ctx, &tidingsv1.PostRecordActivityRequest{Ref: secret, EventId: "e1", Verb: "stage_changed", OnBehalfOf: "olga"})
 	require.NoError(t, err)
 	open := post(t, s, "olga", "public news")
@@ -404,10 +401,7 @@ func TestBatchGetActivities(t *testing.T) {
 	s.Users(t, "olga", "rita", "nick")
 	ctx := t.Context()
 	crm := s.Records(t, testenv.App("crm"))
-	secret := &tidingsv1.RecordRef{Type: "crm.opportunity", ExternalId: "B1"}
-	_, err := crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: &tidingsv1.Record{Ref: secret, Title: "Secret",
-		Visibility: tidingsv1.Visibility_VISIBILITY_RESTRICTED, ReaderIds: []string{"rita"}}})
-	require.NoError(t, err)
+	secret := restrictedRecord(t, s, "B1", "rita")
 	hidden, err := crm.PostRecordActivity(ctx, &tidingsv1.PostRecordActivityRequest{Ref: secret, EventId: "e1", Verb: "stage_changed"})
 	require.NoError(t, err)
 	open := post(t, s, "olga", "public")
@@ -435,4 +429,14 @@ func TestBatchGetActivities(t *testing.T) {
 			require.Equal(t, tc.missing, resp.GetMissingIds())
 		})
 	}
+}
+
+// restrictedRecord registers a crm.opportunity only readers may see.
+func restrictedRecord(t *testing.T, s *stacktest.Stack, id string, readers ...string) *tidingsv1.RecordRef {
+	t.Helper()
+	ref := &tidingsv1.RecordRef{Type: "crm.opportunity", ExternalId: id}
+	_, err := s.Records(t, testenv.App("crm")).UpsertRecord(t.Context(), &tidingsv1.UpsertRecordRequest{Record: &tidingsv1.Record{
+		Ref: ref, Title: "Secret " + id, Visibility: tidingsv1.Visibility_VISIBILITY_RESTRICTED, ReaderIds: readers}})
+	require.NoError(t, err)
+	return ref
 }
