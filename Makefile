@@ -32,7 +32,15 @@ test: deps ## Run every test (real redis-server and JetStream, started by the te
 	$(GO) test -count=1 -timeout 10m -run 'TestImportExportLargeGraph' -v ./services/admin/
 
 .PHONY: bench
-bench: deps ## Run the Go benchmarks (BENCH=regexp to pick)
+bench: deps build ## Measure Tidings against this machine's limits (~6 min; README, Performance)
+	$(BIN) bench full
+
+.PHONY: bench-quick
+bench-quick: deps build ## The same figures on smaller organisations, in under 2 minutes
+	$(BIN) bench quick
+
+.PHONY: gobench
+gobench: deps ## Run the Go micro-benchmarks of the hot paths (BENCH=regexp to pick)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./...
 
 .PHONY: proto-deps

@@ -23,7 +23,13 @@ import (
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
-func bodyKey(id string) string    { return redisx.Prefix + "act:{" + id + "}" }
+// BodyKey is the hash of an activity: its body, as a tidings.v1.Activity
+// message, is in the field BodyField.
+func BodyKey(id string) string { return redisx.Prefix + "act:{" + id + "}" }
+
+// BodyField is the field of BodyKey that holds the body.
+const BodyField = "pb"
+
 func idemKey(scope string) string { return redisx.Prefix + "idem:{" + scope + "}" }
 
 // IdempotencyTTL is how long an idempotency key is remembered in Redis; the
@@ -60,7 +66,7 @@ func (s *Store) Put(ctx context.Context, seq uint64, a *tidingsv1.Activity) erro
 	if err != nil {
 		return fmt.Errorf("encode activity %s: %w", a.GetId(), err)
 	}
-	if err := applyScript.Run(ctx, s.rdb, []string{bodyKey(a.GetId())}, seq, data, "0").Err(); err != nil {
+	if err := applyScript.Run(ctx, s.rdb, []string{BodyKey(a.GetId())}, seq, data, "0").Err(); err != nil {
 		return fmt.Errorf("store activity %s: %w", a.GetId(), err)
 	}
 	return nil
@@ -68,7 +74,7 @@ func (s *Store) Put(ctx context.Context, seq uint64, a *tidingsv1.Activity) erro
 
 // Delete leaves a tombstone for an activity deleted at stream sequence seq.
 func (s *Store) Delete(ctx context.Context, seq uint64, id string) error {
-	if err := applyScript.Run(ctx, s.rdb, []string{bodyKey(id)}, seq, "", "1").Err(); err != nil {
+	if err := applyScript.Run(ctx, s.rdb, []string{BodyKey(id)}, seq, "", "1").Err(); err != nil {
 		return fmt.Errorf("delete activity %s: %w", id, err)
 	}
 	return nil
@@ -95,7 +101,7 @@ func (s *Store) GetMany(ctx context.Context, ids []string) ([]*tidingsv1.Activit
 	cmds := make([]*redis.StringCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = pipe.HGet(ctx, bodyKey(id), "pb")
+			cmds[i] = pipe.HGet(ctx, BodyKey(id), BodyField)
 		}
 		return nil
 	})
@@ -122,7 +128,7 @@ func (s *Store) GetMany(ctx context.Context, ids []string) ([]*tidingsv1.Activit
 
 // IsDeleted reports whether an activity has a tombstone.
 func (s *Store) IsDeleted(ctx context.Context, id string) (bool, error) {
-	v, err := s.rdb.HGet(ctx, bodyKey(id), "del").Result()
+	v, err := s.rdb.HGet(ctx, BodyKey(id), "del").Result()
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tidingshq/tidings/pkg/activity"
@@ -72,6 +73,25 @@ type Stores struct {
 	// Hot, if set, decides which sources are pulled at read time rather
 	// than pushed (pkg/hot).
 	Hot *hot.Store
+	// Metrics, if set, counts what the fan-out writes.
+	Metrics *Metrics
+}
+
+// Metrics count the fan-out's work.
+type Metrics struct {
+	deliveries prometheus.Counter
+}
+
+// NewMetrics registers the fan-out metrics on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tidings_fanout_deliveries_total",
+		Help: "Entries added to home timelines (as counted by Redis; duplicates and skipped inactive users are not counted).",
+	})}
+	if err := reg.Register(m.deliveries); err != nil {
+		return nil, fmt.Errorf("register fan-out metrics: %w", err)
+	}
+	return m, nil
 }
 
 // Notifier sends live notices of new home timeline items.
@@ -298,7 +318,11 @@ func (f *Fanout) writeHomes(ctx context.Context, users []string, visible func(st
 			if remove {
 				err = f.st.Timelines.Remove(ctx, keys, []ids.ID{id})
 			} else {
-				_, err = f.st.Timelines.InsertHomes(ctx, to, f.cfg.HomeCap, f.activeSince(), []ids.ID{id})
+				var added int64
+				added, err = f.st.Timelines.InsertHomes(ctx, to, f.cfg.HomeCap, f.activeSince(), []ids.ID{id})
+				if f.st.Metrics != nil {
+					f.st.Metrics.deliveries.Add(float64(added))
+				}
 			}
 			if err != nil {
 				return err

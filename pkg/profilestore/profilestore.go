@@ -31,13 +31,18 @@ import (
 const (
 	keyAll        = redisx.Prefix + "profiles:all"
 	keyPattern    = redisx.Prefix + "profile*"
-	fieldProto    = "pb"
 	maxListRounds = 4
 )
 
-func profileKey(userID string) string { return redisx.Prefix + "profile:{" + userID + "}" }
-func deptKey(dept string) string      { return redisx.Prefix + "profiles:dept:{" + dept + "}" }
-func managerKey(mgr string) string    { return redisx.Prefix + "profiles:mgr:{" + mgr + "}" }
+// Key is the hash of a user's profile: the tidings.v1.Profile message is in
+// its field Field.
+func Key(userID string) string { return redisx.Prefix + "profile:{" + userID + "}" }
+
+// Field is the field of Key that holds the profile.
+const Field = "pb"
+
+func deptKey(dept string) string   { return redisx.Prefix + "profiles:dept:{" + dept + "}" }
+func managerKey(mgr string) string { return redisx.Prefix + "profiles:mgr:{" + mgr + "}" }
 
 // applyScript stores a profile unless a newer event was applied already. It
 // returns {applied, dept, manager}: the department and manager stored before
@@ -66,7 +71,7 @@ func (s *Store) Apply(ctx context.Context, seq uint64, p *tidingsv1.Profile) err
 	if err != nil {
 		return fmt.Errorf("encode profile %s: %w", p.GetUserId(), err)
 	}
-	res, err := applyScript.Run(ctx, s.rdb, []string{profileKey(p.GetUserId())},
+	res, err := applyScript.Run(ctx, s.rdb, []string{Key(p.GetUserId())},
 		seq, data, p.GetDepartment(), p.GetManagerId(), boolFlag(p.GetActive())).Slice()
 	if err != nil {
 		return fmt.Errorf("apply profile %s: %w", p.GetUserId(), err)
@@ -113,7 +118,7 @@ var ErrNotFound = errors.New("profile not found")
 
 // Get returns one profile.
 func (s *Store) Get(ctx context.Context, userID string) (*tidingsv1.Profile, error) {
-	data, err := s.rdb.HGet(ctx, profileKey(userID), fieldProto).Bytes()
+	data, err := s.rdb.HGet(ctx, Key(userID), Field).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
@@ -137,7 +142,7 @@ func (s *Store) GetMany(ctx context.Context, ids []string) (map[string]*tidingsv
 	cmds := make([]*redis.StringCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = pipe.HGet(ctx, profileKey(id), fieldProto)
+			cmds[i] = pipe.HGet(ctx, Key(id), Field)
 		}
 		return nil
 	})

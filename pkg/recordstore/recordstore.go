@@ -23,9 +23,14 @@ import (
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
-func recordKey(ref *tidingsv1.RecordRef) string {
+// Key is the hash of a record: the tidings.v1.Record message is in its
+// field Field.
+func Key(ref *tidingsv1.RecordRef) string {
 	return redisx.Prefix + "record:{" + ref.GetType() + ":" + ref.GetExternalId() + "}"
 }
+
+// Field is the field of Key that holds the record.
+const Field = "pb"
 
 func typeKey(typ string) string { return redisx.Prefix + "records:type:{" + typ + "}" }
 
@@ -64,7 +69,7 @@ func (s *Store) Apply(ctx context.Context, seq uint64, ev *tidingsv1.RecordEvent
 	if ev.GetDeleted() {
 		del = "1"
 	}
-	res, err := applyScript.Run(ctx, s.rdb, []string{recordKey(ref)}, seq, data, del).Int64Slice()
+	res, err := applyScript.Run(ctx, s.rdb, []string{Key(ref)}, seq, data, del).Int64Slice()
 	if err != nil {
 		return fmt.Errorf("apply record %s/%s: %w", ref.GetType(), ref.GetExternalId(), err)
 	}
@@ -101,7 +106,7 @@ func (s *Store) GetMany(ctx context.Context, refs []*tidingsv1.RecordRef) ([]*ti
 	cmds := make([]*redis.StringCmd, len(refs))
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, ref := range refs {
-			cmds[i] = pipe.HGet(ctx, recordKey(ref), "pb")
+			cmds[i] = pipe.HGet(ctx, Key(ref), Field)
 		}
 		return nil
 	})

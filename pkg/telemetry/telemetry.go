@@ -1,5 +1,5 @@
 // Package telemetry builds the logger, the Prometheus registry and the small
-// HTTP server that exposes /metrics and /healthz.
+// HTTP server that exposes /metrics, /healthz and /debug/pprof.
 package telemetry
 
 import (
@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -67,6 +68,13 @@ func NewHTTPServer(addr string, reg *prometheus.Registry, health HealthFunc) (*H
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	// Profiles, for finding where time goes (`go tool pprof
+	// http://<http-addr>/debug/pprof/profile`). The HTTP address is an
+	// operator's port, on loopback by default.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", addr, err)

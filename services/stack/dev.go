@@ -26,6 +26,9 @@ type DevOptions struct {
 	// NATSPort and RedisPort are the embedded servers' ports on 127.0.0.1.
 	NATSPort  int
 	RedisPort int
+	// SyncAlways makes the embedded JetStream fsync every write before it
+	// acknowledges it, as production event streams do (DESIGN.md).
+	SyncAlways bool
 }
 
 // Files under the data directory.
@@ -46,9 +49,10 @@ func RunDev(ctx context.Context, opts DevOptions) error {
 		return err
 	}
 	ns, err := natsserver.Start(natsserver.Options{
-		StoreDir: filepath.Join(opts.DataDir, "nats"),
-		Port:     opts.NATSPort,
-		Name:     "tidings-dev",
+		StoreDir:   filepath.Join(opts.DataDir, "nats"),
+		Port:       opts.NATSPort,
+		Name:       "tidings-dev",
+		SyncAlways: opts.SyncAlways,
 	})
 	if err != nil {
 		return fmt.Errorf("start embedded nats: %w", err)

@@ -22,6 +22,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
@@ -189,7 +190,13 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		w := worker.New(d.log, c.projections, worker.Options{Fanout: cfg.Fanout(), AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver}, metrics, logger)
+		fanoutMetrics, err := fanout.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
+		w := worker.New(d.log, c.projections, worker.Options{
+			Fanout: cfg.Fanout(), AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, FanoutMetrics: fanoutMetrics,
+		}, metrics, logger)
 		g.Go(func() error { return w.Run(gctx) })
 	}
 

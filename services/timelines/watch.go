@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/auth"
@@ -58,6 +59,11 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 		return apierr.Unavailable("live updates: %v", err)
 	}
 	defer w.Close()
+	// The headers tell the client it is subscribed: what lands from now on
+	// reaches it.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 
 	sent := make(map[ids.ID]struct{}, 64)
 	var order []ids.ID

@@ -60,11 +60,15 @@ type Options struct {
 	// defaults of eventlog.ConsumerSpec.
 	AckWait    time.Duration
 	MaxDeliver int
+	// FanoutMetrics, if set, counts the fan-out's deliveries.
+	FanoutMetrics *fanout.Metrics
 }
 
 // New returns a Worker.
 func New(log *eventlog.Log, proj Projections, opts Options, metrics *eventlog.ConsumerMetrics, logger *slog.Logger) *Worker {
-	return &Worker{log: log, proj: proj, opts: opts, fanout: fanout.New(log, proj.FanoutStores(), opts.Fanout, logger), metrics: metrics, logger: logger}
+	st := proj.FanoutStores()
+	st.Metrics = opts.FanoutMetrics
+	return &Worker{log: log, proj: proj, opts: opts, fanout: fanout.New(log, st, opts.Fanout, logger), metrics: metrics, logger: logger}
 }
 
 // The durable consumers the worker runs.

@@ -47,7 +47,9 @@ type TimelineServiceClient interface {
 	// in the timeline, so nothing is lost across a reconnect; items the
 	// client already has may come again, and clients drop ids they have. A
 	// client that falls too far behind is cut off with RESOURCE_EXHAUSTED and
-	// resumes the same way. Callers: employees (own), admins.
+	// resumes the same way. The response headers are sent once the stream
+	// is subscribed: a client that waits for them receives every item that
+	// lands after. Callers: employees (own), admins.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 }
 
@@ -121,7 +123,9 @@ type TimelineServiceServer interface {
 	// in the timeline, so nothing is lost across a reconnect; items the
 	// client already has may come again, and clients drop ids they have. A
 	// client that falls too far behind is cut off with RESOURCE_EXHAUSTED and
-	// resumes the same way. Callers: employees (own), admins.
+	// resumes the same way. The response headers are sent once the stream
+	// is subscribed: a client that waits for them receives every item that
+	// lands after. Callers: employees (own), admins.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	mustEmbedUnimplementedTimelineServiceServer()
 }

@@ -60,6 +60,7 @@ data under --data-dir, so a restart keeps everything.`,
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", opts.DataDir, "directory for all data")
 	cmd.Flags().IntVar(&opts.NATSPort, "nats-port", opts.NATSPort, "embedded NATS port on 127.0.0.1")
 	cmd.Flags().IntVar(&opts.RedisPort, "redis-port", opts.RedisPort, "redis-server port on 127.0.0.1")
+	cmd.Flags().BoolVar(&opts.SyncAlways, "nats-sync-always", false, "fsync every JetStream write before acknowledging it (sync_interval: always, as in production)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		logger, err := load()
 		if err != nil {

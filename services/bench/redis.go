@@ -1,0 +1,259 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tidingshq/tidings/pkg/activity"
+	"github.com/tidingshq/tidings/pkg/activitystore"
+	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/redisx"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+// Ceiling is Redis's own rate for timeline inserts on the target's Redis,
+// measured right after the fan-out it is compared with: redis-benchmark
+// doing pipelined ZADDs to random sorted sets as full as the fan-out's
+// timelines were on average, and a naive Go loop doing one ZADD round trip
+// at a time (what a fan-out with a round trip per follower would get).
+type Ceiling struct {
+	ZaddPerSec  float64 `json:"redis_benchmark_zadd_per_sec"`
+	NaivePerSec float64 `json:"naive_zadd_per_sec"`
+	Command     string  `json:"redis_benchmark_command"`
+	Keys        int     `json:"keys"`
+	// Fill is the average entries per set while redis-benchmark ran.
+	Fill int `json:"avg_entries_per_set"`
+}
+
+// The ceiling's shape: 10,000 sets, 400,000 pipelined ZADDs from 50
+// connections, 16 at a time each.
+const (
+	ceilingKeys     = 10000
+	ceilingOps      = 400000
+	ceilingClients  = 50
+	ceilingPipeline = 16
+	naiveDuration   = 2 * time.Second
+	benchKeyPrefix  = redisx.Prefix + "bench:"
+)
+
+// findRedisBenchmark finds redis-benchmark (Debian's redis-tools, which
+// `make deps` installs).
+func findRedisBenchmark() (string, error) {
+	p, err := exec.LookPath("redis-benchmark")
+	if err != nil {
+		return "", errors.New("redis-benchmark not found: run `make deps`, which installs it (Debian's redis-tools)")
+	}
+	return p, nil
+}
+
+// measureCeiling prefills sorted sets so that, during the run, they hold
+// fill entries on average, runs the naive loop and then redis-benchmark,
+// and removes the sets.
+func measureCeiling(ctx context.Context, rdb redis.UniversalClient, addr string, fill int) (Ceiling, error) {
+	bin, err := findRedisBenchmark()
+	if err != nil {
+		return Ceiling{}, err
+	}
+	defer func() { _, _ = redisx.DeleteMatching(context.WithoutCancel(ctx), rdb, benchKeyPrefix+"*") }()
+	key := func(i int) string { return fmt.Sprintf("%stl:{%012d}", benchKeyPrefix, i) }
+	grow := ceilingOps / ceilingKeys
+	prefill := max(0, fill-grow/2)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for lo := 0; lo < ceilingKeys; lo += 500 {
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := lo; i < min(lo+500, ceilingKeys); i++ {
+				if prefill == 0 {
+					continue
+				}
+				zs := make([]redis.Z, prefill)
+				for j := range zs {
+					v := rng.IntN(ceilingKeys)
+					zs[j] = redis.Z{Score: float64(v), Member: fmt.Sprintf("%012d", rng.IntN(1<<40))}
+				}
+				p.ZAdd(ctx, key(i), zs...)
+			}
+			return nil
+		})
+		if err != nil {
+			return Ceiling{}, fmt.Errorf("prefill ceiling sets: %w", err)
+		}
+	}
+	c := Ceiling{Keys: ceilingKeys, Fill: prefill + grow/2}
+
+	// The naive loop: one round trip per insert.
+	deadline := time.Now().Add(naiveDuration)
+	start, n := time.Now(), 0
+	for time.Now().Before(deadline) {
+		if err := rdb.ZAdd(ctx, key(rng.IntN(ceilingKeys)), redis.Z{Score: float64(n), Member: fmt.Sprintf("%012d", rng.IntN(1<<40))}).Err(); err != nil {
+			return Ceiling{}, fmt.Errorf("naive zadd: %w", err)
+		}
+		n++
+	}
+	c.NaivePerSec = float64(n) / time.Since(start).Seconds()
+
+	host, port, _ := strings.Cut(addr, ":")
+	args := []string{"-h", host, "-p", port,
+		"-c", strconv.Itoa(ceilingClients), "-P", strconv.Itoa(ceilingPipeline),
+		"-n", strconv.Itoa(ceilingOps), "-r", strconv.Itoa(ceilingKeys), "--csv",
+		"ZADD", benchKeyPrefix + "tl:{__rand_int__}", "__rand_int__", "__rand_int__"}
+	c.Command = "redis-benchmark " + strings.Join(args, " ")
+	var out, errOut bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		return Ceiling{}, fmt.Errorf("redis-benchmark: %w: %s", err, strings.TrimSpace(errOut.String()))
+	}
+	if c.ZaddPerSec, err = parseBenchmarkCSV(out.String()); err != nil {
+		return Ceiling{}, err
+	}
+	return c, nil
+}
+
+// parseBenchmarkCSV reads the requests per second from redis-benchmark's
+// --csv output: a header line, then "test","rps",...
+func parseBenchmarkCSV(out string) (float64, error) {
+	for line := range strings.Lines(out) {
+		fields := strings.Split(strings.TrimSpace(line), ",")
+		if len(fields) < 2 || fields[0] == `"test"` {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.Trim(fields[1], `"`), 64); err == nil {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("no rate in redis-benchmark output: %q", out)
+}
+
+// Memory is what the timelines cost in Redis and what the processes held.
+type Memory struct {
+	// BytesPerEntry is MEMORY USAGE over the entries of a sample of home
+	// timelines: key, value and allocator overhead included.
+	BytesPerEntry      float64 `json:"redis_bytes_per_timeline_entry"`
+	SampledTimelines   int     `json:"sampled_timelines"`
+	EntriesPerTimeline float64 `json:"avg_entries_per_timeline"`
+	// The largest resident set sizes seen while the bench drove load.
+	StackRSSMiB float64 `json:"stack_rss_max_mib"`
+	RedisRSSMiB float64 `json:"redis_rss_max_mib"`
+}
+
+// sampleTimelines measures up to limit home timelines: their MEMORY USAGE
+// and their entries.
+func sampleTimelines(ctx context.Context, rdb redis.UniversalClient, limit int) (Memory, error) {
+	var keys []string
+	err := redisx.ScanKeys(ctx, rdb, redisx.Prefix+"home:*", 1000, func(batch []string) error {
+		keys = append(keys, batch...)
+		if len(keys) >= limit {
+			return errStopScan
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return Memory{}, fmt.Errorf("scan timelines: %w", err)
+	}
+	keys = keys[:min(len(keys), limit)]
+	if len(keys) == 0 {
+		return Memory{}, errors.New("no home timelines to measure")
+	}
+	usage := make([]*redis.IntCmd, len(keys))
+	lens := make([]*redis.IntCmd, len(keys))
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			usage[i] = p.MemoryUsage(ctx, k, 0)
+			lens[i] = p.StrLen(ctx, k)
+		}
+		return nil
+	}); err != nil {
+		return Memory{}, fmt.Errorf("measure timelines: %w", err)
+	}
+	var bytes, entries int64
+	for i := range keys {
+		bytes += usage[i].Val()
+		entries += lens[i].Val() / 8
+	}
+	if entries == 0 {
+		return Memory{}, errors.New("sampled home timelines are empty")
+	}
+	return Memory{
+		BytesPerEntry:      float64(bytes) / float64(entries),
+		SampledTimelines:   len(keys),
+		EntriesPerTimeline: float64(entries) / float64(len(keys)),
+	}, nil
+}
+
+var errStopScan = errors.New("enough keys")
+
+// redisRSS is the Redis server's resident set size in bytes.
+func redisRSS(ctx context.Context, rdb redis.UniversalClient) (float64, error) {
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis info: %w", err)
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory_rss:"); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, errors.New("redis info has no used_memory_rss")
+}
+
+// rawHomeRead does the Redis reads of a 50-item home timeline read from a
+// plain client: the ids, then the bodies, then the authors' profiles and
+// the records, each in one pipeline. It is the baseline of the read figure.
+func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) error {
+	data, err := rdb.GetRange(ctx, timelinestore.HomeKey(user), 0, 50*8-1).Bytes()
+	if err != nil {
+		return fmt.Errorf("raw read ids: %w", err)
+	}
+	list := timelinestore.Decode(data)
+	bodies := make([]*redis.StringCmd, len(list))
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range list {
+			bodies[i] = p.HGet(ctx, activitystore.BodyKey(id.String()), activitystore.BodyField)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("raw read bodies: %w", err)
+	}
+	users := map[string]bool{}
+	records := map[string]bool{}
+	for _, b := range bodies {
+		raw, err := b.Bytes()
+		if err != nil {
+			continue
+		}
+		a := &tidingsv1.Activity{}
+		if err := proto.Unmarshal(raw, a); err != nil {
+			return fmt.Errorf("raw read: decode body: %w", err)
+		}
+		if u := activity.ActorUser(a); u != "" {
+			users[profilestore.Key(u)] = true
+		}
+		if r := a.GetRecord(); r != nil {
+			records[recordstore.Key(r)] = true
+		}
+	}
+	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for k := range users {
+			p.HGet(ctx, k, profilestore.Field)
+		}
+		for k := range records {
+			p.HGet(ctx, k, recordstore.Field)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("raw read profiles and records: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Report is everything one run measured.
+type Report struct {
+	Mode      Mode      `json:"mode"`
+	StartedAt time.Time `json:"started_at"`
+	Seconds   float64   `json:"seconds"`
+	Machine   Machine   `json:"machine"`
+	Target    string    `json:"target"`
+	JetStream string    `json:"jetstream"`
+	// Fanout holds the main run first, then the fsync-always run, then
+	// the other growth sizes.
+	Fanout      []FanoutRun  `json:"fanout"`
+	Latency     *Latency     `json:"latency,omitempty"`
+	Reads       *Reads       `json:"reads,omitempty"`
+	Memory      *Memory      `json:"memory,omitempty"`
+	Growth      []Growth     `json:"growth,omitempty"`
+	BigAudience *BigAudience `json:"big_audience,omitempty"`
+	Targets     []Check      `json:"targets"`
+}
+
+// Machine describes where the run ran.
+type Machine struct {
+	OS      string  `json:"os"`
+	CPUs    int     `json:"cpus"`
+	CPU     string  `json:"cpu"`
+	MemGiB  float64 `json:"mem_gib"`
+	Go      string  `json:"go"`
+	Redis   string  `json:"redis"`
+	Nats    string  `json:"nats_server"`
+	Sharing string  `json:"sharing"`
+}
+
+// Growth is the fan-out and read figures at one organisation size.
+type Growth struct {
+	Users            int     `json:"users"`
+	Edges            int     `json:"follow_edges"`
+	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
+	RatioToCeiling   float64 `json:"ratio_to_ceiling"`
+	ReadsPerSec      float64 `json:"saturated_reads_per_sec"`
+	ReadP99          float64 `json:"read_p99_ms_at_half_load"`
+}
+
+func growthRow(f FanoutRun, r Reads) Growth {
+	return Growth{Users: f.Users, Edges: f.Edges, DeliveriesPerSec: f.DeliveriesPerSec, RatioToCeiling: f.RatioToCeiling,
+		ReadsPerSec: r.SaturatedPerSec, ReadP99: r.HalfLoad.P99}
+}
+
+// Check is one target of the issue that set them, and whether it was met.
+type Check struct {
+	Name string `json:"name"`
+	Want string `json:"target"`
+	Got  string `json:"measured"`
+	Met  bool   `json:"met"`
+}
+
+func newReport(opts Options) *Report {
+	r := &Report{Mode: opts.Mode, StartedAt: time.Now().UTC(), Machine: machine(), Target: "stacks the bench starts (tidings dev: services, worker and NATS in one process; redis-server beside it)"}
+	if opts.Target != nil {
+		r.Target = opts.Target.GRPCAddr
+	}
+	return r
+}
+
+func natsVersion() string { return server.VERSION }
+
+func machine() Machine {
+	m := Machine{
+		OS: runtime.GOOS + "/" + runtime.GOARCH, CPUs: runtime.NumCPU(), Go: runtime.Version(), Nats: natsVersion(),
+		Sharing: "load generator, stack and Redis share the machine",
+	}
+	m.CPU = procField("/proc/cpuinfo", "model name")
+	if kb, err := strconv.ParseFloat(strings.Fields(procField("/proc/meminfo", "MemTotal") + " 0")[0], 64); err == nil {
+		m.MemGiB = float64(int(kb/(1<<20)*10)) / 10
+	}
+	if out, err := readCommand("redis-server", "--version"); err == nil {
+		for _, f := range strings.Fields(out) {
+			if v, ok := strings.CutPrefix(f, "v="); ok {
+				m.Redis = v
+			}
+		}
+	}
+	return m
+}
+
+func readCommand(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).Output()
+	return string(out), err
+}
+
+// procField returns the value of the first "name: value" line of a /proc
+// file.
+func procField(path, name string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// evaluate checks the figures against the targets of the benchmark issue.
+func (r *Report) evaluate() {
+	add := func(name, want, got string, met bool) {
+		r.Targets = append(r.Targets, Check{Name: name, Want: want, Got: got, Met: met})
+	}
+	if len(r.Fanout) > 0 {
+		f := r.Fanout[0]
+		add("fan-out vs Redis ceiling", "≥ 0.60×", fmt.Sprintf("%.2f×", f.RatioToCeiling), f.RatioToCeiling >= 0.6)
+		add("fan-out vs naive loop", "≥ 3×", fmt.Sprintf("%.1f×", f.RatioToNaive), f.RatioToNaive >= 3)
+	}
+	if l := r.Latency; l != nil {
+		add("publish → readable p99", "≤ 100 ms", fmt.Sprintf("%.1f ms at %.0f deliveries/s", l.Readable.P99, l.Rate), l.Readable.P99 <= 100)
+	}
+	if rd := r.Reads; rd != nil {
+		add("reads vs raw Redis", "≥ 0.50×", fmt.Sprintf("%.2f×", rd.Ratio), rd.Ratio >= 0.5)
+		add("read p99 at half saturation", "≤ 10 ms", fmt.Sprintf("%.2f ms", rd.HalfLoad.P99), rd.HalfLoad.P99 <= 10)
+	}
+	if m := r.Memory; m != nil {
+		add("Redis bytes per timeline entry", "≤ 16", fmt.Sprintf("%.1f", m.BytesPerEntry), m.BytesPerEntry <= 16)
+	}
+	if len(r.Growth) >= 2 {
+		lo, hi := r.Growth[0], r.Growth[len(r.Growth)-1]
+		ratio := hi.DeliveriesPerSec / lo.DeliveriesPerSec
+		add(fmt.Sprintf("fan-out at %s vs %s users", count(hi.Users), count(lo.Users)), "≥ 0.80×", fmt.Sprintf("%.2f×", ratio), ratio >= 0.8)
+	}
+}
+
+// count formats n with thousands separators.
+func count(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func rate(v float64) string { return count(int(v+0.5)) + "/s" }
+
+// WriteTable prints the report for people.
+func (r *Report) WriteTable(out io.Writer) error {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	m := r.Machine
+	p("Tidings bench (%s), %s, %.0fs", r.Mode, r.StartedAt.Format(time.RFC3339), r.Seconds)
+	p("machine\t%s, %d CPUs (%s), %.1f GiB; %s; redis %s", m.OS, m.CPUs, m.CPU, m.MemGiB, m.Go, m.Redis)
+	p("target\t%s; %s", r.Target, m.Sharing)
+	p("jetstream\t%s", r.JetStream)
+	p("")
+	p("FAN-OUT\tusers\tedges\thot\tfsync\tposts\tdeliveries/s\tceiling (redis-benchmark)\tratio\tnaive loop\tratio\tverified")
+	for _, f := range r.Fanout {
+		p("\t%s\t%s\t%d\t%s\t%s\t%s\t%s at %d entries/set\t%.2f×\t%s\t%.1f×\t%d posts",
+			count(f.Users), count(f.Edges), f.HotEntities, f.Fsync, count(f.Posts), rate(f.DeliveriesPerSec),
+			rate(f.Ceiling.ZaddPerSec), f.Ceiling.Fill, f.RatioToCeiling, rate(f.Ceiling.NaivePerSec), f.RatioToNaive, f.Verified)
+	}
+	if len(r.Fanout) > 0 {
+		p("\tceiling: %s", r.Fanout[0].Ceiling.Command)
+	}
+	if l := r.Latency; l != nil {
+		p("")
+		p("PUBLISH → VISIBLE\tbackground\tp50\tp95\tp99\tmax\tprobes")
+		p("  readable by every follower\t%s\t%.1f ms\t%.1f ms\t%.1f ms\t%.1f ms\t%d × %d followers, polled every %s",
+			rate(l.Rate), l.Readable.P50, l.Readable.P95, l.Readable.P99, l.Readable.Max, l.Readable.Count, l.Followers, l.PollEvery)
+		p("  delivered by every Watch\t%s\t%.1f ms\t%.1f ms\t%.1f ms\t%.1f ms\t%d", rate(l.Rate), l.Watch.P50, l.Watch.P95, l.Watch.P99, l.Watch.Max, l.Watch.Count)
+		if l.Reduced != "" {
+			p("  background below %s deliveries/s: %s", count(DefaultBackgroundRate), l.Reduced)
+		}
+	}
+	if rd := r.Reads; rd != nil {
+		p("")
+		p("READS (home, 50 hydrated)\tsaturated\traw Redis\tratio\thalf load\tp50\tp99")
+		p("\t%s\t%s\t%.2f×\t%s\t%.2f ms\t%.2f ms", rate(rd.SaturatedPerSec), rate(rd.RawPerSec), rd.Ratio, rate(rd.HalfLoadPerSec), rd.HalfLoad.P50, rd.HalfLoad.P99)
+	}
+	if mem := r.Memory; mem != nil {
+		p("")
+		p("MEMORY\tRedis bytes/entry\tentries/timeline\tsampled\tstack RSS max\tRedis RSS max")
+		p("\t%.1f\t%.0f\t%d\t%.0f MiB\t%.0f MiB", mem.BytesPerEntry, mem.EntriesPerTimeline, mem.SampledTimelines, mem.StackRSSMiB, mem.RedisRSSMiB)
+	}
+	if len(r.Growth) > 0 {
+		p("")
+		p("GROWTH\tusers\tedges\tdeliveries/s\tvs ceiling\treads/s\tread p99 (half load)")
+		for _, g := range r.Growth {
+			p("\t%s\t%s\t%s\t%.2f×\t%s\t%.2f ms", count(g.Users), count(g.Edges), rate(g.DeliveriesPerSec), g.RatioToCeiling, rate(g.ReadsPerSec), g.ReadP99)
+		}
+	}
+	if b := r.BigAudience; b != nil {
+		p("")
+		p("BIG AUDIENCE\tfollowers\tin every timeline after\tdeliveries/s")
+		p("\t%s\t%.2f s\t%s", count(b.Followers), b.Seconds, rate(b.DeliveriesPerSec))
+	}
+	p("")
+	p("TARGETS\ttarget\tmeasured\t")
+	for _, c := range r.Targets {
+		verdict := "met"
+		if !c.Met {
+			verdict = "MISSED"
+		}
+		p("  %s\t%s\t%s\t%s", c.Name, c.Want, c.Got, verdict)
+	}
+	return w.Flush()
+}

@@ -1,0 +1,128 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tidingshq/tidings/pkg/config"
+	"github.com/tidingshq/tidings/services/bench"
+	"github.com/tidingshq/tidings/services/stack"
+)
+
+func newBenchCmd() *cobra.Command {
+	var (
+		jsonPath, workDir                    string
+		users, posts                         int
+		addr, metricsURL, redisAddr, dataDir string
+		secretFile, issuer, audience         string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench [quick|full]",
+		Short: "Measure Tidings against the limits of this machine and print the figures",
+		Long: `Measures fan-out throughput (against redis-benchmark's ZADD ceiling and a
+naive loop on the same Redis), publish-to-visible latency under load, home
+timeline reads (against raw Redis reads), memory, growth with the size of
+the organisation, and one post to a very large audience.
+
+By default it starts its own stacks (tidings dev child processes on free
+loopback ports, removed afterwards) and builds synthetic organisations in
+them through the public gRPC API. "full" (the default) takes about five
+minutes and is what the README reports; "quick" runs every figure on smaller
+organisations in under two.
+
+With --addr it drives a running stack instead: the main figures on one
+organisation, which it writes into that stack. Use a scratch stack.`,
+		Args:      cobra.MaximumNArgs(1),
+		ValidArgs: []string{string(bench.Quick), string(bench.Full)},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&jsonPath, "json", "bench-report.json", "also write the figures as JSON to this file (empty: don't)")
+	fs.StringVar(&workDir, "work-dir", "", "where the bench's stacks keep their data (default: a temporary directory)")
+	fs.IntVar(&users, "users", 0, "users of the main organisation (default: 10,000 full, 2,000 quick)")
+	fs.IntVar(&posts, "posts", 0, "activities of each fan-out run (default: 20,000 full, 4,000 quick)")
+	fs.StringVar(&addr, "addr", "", "gRPC address of a running stack to measure instead of starting stacks")
+	fs.StringVar(&metricsURL, "metrics-url", "", "with --addr: the worker's /metrics URL (default: http://<addr host>:7401/metrics)")
+	fs.StringVar(&redisAddr, "redis-addr", "", "with --addr: the stack's Redis address")
+	fs.StringVar(&dataDir, "data-dir", ".data", "with --addr: the `tidings dev` data directory whose signing secret to use")
+	fs.StringVar(&secretFile, "auth-secret-file", "", "with --addr: file holding the stack's HMAC signing secret (default: <data-dir>/auth.secret)")
+	fs.StringVar(&issuer, "auth-issuer", "tidings", "with --addr: the stack's token issuer")
+	fs.StringVar(&audience, "auth-audience", "tidings", "with --addr: the stack's token audience")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if err := config.ApplyEnv(cmd.Flags()); err != nil {
+			return usageError{err}
+		}
+		mode := bench.Full
+		if len(args) == 1 {
+			m, err := bench.ParseMode(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			mode = m
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find the tidings binary: %w", err)
+		}
+		opts := bench.Options{Mode: mode, Sizes: bench.SizesFor(mode), Binary: self, WorkDir: workDir, Log: cmd.ErrOrStderr()}
+		if users > 0 {
+			opts.Sizes.Users = users
+		}
+		if posts > 0 {
+			opts.Sizes.Posts = posts
+		}
+		if addr != "" {
+			t, err := benchTarget(addr, metricsURL, redisAddr, dataDir, secretFile, issuer, audience)
+			if err != nil {
+				return err
+			}
+			opts.Target = t
+		}
+		rep, err := bench.Run(cmd.Context(), opts)
+		if err != nil {
+			return err
+		}
+		if err := rep.WriteTable(cmd.OutOrStdout()); err != nil {
+			return err
+		}
+		if jsonPath != "" {
+			b, err := json.MarshalIndent(rep, "", "  ")
+			if err != nil {
+				return fmt.Errorf("encode report: %w", err)
+			}
+			if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+				return fmt.Errorf("write report: %w", err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "figures written to %s\n", jsonPath)
+		}
+		return nil
+	}
+	return cmd
+}
+
+// benchTarget describes a running stack from the flags.
+func benchTarget(addr, metricsURL, redisAddr, dataDir, secretFile, issuer, audience string) (*bench.Target, error) {
+	if redisAddr == "" {
+		return nil, usageError{errors.New("--addr needs --redis-addr: the ceiling and raw baselines run on the stack's own Redis")}
+	}
+	if metricsURL == "" {
+		host, _, _ := strings.Cut(addr, ":")
+		metricsURL = "http://" + host + ":7401/metrics"
+	}
+	if secretFile == "" {
+		secretFile = filepath.Join(dataDir, stack.SecretFile)
+	}
+	secret, err := os.ReadFile(secretFile)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("the bench signs its synthetic callers' tokens with the stack's secret: %w (pass --auth-secret-file)", err)}
+	}
+	return &bench.Target{
+		GRPCAddr: addr, MetricsURL: metricsURL, RedisAddr: redisAddr,
+		Secret: strings.TrimSpace(string(secret)), Issuer: issuer, Audience: audience,
+	}, nil
+}
