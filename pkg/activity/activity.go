@@ -154,28 +154,29 @@ func (p *Poster) resolveMentions(ctx context.Context, text string) ([]string, er
 // writeThrough stores the body at once so the poster reads its write; the
 // fan-out applies the same event.
 func (p *Poster) writeThrough(ctx context.Context, seq uint64, ev *tidingsv1.ActivityEvent) {
-	if err := Apply(ctx, p.bodies, seq, ev); err != nil {
+	if _, err := Apply(ctx, p.bodies, seq, ev); err != nil {
 		p.logger.WarnContext(ctx, "activity write-through failed; the worker will apply it", "seq", seq, "error", err)
 	}
 }
 
-// Apply projects one ACTIVITIES event onto the body store.
-func Apply(ctx context.Context, bodies *activitystore.Store, seq uint64, ev *tidingsv1.ActivityEvent) error {
+// Apply projects one ACTIVITIES event onto the body store and reports
+// whether the activity is deleted (by this event or an earlier one).
+func Apply(ctx context.Context, bodies *activitystore.Store, seq uint64, ev *tidingsv1.ActivityEvent) (deleted bool, err error) {
 	switch c := ev.GetChange().(type) {
 	case *tidingsv1.ActivityEvent_Posted:
-		if err := bodies.Put(ctx, seq, c.Posted); err != nil {
-			return err
+		if deleted, err = bodies.Put(ctx, seq, c.Posted); err != nil {
+			return false, err
 		}
 		if ev.GetIdempotencyScope() != "" {
-			return bodies.RememberIdempotent(ctx, ev.GetIdempotencyScope(), c.Posted.GetId())
+			return deleted, bodies.RememberIdempotent(ctx, ev.GetIdempotencyScope(), c.Posted.GetId())
 		}
-		return nil
+		return deleted, nil
 	case *tidingsv1.ActivityEvent_Edited:
 		return bodies.Put(ctx, seq, c.Edited)
 	case *tidingsv1.ActivityEvent_DeletedId:
-		return bodies.Delete(ctx, seq, c.DeletedId)
+		return true, bodies.Delete(ctx, seq, c.DeletedId)
 	}
-	return fmt.Errorf("activity event %d has no change", seq)
+	return false, fmt.Errorf("activity event %d has no change", seq)
 }
 
 // Edit replaces an activity's text (and so its mentions) and appends the

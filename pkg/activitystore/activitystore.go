@@ -37,10 +37,14 @@ func idemKey(scope string) string { return redisx.Prefix + "idem:{" + scope + "}
 const IdempotencyTTL = 7 * 24 * time.Hour
 
 // applyScript stores a body (ARGV[3] == "0") or a tombstone unless a newer
-// event was applied; a tombstone is final. Returns 1 when applied.
+// event was applied; a tombstone is final. Returns 1 when applied, 0 when
+// a newer event was, -1 when the activity is deleted.
 var applyScript = redis.NewScript(`
 local cur = redis.call('HMGET', KEYS[1], 'seq', 'del')
-if cur[2] == '1' or (tonumber(cur[1]) or 0) >= tonumber(ARGV[1]) then
+if cur[2] == '1' then
+  return -1
+end
+if (tonumber(cur[1]) or 0) >= tonumber(ARGV[1]) then
   return 0
 end
 if ARGV[3] == '1' then
@@ -60,16 +64,18 @@ type Store struct {
 // New returns a Store.
 func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
 
-// Put stores a posted or edited activity at stream sequence seq.
-func (s *Store) Put(ctx context.Context, seq uint64, a *tidingsv1.Activity) error {
+// Put stores a posted or edited activity at stream sequence seq, and
+// reports whether the activity is deleted (then nothing is stored).
+func (s *Store) Put(ctx context.Context, seq uint64, a *tidingsv1.Activity) (deleted bool, err error) {
 	data, err := proto.Marshal(a)
 	if err != nil {
-		return fmt.Errorf("encode activity %s: %w", a.GetId(), err)
+		return false, fmt.Errorf("encode activity %s: %w", a.GetId(), err)
 	}
-	if err := applyScript.Run(ctx, s.rdb, []string{BodyKey(a.GetId())}, seq, data, "0").Err(); err != nil {
-		return fmt.Errorf("store activity %s: %w", a.GetId(), err)
+	res, err := applyScript.Run(ctx, s.rdb, []string{BodyKey(a.GetId())}, seq, data, "0").Int64()
+	if err != nil {
+		return false, fmt.Errorf("store activity %s: %w", a.GetId(), err)
 	}
-	return nil
+	return res < 0, nil
 }
 
 // Delete leaves a tombstone for an activity deleted at stream sequence seq.

@@ -121,14 +121,14 @@ func (f *Fanout) HandleActivity(ctx context.Context, d eventlog.Delivery) error 
 	if err := proto.Unmarshal(d.Data, ev); err != nil {
 		return fmt.Errorf("decode activity event %d: %w", d.Sequence, err)
 	}
-	if err := activity.Apply(ctx, f.st.Bodies, d.Sequence, ev); err != nil {
+	deleted, err := activity.Apply(ctx, f.st.Bodies, d.Sequence, ev)
+	if err != nil {
 		return err
 	}
 	switch c := ev.GetChange().(type) {
 	case *tidingsv1.ActivityEvent_Posted:
-		deleted, err := f.st.Bodies.IsDeleted(ctx, c.Posted.GetId())
-		if err != nil || deleted {
-			return err // a late post of a deleted activity writes nothing
+		if deleted {
+			return nil // a late post of a deleted activity writes nothing
 		}
 		return f.distribute(ctx, c.Posted, false, d.Progress)
 	case *tidingsv1.ActivityEvent_DeletedId:

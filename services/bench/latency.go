@@ -45,7 +45,9 @@ const (
 	// not be the load it measures.
 	pollEvery  = 5 * time.Millisecond
 	pollItems  = 5
-	watchLimit = 10 * time.Second
+	// A probe that is not visible after this long fails the run: under
+	// overload latencies grow, but not to a minute.
+	watchLimit = 60 * time.Second
 )
 
 // probeActor is a user with a handful of followers, none of them hot.

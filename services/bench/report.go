@@ -51,13 +51,12 @@ type Growth struct {
 	Users            int     `json:"users"`
 	Edges            int     `json:"follow_edges"`
 	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
-	RatioToCeiling   float64 `json:"ratio_to_ceiling"`
 	ReadsPerSec      float64 `json:"saturated_reads_per_sec"`
 	ReadP99          float64 `json:"read_p99_ms_at_half_load"`
 }
 
 func growthRow(f FanoutRun, r Reads) Growth {
-	return Growth{Users: f.Users, Edges: f.Edges, DeliveriesPerSec: f.DeliveriesPerSec, RatioToCeiling: f.RatioToCeiling,
+	return Growth{Users: f.Users, Edges: f.Edges, DeliveriesPerSec: f.DeliveriesPerSec,
 		ReadsPerSec: r.SaturatedPerSec, ReadP99: r.HalfLoad.P99}
 }
 
@@ -200,9 +199,9 @@ func (r *Report) WriteTable(out io.Writer) error {
 	}
 	if len(r.Growth) > 0 {
 		p("")
-		p("GROWTH\tusers\tedges\tdeliveries/s\tvs ceiling\treads/s\tread p99 (half load)")
+		p("GROWTH\tusers\tedges\tdeliveries/s\treads/s\tread p99 (half load)")
 		for _, g := range r.Growth {
-			p("\t%s\t%s\t%s\t%.2f×\t%s\t%.2f ms", count(g.Users), count(g.Edges), rate(g.DeliveriesPerSec), g.RatioToCeiling, rate(g.ReadsPerSec), g.ReadP99)
+			p("\t%s\t%s\t%s\t%s\t%.2f ms", count(g.Users), count(g.Edges), rate(g.DeliveriesPerSec), rate(g.ReadsPerSec), g.ReadP99)
 		}
 	}
 	if b := r.BigAudience; b != nil {

@@ -76,7 +76,7 @@ var (
 	ProfilesConsumer   = eventlog.ConsumerSpec{Stream: eventlog.StreamProfiles, Durable: "profiles-projector"}
 	RecordsConsumer    = eventlog.ConsumerSpec{Stream: eventlog.StreamRecords, Durable: "records-projector"}
 	FollowsConsumer    = eventlog.ConsumerSpec{Stream: eventlog.StreamFollows, Durable: "follows-projector"}
-	ActivitiesConsumer = eventlog.ConsumerSpec{Stream: eventlog.StreamActivities, Durable: "fanout", Workers: 8}
+	ActivitiesConsumer = eventlog.ConsumerSpec{Stream: eventlog.StreamActivities, Durable: "fanout", Workers: 16}
 	FanoutConsumer     = eventlog.ConsumerSpec{Stream: eventlog.StreamFanout, Durable: "fanout-chunks", Workers: 2}
 )
 
