@@ -43,8 +43,8 @@ const (
 	// Each follower of a probe polls its first 5 items this often: a read
 	// costs about a millisecond of the stack's CPU, and the polling must
 	// not be the load it measures.
-	pollEvery  = 5 * time.Millisecond
-	pollItems  = 5
+	pollEvery = 5 * time.Millisecond
+	pollItems = 5
 	// A probe that is not visible after this long fails the run: under
 	// overload latencies grow, but not to a minute.
 	watchLimit = 60 * time.Second
