@@ -64,7 +64,7 @@ func SizesFor(m Mode) Sizes {
 	if m == Quick {
 		return Sizes{Users: 2000, Growth: []int{1000, 2000, 4000}, BigAudience: 20000, Posts: 4000, Reads: 2 * time.Second, Latency: 6 * time.Second}
 	}
-	return Sizes{Users: 10000, Growth: []int{1000, 10000, 100000}, BigAudience: 100000, Posts: 20000, Reads: 6 * time.Second, Latency: 20 * time.Second}
+	return Sizes{Users: 10000, Growth: []int{1000, 10000, 100000}, BigAudience: 100000, Posts: 15000, Reads: 5 * time.Second, Latency: 15 * time.Second}
 }
 
 // Options configure Run.
@@ -278,6 +278,10 @@ func (r *runner) mainFigures(ctx context.Context, c *client, hotOn int64) error 
 	r.rep.Latency = &lat
 	r.progress("latency: readable p99 %.1f ms, watch p99 %.1f ms at %.0f deliveries/s", lat.Readable.P99, lat.Watch.P99, lat.Rate)
 
+	// What the background left behind is not the reads' load.
+	if _, err := c.waitCaughtUp(ctx, 10*time.Minute); err != nil {
+		return err
+	}
 	r.progress("reads: %s each at saturation, raw, half load", sz.Reads)
 	reads, err := runReads(ctx, c, org, sz.Reads, r.opts.Seed)
 	if err != nil {

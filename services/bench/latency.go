@@ -40,10 +40,12 @@ const DefaultBackgroundRate = 50000
 
 const (
 	probeEvery = 100 * time.Millisecond
-	// Each follower of a probe polls its first 5 items this often: a read
-	// costs about a millisecond of the stack's CPU, and the polling must
-	// not be the load it measures.
-	pollEvery = 5 * time.Millisecond
+	// Each follower of a probe polls its first 5 items, first after 2 ms,
+	// then backing off to every 20 ms: a read costs the stack about a
+	// millisecond of CPU, and the polling must not be the load it
+	// measures. The back-off bounds the readable figure's resolution.
+	pollFirst = 2 * time.Millisecond
+	pollMax   = 20 * time.Millisecond
 	pollItems = 5
 	// A probe that is not visible after this long fails the run: under
 	// overload latencies grow, but not to a minute.
@@ -112,7 +114,7 @@ func (a *arrivals) wait(ctx context.Context, id string, n int) (time.Time, error
 // post by a user with a few followers, each of whom both polls their home
 // timeline and watches it.
 func runLatency(ctx context.Context, c *client, org *Org, rate, avgAudience float64, d time.Duration, seed uint64) (Latency, error) {
-	lat := Latency{TargetRate: rate, PollEvery: pollEvery.String()}
+	lat := Latency{TargetRate: rate, PollEvery: fmt.Sprintf("%s, backing off to %s", pollFirst, pollMax)}
 	actor, err := probeActor(org)
 	if err != nil {
 		return lat, err
@@ -215,8 +217,7 @@ func probe(ctx context.Context, c *client, p *poster, rng *rand.Rand, org *Org, 
 	for _, f := range followers {
 		user := org.Users[f]
 		g.Go(func() error {
-			tick := time.NewTicker(pollEvery)
-			defer tick.Stop()
+			wait := pollFirst
 			deadline := returned.Add(watchLimit)
 			for {
 				ok, err := inHomeWith(gctx, c, user, s.id, pollItems, c.employee(user))
@@ -247,7 +248,8 @@ func probe(ctx context.Context, c *client, p *poster, rng *rand.Rand, org *Org, 
 					return fmt.Errorf("probe %s not readable by %s after %s (in redis: %v, %d entries, newest %v; api: %v %v)", s.id, user, watchLimit, in, len(list), list[:min(3, len(list))], got[:min(3, len(got))], err)
 				}
 				select {
-				case <-tick.C:
+				case <-time.After(wait):
+					wait = min(2*wait, pollMax)
 				case <-gctx.Done():
 					return gctx.Err()
 				}

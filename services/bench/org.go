@@ -38,9 +38,9 @@ type Record struct {
 // Shape of the organisation.
 const (
 	// An employee follows their team, their manager, a few leaders and
-	// colleagues: 10 to 50 people, 30 on average.
-	minFollowing     = 10
-	maxFollowing     = 50
+	// colleagues: 5 to 35 people, 20 on average.
+	minFollowing     = 5
+	maxFollowing     = 35
 	zipfExponent     = 1.1
 	recordsPerUser   = 0.1
 	recordFollowers  = 8

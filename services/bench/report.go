@@ -180,7 +180,7 @@ func (r *Report) WriteTable(out io.Writer) error {
 	if l := r.Latency; l != nil {
 		p("")
 		p("PUBLISH → VISIBLE\tbackground\tp50\tp95\tp99\tmax\tprobes")
-		p("  readable by every follower\t%s\t%.1f ms\t%.1f ms\t%.1f ms\t%.1f ms\t%d × %d followers, polled every %s",
+		p("  readable by every follower\t%s\t%.1f ms\t%.1f ms\t%.1f ms\t%.1f ms\t%d × %d followers, polled at %s",
 			rate(l.Rate), l.Readable.P50, l.Readable.P95, l.Readable.P99, l.Readable.Max, l.Readable.Count, l.Followers, l.PollEvery)
 		p("  delivered by every Watch\t%s\t%.1f ms\t%.1f ms\t%.1f ms\t%.1f ms\t%d", rate(l.Rate), l.Watch.P50, l.Watch.P95, l.Watch.P99, l.Watch.Max, l.Watch.Count)
 		if l.Reduced != "" {
