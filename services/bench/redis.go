@@ -210,11 +210,12 @@ func redisRSS(ctx context.Context, rdb redis.UniversalClient) (float64, error) {
 
 // rawHomeRead does the Redis reads of a 50-item home timeline read from a
 // plain client: the ids, then the bodies, then the authors' profiles and
-// the records, each in one pipeline. It is the baseline of the read figure.
-func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) error {
+// the records, each in one pipeline. It is the baseline of the read figure,
+// and returns how many items it read.
+func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) (int, error) {
 	data, err := rdb.GetRange(ctx, timelinestore.HomeKey(user), 0, 50*8-1).Bytes()
 	if err != nil {
-		return fmt.Errorf("raw read ids: %w", err)
+		return 0, fmt.Errorf("raw read ids: %w", err)
 	}
 	list := timelinestore.Decode(data)
 	bodies := make([]*redis.StringCmd, len(list))
@@ -224,7 +225,7 @@ func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) er
 		}
 		return nil
 	}); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("raw read bodies: %w", err)
+		return 0, fmt.Errorf("raw read bodies: %w", err)
 	}
 	users := map[string]bool{}
 	records := map[string]bool{}
@@ -235,7 +236,7 @@ func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) er
 		}
 		a := &tidingsv1.Activity{}
 		if err := proto.Unmarshal(raw, a); err != nil {
-			return fmt.Errorf("raw read: decode body: %w", err)
+			return 0, fmt.Errorf("raw read: decode body: %w", err)
 		}
 		if u := activity.ActorUser(a); u != "" {
 			users[profilestore.Key(u)] = true
@@ -253,7 +254,7 @@ func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) er
 		}
 		return nil
 	}); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("raw read profiles and records: %w", err)
+		return 0, fmt.Errorf("raw read profiles and records: %w", err)
 	}
-	return nil
+	return len(list), nil
 }

@@ -189,8 +189,8 @@ func (r *Report) WriteTable(out io.Writer) error {
 	}
 	if rd := r.Reads; rd != nil {
 		p("")
-		p("READS (home, 50 hydrated)\tsaturated\traw Redis\tratio\thalf load\tp50\tp99")
-		p("\t%s\t%s\t%.2f×\t%s\t%.2f ms\t%.2f ms", rate(rd.SaturatedPerSec), rate(rd.RawPerSec), rd.Ratio, rate(rd.HalfLoadPerSec), rd.HalfLoad.P50, rd.HalfLoad.P99)
+		p("READS (home, 50 hydrated)\tsaturated\traw Redis\tratio\thalf load\tp50\tp99\titems a read (raw)\treaders")
+		p("\t%s\t%s\t%.2f×\t%s\t%.2f ms\t%.2f ms\t%.1f (%.1f)\t%d", rate(rd.SaturatedPerSec), rate(rd.RawPerSec), rd.Ratio, rate(rd.HalfLoadPerSec), rd.HalfLoad.P50, rd.HalfLoad.P99, rd.ItemsPerRead, rd.RawItemsPerRead, rd.Readers)
 	}
 	if mem := r.Memory; mem != nil {
 		p("")
