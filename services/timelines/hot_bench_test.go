@@ -53,8 +53,9 @@ func BenchmarkHomeReadHotEntities(b *testing.B) {
 				for i := range 200 {
 					id := gen.Next()
 					feed = append(feed, id)
-					require.NoError(b, p.Activities.Put(ctx, 1, &tidingsv1.Activity{Id: id.String(), Verb: "posted",
-						Actor: &tidingsv1.Caller{Kind: tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE, Id: "author"}, Text: fmt.Sprintf("hot %d", i)}))
+					_, err := p.Activities.Put(ctx, 1, &tidingsv1.Activity{Id: id.String(), Verb: "posted",
+						Actor: &tidingsv1.Caller{Kind: tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE, Id: "author"}, Text: fmt.Sprintf("hot %d", i)})
+					require.NoError(b, err)
 				}
 				_, err := hs.Decide(ctx, key, feed[0], 2)
 				require.NoError(b, err)
