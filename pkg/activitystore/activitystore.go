@@ -39,7 +39,7 @@ const IdempotencyTTL = 7 * 24 * time.Hour
 // applyScript stores a body (ARGV[3] == "0") or a tombstone unless a newer
 // event was applied; a tombstone is final. Returns 1 when applied, 0 when
 // a newer event was, -1 when the activity is deleted.
-var applyScript = redis.NewScript(`
+var applyScript = redisx.NewScript(`
 local cur = redis.call('HMGET', KEYS[1], 'seq', 'del')
 if cur[2] == '1' then
   return -1
@@ -67,15 +67,32 @@ func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
 // Put stores a posted or edited activity at stream sequence seq, and
 // reports whether the activity is deleted (then nothing is stored).
 func (s *Store) Put(ctx context.Context, seq uint64, a *tidingsv1.Activity) (deleted bool, err error) {
-	data, err := proto.Marshal(a)
-	if err != nil {
-		return false, fmt.Errorf("encode activity %s: %w", a.GetId(), err)
-	}
-	res, err := applyScript.Run(ctx, s.rdb, []string{BodyKey(a.GetId())}, seq, data, "0").Int64()
+	var res redisx.Result[bool]
+	err = redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) (err error) {
+		res, err = s.QueuePut(ctx, pipe, seq, a)
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("store activity %s: %w", a.GetId(), err)
 	}
-	return res < 0, nil
+	return res()
+}
+
+// QueuePut queues Put on pipe; its result (whether the activity is
+// deleted) is known once pipe has run.
+func (s *Store) QueuePut(ctx context.Context, pipe redis.Pipeliner, seq uint64, a *tidingsv1.Activity) (redisx.Result[bool], error) {
+	data, err := proto.Marshal(a)
+	if err != nil {
+		return nil, fmt.Errorf("encode activity %s: %w", a.GetId(), err)
+	}
+	cmd := applyScript.EvalSha(ctx, pipe, []string{BodyKey(a.GetId())}, seq, data, "0")
+	return func() (bool, error) {
+		res, err := cmd.Int64()
+		if err != nil {
+			return false, fmt.Errorf("store activity %s: %w", a.GetId(), err)
+		}
+		return res < 0, nil
+	}, nil
 }
 
 // Delete leaves a tombstone for an activity deleted at stream sequence seq.
@@ -158,10 +175,26 @@ func (s *Store) IdempotentID(ctx context.Context, scope string) (string, bool, e
 
 // RememberIdempotent records the activity id of an idempotency scope.
 func (s *Store) RememberIdempotent(ctx context.Context, scope, id string) error {
-	if err := s.rdb.SetNX(ctx, idemKey(scope), id, IdempotencyTTL).Err(); err != nil {
+	var res redisx.Result[struct{}]
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		res = s.QueueRememberIdempotent(ctx, pipe, scope, id)
+		return nil
+	}); err != nil {
 		return fmt.Errorf("write idempotency key: %w", err)
 	}
-	return nil
+	_, err := res()
+	return err
+}
+
+// QueueRememberIdempotent queues RememberIdempotent on pipe.
+func (s *Store) QueueRememberIdempotent(ctx context.Context, pipe redis.Pipeliner, scope, id string) redisx.Result[struct{}] {
+	cmd := pipe.SetNX(ctx, idemKey(scope), id, IdempotencyTTL)
+	return func() (struct{}, error) {
+		if err := cmd.Err(); err != nil {
+			return struct{}{}, fmt.Errorf("write idempotency key: %w", err)
+		}
+		return struct{}{}, nil
+	}
 }
 
 // Wipe deletes bodies and idempotency keys, before a rebuild.

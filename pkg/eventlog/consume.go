@@ -33,6 +33,11 @@ type Delivery struct {
 // dead-letter stream.
 type Handler func(ctx context.Context, d Delivery) error
 
+// BatchHandler applies a batch of events, each as a Handler would, and
+// returns nil when all went well, or else one error per event (nil for
+// those that went well): each failed event is retried on its own.
+type BatchHandler func(ctx context.Context, ds []Delivery) []error
+
 // ConsumerSpec configures a durable consumer shared by every replica.
 type ConsumerSpec struct {
 	Stream  string
@@ -48,8 +53,12 @@ type ConsumerSpec struct {
 	Backoff []time.Duration
 	// MaxAckPending bounds events in flight across all replicas.
 	MaxAckPending int
-	// Workers is how many events this replica handles at once.
+	// Workers is how many handlers of this replica run at once.
 	Workers int
+	// Batch is the most events one call of a BatchHandler takes: a handler
+	// takes what has arrived, up to Batch, without waiting for more.
+	// Zero or one hands events over one at a time.
+	Batch int
 }
 
 func (s ConsumerSpec) withDefaults() ConsumerSpec {
@@ -68,6 +77,7 @@ func (s ConsumerSpec) withDefaults() ConsumerSpec {
 	if s.Workers == 0 {
 		s.Workers = 4
 	}
+	s.Batch = max(s.Batch, 1)
 	return s
 }
 
@@ -113,6 +123,31 @@ const (
 // When ctx ends it stops pulling, lets handlers in flight finish and
 // returns nil.
 func (l *Log) Consume(ctx context.Context, spec ConsumerSpec, h Handler, metrics *ConsumerMetrics, log *slog.Logger) error {
+	spec.Batch = 1
+	return l.ConsumeBatches(ctx, spec, OneAtATime(h), metrics, log)
+}
+
+// OneAtATime makes a BatchHandler of a Handler, which it calls for each
+// event of a batch in turn.
+func OneAtATime(h Handler) BatchHandler {
+	return func(ctx context.Context, ds []Delivery) []error {
+		var errs []error
+		for i, d := range ds {
+			if err := h(ctx, d); err != nil {
+				if errs == nil {
+					errs = make([]error, len(ds))
+				}
+				errs[i] = err
+			}
+		}
+		return errs
+	}
+}
+
+// ConsumeBatches is Consume for a BatchHandler: each of spec.Workers takes
+// an event, and with it whatever more has arrived, up to spec.Batch, and
+// acknowledges each event after h reports it done.
+func (l *Log) ConsumeBatches(ctx context.Context, spec ConsumerSpec, h BatchHandler, metrics *ConsumerMetrics, log *slog.Logger) error {
 	spec = spec.withDefaults()
 	cons, err := l.js.CreateOrUpdateConsumer(ctx, spec.Stream, jetstream.ConsumerConfig{
 		Durable:        spec.Durable,
@@ -126,17 +161,31 @@ func (l *Log) Consume(ctx context.Context, spec ConsumerSpec, h Handler, metrics
 	if err != nil {
 		return fmt.Errorf("create consumer %s on %s: %w", spec.Durable, spec.Stream, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * spec.Workers))
+	iter, err := cons.Messages(jetstream.PullMaxMessages(2 * spec.Workers * spec.Batch))
 	if err != nil {
 		return fmt.Errorf("pull from %s: %w", spec.Durable, err)
 	}
-	msgs := make(chan jetstream.Msg)
+	msgs := make(chan jetstream.Msg, spec.Batch)
 	var wg sync.WaitGroup
 	handleCtx := context.WithoutCancel(ctx)
 	for range spec.Workers {
 		wg.Go(func() {
+			batch := make([]jetstream.Msg, 0, spec.Batch)
 			for m := range msgs {
-				l.handle(handleCtx, spec, m, h, metrics, log)
+				batch = append(batch[:0], m)
+			more:
+				for len(batch) < spec.Batch {
+					select {
+					case m, ok := <-msgs:
+						if !ok {
+							break more
+						}
+						batch = append(batch, m)
+					default:
+						break more
+					}
+				}
+				l.handle(handleCtx, spec, batch, h, metrics, log)
 			}
 		})
 	}
@@ -159,23 +208,45 @@ func (l *Log) Consume(ctx context.Context, spec ConsumerSpec, h Handler, metrics
 	return runErr
 }
 
-func (l *Log) handle(ctx context.Context, spec ConsumerSpec, m jetstream.Msg, h Handler, metrics *ConsumerMetrics, log *slog.Logger) {
-	meta, err := m.Metadata()
-	if err != nil {
-		log.Error("event without metadata; terminated", "consumer", spec.Durable, "subject", m.Subject(), "error", err)
-		_ = m.Term()
+// handle hands a batch to h and settles each event by its outcome.
+func (l *Log) handle(ctx context.Context, spec ConsumerSpec, batch []jetstream.Msg, h BatchHandler, metrics *ConsumerMetrics, log *slog.Logger) {
+	ds := make([]Delivery, 0, len(batch))
+	ms := make([]jetstream.Msg, 0, len(batch))
+	for _, m := range batch {
+		meta, err := m.Metadata()
+		if err != nil {
+			log.Error("event without metadata; terminated", "consumer", spec.Durable, "subject", m.Subject(), "error", err)
+			_ = m.Term()
+			continue
+		}
+		ds = append(ds, Delivery{
+			Subject:      m.Subject(),
+			Data:         m.Data(),
+			Sequence:     meta.Sequence.Stream,
+			NumDelivered: meta.NumDelivered,
+			Progress:     m.InProgress,
+		})
+		ms = append(ms, m)
+	}
+	if len(ds) == 0 {
 		return
 	}
-	d := Delivery{
-		Subject:      m.Subject(),
-		Data:         m.Data(),
-		Sequence:     meta.Sequence.Stream,
-		NumDelivered: meta.NumDelivered,
-		Progress:     m.InProgress,
-	}
 	hctx, cancel := context.WithTimeout(ctx, spec.AckWait)
-	err = h(hctx, d)
+	errs := h(hctx, ds)
 	cancel()
+	for i, m := range ms {
+		var err error
+		if errs != nil {
+			err = errs[i]
+		}
+		l.settle(ctx, spec, m, ds[i], err, metrics, log)
+	}
+}
+
+// settle acknowledges an event its handler applied; otherwise it asks for
+// a redelivery after a back-off, or after the last delivery moves it to
+// the dead-letter stream.
+func (l *Log) settle(ctx context.Context, spec ConsumerSpec, m jetstream.Msg, d Delivery, err error, metrics *ConsumerMetrics, log *slog.Logger) {
 	if err == nil {
 		if ackErr := m.Ack(); ackErr != nil {
 			log.Warn("ack failed; the event will be redelivered", "consumer", spec.Durable, "seq", d.Sequence, "error", ackErr)

@@ -15,6 +15,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
@@ -38,7 +39,7 @@ func benchFanout(b *testing.B) (*fanout.Fanout, *testenv.Env) {
 	f := fanout.New(env.Log, fanout.Stores{
 		Graph: g, Records: recordstore.New(env.RDB), Bodies: activitystore.New(env.RDB), Timelines: timelinestore.New(env.RDB),
 	}, cfg, env.Logger)
-	require.NoError(b, timelinestore.New(env.RDB).Load(b.Context()))
+	require.NoError(b, redisx.LoadScripts(b.Context(), env.RDB))
 	return f, env
 }
 

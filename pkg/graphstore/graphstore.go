@@ -57,7 +57,7 @@ func followersVerKey(entityKey string) string {
 // applyScript applies changes to one side. ARGV holds groups of four:
 // member, version, 1 (follow) or 0 (unfollow), score. It returns how many
 // live edges the changes added or removed.
-var applyScript = redis.NewScript(`
+var applyScript = redisx.NewScript(`
 local changed = 0
 for i = 1, #ARGV, 4 do
   local member = ARGV[i]
@@ -308,6 +308,33 @@ func (s *Store) FollowerCount(ctx context.Context, entityKey string) (int64, err
 		return 0, fmt.Errorf("count followers of %s: %w", entityKey, err)
 	}
 	return n, nil
+}
+
+// QueueFollowerCount queues FollowerCount on pipe.
+func (s *Store) QueueFollowerCount(ctx context.Context, pipe redis.Pipeliner, entityKey string) redisx.Result[int64] {
+	cmd := pipe.ZCard(ctx, followersKey(entityKey))
+	return func() (int64, error) {
+		n, err := cmd.Result()
+		if err != nil {
+			return 0, fmt.Errorf("count followers of %s: %w", entityKey, err)
+		}
+		return n, nil
+	}
+}
+
+// QueueFollowers queues a read of every follower of an entity (user ids,
+// in no particular order) on pipe. It reads the whole set at once: use it
+// for entities whose follower count was just found small, and
+// ScanFollowers for the rest.
+func (s *Store) QueueFollowers(ctx context.Context, pipe redis.Pipeliner, entityKey string) redisx.Result[[]string] {
+	cmd := pipe.ZRange(ctx, followersKey(entityKey), 0, -1)
+	return func() ([]string, error) {
+		users, err := cmd.Result()
+		if err != nil {
+			return nil, fmt.Errorf("read followers of %s: %w", entityKey, err)
+		}
+		return users, nil
+	}
 }
 
 // FollowingCount returns how many entities a user follows.

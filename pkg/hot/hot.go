@@ -42,7 +42,7 @@ type Thresholds struct {
 // decideScript updates an entity's ranges for a post (ARGV[2], 8 bytes)
 // by its follower count (ARGV[3]) and thresholds (ARGV[4] on, ARGV[5]
 // off), and returns 1 when the post is pulled.
-var decideScript = redis.NewScript(`
+var decideScript = redisx.NewScript(`
 local zero = '\0\0\0\0\0\0\0\0'
 local r = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 local n = #r / 16
@@ -83,12 +83,28 @@ func New(rdb redis.UniversalClient, th Thresholds) *Store { return &Store{rdb: r
 // Decide updates an entity's ranges for a post by the entity's follower
 // count and reports whether the post is pulled (not pushed to followers).
 func (s *Store) Decide(ctx context.Context, entityKey string, id ids.ID, followers int64) (bool, error) {
-	b := id.Bytes()
-	pulled, err := decideScript.Run(ctx, s.rdb, []string{Key}, entityKey, b[:], followers, s.th.On, s.th.Off, MaxRanges).Int()
-	if err != nil {
+	var res redisx.Result[bool]
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		res = s.QueueDecide(ctx, pipe, entityKey, id, followers)
+		return nil
+	}); err != nil {
 		return false, fmt.Errorf("decide push or pull for %s: %w", entityKey, err)
 	}
-	return pulled == 1, nil
+	return res()
+}
+
+// QueueDecide queues Decide on pipe. Decisions about one entity take
+// effect in the order they are queued.
+func (s *Store) QueueDecide(ctx context.Context, pipe redis.Pipeliner, entityKey string, id ids.ID, followers int64) redisx.Result[bool] {
+	b := id.Bytes()
+	cmd := decideScript.EvalSha(ctx, pipe, []string{Key}, entityKey, b[:], followers, s.th.On, s.th.Off, MaxRanges)
+	return func() (bool, error) {
+		pulled, err := cmd.Int()
+		if err != nil {
+			return false, fmt.Errorf("decide push or pull for %s: %w", entityKey, err)
+		}
+		return pulled == 1, nil
+	}
 }
 
 // Range is a span of pulled activity ids: From ≤ id < To (To 0: open).

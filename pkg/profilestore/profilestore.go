@@ -47,7 +47,7 @@ func managerKey(mgr string) string { return redisx.Prefix + "profiles:mgr:{" + m
 // applyScript stores a profile unless a newer event was applied already. It
 // returns {applied, dept, manager}: the department and manager stored before
 // (when applied) or now (when not).
-var applyScript = redis.NewScript(`
+var applyScript = redisx.NewScript(`
 local cur = redis.call('HMGET', KEYS[1], 'seq', 'dept', 'mgr')
 local curseq = tonumber(cur[1]) or 0
 if curseq >= tonumber(ARGV[1]) then

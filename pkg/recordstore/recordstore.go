@@ -36,7 +36,7 @@ func typeKey(typ string) string { return redisx.Prefix + "records:type:{" + typ 
 
 // applyScript stores a record (ARGV[3] == "0") or its tombstone unless a
 // newer event was applied. It returns {applied, deleted now}.
-var applyScript = redis.NewScript(`
+var applyScript = redisx.NewScript(`
 local cur = redis.call('HMGET', KEYS[1], 'seq', 'del')
 if (tonumber(cur[1]) or 0) >= tonumber(ARGV[1]) then
   return {0, cur[2] == '1' and 1 or 0}
@@ -103,21 +103,33 @@ func (s *Store) Get(ctx context.Context, ref *tidingsv1.RecordRef) (*tidingsv1.R
 // GetMany returns the records of refs, nil where there is none, in one
 // round trip.
 func (s *Store) GetMany(ctx context.Context, refs []*tidingsv1.RecordRef) ([]*tidingsv1.Record, error) {
-	cmds := make([]*redis.StringCmd, len(refs))
-	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	res := make([]redisx.Result[*tidingsv1.Record], len(refs))
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
 		for i, ref := range refs {
-			cmds[i] = pipe.HGet(ctx, Key(ref), Field)
+			res[i] = s.QueueGet(ctx, pipe, ref)
 		}
 		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	}); err != nil {
 		return nil, fmt.Errorf("read records: %w", err)
 	}
 	out := make([]*tidingsv1.Record, len(refs))
-	for i, cmd := range cmds {
+	for i, r := range res {
+		rec, err := r()
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		out[i] = rec
+	}
+	return out, nil
+}
+
+// QueueGet queues Get on pipe; its result is the record, or ErrNotFound.
+func (s *Store) QueueGet(ctx context.Context, pipe redis.Pipeliner, ref *tidingsv1.RecordRef) redisx.Result[*tidingsv1.Record] {
+	cmd := pipe.HGet(ctx, Key(ref), Field)
+	return func() (*tidingsv1.Record, error) {
 		data, err := cmd.Bytes()
 		if errors.Is(err, redis.Nil) {
-			continue
+			return nil, ErrNotFound
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read record: %w", err)
@@ -126,9 +138,8 @@ func (s *Store) GetMany(ctx context.Context, refs []*tidingsv1.RecordRef) ([]*ti
 		if err := proto.Unmarshal(data, r); err != nil {
 			return nil, fmt.Errorf("decode record: %w", err)
 		}
-		out[i] = r
+		return r, nil
 	}
-	return out, nil
 }
 
 // List returns up to limit records of a type after the external id after,

@@ -100,29 +100,15 @@ type ScriptCall struct {
 }
 
 // RunScripts runs many calls of one script in one pipeline (one round trip
-// per node), loading the script when the server lacks it (after a restart).
-// It returns the calls' results in order.
+// per node), as Pipeline does, and returns the calls' results in order.
 func RunScripts(ctx context.Context, rdb redis.UniversalClient, script *redis.Script, calls []ScriptCall) ([]*redis.Cmd, error) {
-	if len(calls) == 0 {
-		return nil, nil
-	}
-	run := func() ([]*redis.Cmd, error) {
-		cmds := make([]*redis.Cmd, len(calls))
-		_, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for i, c := range calls {
-				cmds[i] = script.EvalSha(ctx, pipe, c.Keys, c.Args...)
-			}
-			return nil
-		})
-		return cmds, err
-	}
-	cmds, err := run()
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		if err := script.Load(ctx, rdb).Err(); err != nil {
-			return nil, fmt.Errorf("load script: %w", err)
+	cmds := make([]*redis.Cmd, len(calls))
+	err := Pipeline(ctx, rdb, func(pipe redis.Pipeliner) error {
+		for i, c := range calls {
+			cmds[i] = script.EvalSha(ctx, pipe, c.Keys, c.Args...)
 		}
-		cmds, err = run()
-	}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}

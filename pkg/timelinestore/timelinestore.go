@@ -42,7 +42,7 @@ func SeenKey(userID string) string { return redisx.Prefix + "seen:{" + userID + 
 // With KEYS[2] (the user's last read) older than ARGV[2], the user is
 // inactive and nothing is written: their next read rebuilds the timeline.
 // It returns how many ids it added, or -1 for an inactive user.
-var insertScript = redis.NewScript(`
+var insertScript = redisx.NewScript(`
 if KEYS[2] then
   local seen = tonumber(redis.call('GET', KEYS[2]) or '')
   if seen and seen < tonumber(ARGV[2]) then return -1 end
@@ -72,7 +72,7 @@ return added
 `)
 
 // removeScript removes ARGV[1..] (8-byte ids) from KEYS[1]; returns how many.
-var removeScript = redis.NewScript(`
+var removeScript = redisx.NewScript(`
 local s = redis.call('GET', KEYS[1])
 if not s then return 0 end
 local removed = 0
@@ -96,7 +96,7 @@ return removed
 
 // pageScript returns the ids of KEYS[1] older than ARGV[1] (8 bytes; all
 // when empty), at most ARGV[2] of them, newest first, packed.
-var pageScript = redis.NewScript(`
+var pageScript = redisx.NewScript(`
 local s = redis.call('GET', KEYS[1])
 if not s then return '' end
 local lo, hi = 0, #s / 8
@@ -119,17 +119,6 @@ func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
 
 // Client returns the Redis client.
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
-
-// Load loads the scripts, so that the first fan-out after a start does not
-// pay for it.
-func (s *Store) Load(ctx context.Context) error {
-	for _, sc := range []*redis.Script{insertScript, removeScript} {
-		if err := sc.Load(ctx, s.rdb).Err(); err != nil {
-			return fmt.Errorf("load timeline scripts: %w", err)
-		}
-	}
-	return nil
-}
 
 func idArgs(cap int, activeSince int64, list []ids.ID) []any {
 	args := make([]any, 0, len(list)+2)
@@ -183,6 +172,29 @@ func (s *Store) insert(ctx context.Context, calls []redisx.ScriptCall, cap int, 
 		}
 	}
 	return added, nil
+}
+
+// QueueInsert queues, on pipe, the insert of the ids into one feed,
+// trimmed to cap; its result is how many ids were new.
+func (s *Store) QueueInsert(ctx context.Context, pipe redis.Pipeliner, key string, cap int, list []ids.ID) redisx.Result[int64] {
+	return queueInsert(ctx, pipe, []string{key}, idArgs(cap, 0, list))
+}
+
+// QueueInsertHome queues InsertHomes for one user on pipe; its result is
+// how many ids were new (0 for a user inactive since activeSince).
+func (s *Store) QueueInsertHome(ctx context.Context, pipe redis.Pipeliner, userID string, cap int, activeSince int64, list []ids.ID) redisx.Result[int64] {
+	return queueInsert(ctx, pipe, []string{HomeKey(userID), SeenKey(userID)}, idArgs(cap, activeSince, list))
+}
+
+func queueInsert(ctx context.Context, pipe redis.Pipeliner, keys []string, args []any) redisx.Result[int64] {
+	cmd := insertScript.EvalSha(ctx, pipe, keys, args...)
+	return func() (int64, error) {
+		n, err := cmd.Int64()
+		if err != nil {
+			return 0, fmt.Errorf("insert into %s: %w", keys[0], err)
+		}
+		return max(n, 0), nil
+	}
 }
 
 // MarkRead records that a user read their home timeline at now (Unix

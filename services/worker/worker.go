@@ -20,6 +20,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	"github.com/tidingshq/tidings/services/profiles"
 	"github.com/tidingshq/tidings/services/records"
@@ -76,26 +77,26 @@ var (
 	ProfilesConsumer   = eventlog.ConsumerSpec{Stream: eventlog.StreamProfiles, Durable: "profiles-projector"}
 	RecordsConsumer    = eventlog.ConsumerSpec{Stream: eventlog.StreamRecords, Durable: "records-projector"}
 	FollowsConsumer    = eventlog.ConsumerSpec{Stream: eventlog.StreamFollows, Durable: "follows-projector"}
-	ActivitiesConsumer = eventlog.ConsumerSpec{Stream: eventlog.StreamActivities, Durable: "fanout", Workers: 16}
+	ActivitiesConsumer = eventlog.ConsumerSpec{Stream: eventlog.StreamActivities, Durable: "fanout", Workers: 4, Batch: 64}
 	FanoutConsumer     = eventlog.ConsumerSpec{Stream: eventlog.StreamFanout, Durable: "fanout-chunks", Workers: 2}
 )
 
 // Consumers lists every durable consumer of the worker.
 var Consumers = []*eventlog.ConsumerSpec{&ProfilesConsumer, &RecordsConsumer, &FollowsConsumer, &ActivitiesConsumer, &FanoutConsumer}
 
-func (w *Worker) handlers() map[*eventlog.ConsumerSpec]eventlog.Handler {
-	return map[*eventlog.ConsumerSpec]eventlog.Handler{
-		&ProfilesConsumer:   profiles.Projector(w.proj.Profiles),
-		&RecordsConsumer:    records.Projector(w.proj.Records),
-		&FollowsConsumer:    w.fanout.HandleFollows,
-		&ActivitiesConsumer: w.fanout.HandleActivity,
-		&FanoutConsumer:     w.fanout.HandleChunk,
+func (w *Worker) handlers() map[*eventlog.ConsumerSpec]eventlog.BatchHandler {
+	return map[*eventlog.ConsumerSpec]eventlog.BatchHandler{
+		&ProfilesConsumer:   eventlog.OneAtATime(profiles.Projector(w.proj.Profiles)),
+		&RecordsConsumer:    eventlog.OneAtATime(records.Projector(w.proj.Records)),
+		&FollowsConsumer:    eventlog.OneAtATime(w.fanout.HandleFollows),
+		&ActivitiesConsumer: w.fanout.HandleActivities,
+		&FanoutConsumer:     eventlog.OneAtATime(w.fanout.HandleChunk),
 	}
 }
 
 // Run consumes until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
-	if err := w.proj.Timelines.Load(ctx); err != nil {
+	if err := redisx.LoadScripts(ctx, w.proj.Timelines.Client()); err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -107,7 +108,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		if w.opts.MaxDeliver > 0 {
 			s.MaxDeliver = w.opts.MaxDeliver
 		}
-		g.Go(func() error { return w.log.Consume(gctx, s, h, w.metrics, w.logger) })
+		g.Go(func() error { return w.log.ConsumeBatches(gctx, s, h, w.metrics, w.logger) })
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("worker: %w", err)

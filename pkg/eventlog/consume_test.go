@@ -1,0 +1,101 @@
+package eventlog_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/testenv"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+// TestConsumeBatches checks that a batch handler gets what has arrived, up
+// to the batch size, and that an event that fails is retried on its own
+// while the rest of its batch is acknowledged.
+func TestConsumeBatches(t *testing.T) {
+	env := testenv.New(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	const events, batch = 40, 8
+	for i := range events {
+		_, err := env.Log.Publish(ctx, eventlog.Append{
+			Subject: eventlog.ActivitySubject(fmt.Sprintf("a%02d", i)),
+			Event:   &tidingsv1.ActivityEvent{Change: &tidingsv1.ActivityEvent_DeletedId{DeletedId: fmt.Sprintf("a%02d", i)}},
+		})
+		require.NoError(t, err)
+	}
+	spec := eventlog.ConsumerSpec{Stream: eventlog.StreamActivities, Durable: "batch-test", Workers: 1, Batch: batch,
+		Backoff: []time.Duration{10 * time.Millisecond}}
+	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
+	require.NoError(t, err)
+
+	var (
+		mu       sync.Mutex
+		sizes    []int
+		seen     = map[uint64]int{}
+		failOnce = uint64(5)
+		done     = make(chan struct{})
+	)
+	handler := func(hctx context.Context, ds []eventlog.Delivery) []error {
+		if len(sizes) == 0 {
+			// Hold the first batch until the consumer has pulled more
+			// than the next batch can take, so that one is full.
+			testenv.Eventually(t, 10*time.Second, func() bool {
+				c, err := env.JS.Consumer(hctx, eventlog.StreamActivities, spec.Durable)
+				if err != nil {
+					return false
+				}
+				info, err := c.Info(hctx)
+				return err == nil && info.NumAckPending > 1+batch
+			}, "the consumer pulls ahead")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		sizes = append(sizes, len(ds))
+		errs := make([]error, len(ds))
+		for i, d := range ds {
+			seen[d.Sequence]++
+			if d.Sequence == failOnce && d.NumDelivered == 1 {
+				errs[i] = errors.New("transient")
+			}
+		}
+		handled := 0
+		for _, n := range seen {
+			handled += n
+		}
+		if handled == events+1 {
+			close(done)
+		}
+		return errs
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- env.Log.ConsumeBatches(ctx, spec, handler, metrics, testenv.Logger()) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("events not all handled")
+	}
+	cancel()
+	require.NoError(t, <-errc)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, batch, sizes[1], "the second batch takes what had arrived, up to the batch size")
+	for _, n := range sizes {
+		require.LessOrEqual(t, n, batch)
+	}
+	for seq := uint64(1); seq <= events; seq++ {
+		want := 1
+		if seq == failOnce {
+			want = 2
+		}
+		require.Equal(t, want, seen[seq], "deliveries of event %d", seq)
+	}
+}
