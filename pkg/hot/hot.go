@@ -115,17 +115,32 @@ func (r Range) Contains(id ids.ID) bool { return id >= r.From && (r.To == 0 || i
 
 // Pulled returns the ranges of every entity that has any.
 func (s *Store) Pulled(ctx context.Context) (map[string][]Range, error) {
-	all, err := s.rdb.HGetAll(ctx, Key).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	var res redisx.Result[map[string][]Range]
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		res = s.QueuePulled(ctx, pipe)
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("read pull ranges: %w", err)
 	}
-	out := make(map[string][]Range, len(all))
-	for k, v := range all {
-		for i := 0; i+16 <= len(v); i += 16 {
-			out[k] = append(out[k], Range{From: ids.FromBytes([]byte(v[i : i+8])), To: ids.FromBytes([]byte(v[i+8 : i+16]))})
+	return res()
+}
+
+// QueuePulled queues Pulled on pipe.
+func (s *Store) QueuePulled(ctx context.Context, pipe redis.Pipeliner) redisx.Result[map[string][]Range] {
+	cmd := pipe.HGetAll(ctx, Key)
+	return func() (map[string][]Range, error) {
+		all, err := cmd.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("read pull ranges: %w", err)
 		}
+		out := make(map[string][]Range, len(all))
+		for k, v := range all {
+			for i := 0; i+16 <= len(v); i += 16 {
+				out[k] = append(out[k], Range{From: ids.FromBytes([]byte(v[i : i+8])), To: ids.FromBytes([]byte(v[i+8 : i+16]))})
+			}
+		}
+		return out, nil
 	}
-	return out, nil
 }
 
 // Wipe deletes the ranges, before a rebuild.

@@ -139,32 +139,40 @@ func decode(userID string, data []byte) (*tidingsv1.Profile, error) {
 // GetMany returns the profiles of ids that exist, keyed by id, in one round
 // trip (one per node on a cluster).
 func (s *Store) GetMany(ctx context.Context, ids []string) (map[string]*tidingsv1.Profile, error) {
-	cmds := make([]*redis.StringCmd, len(ids))
-	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = pipe.HGet(ctx, Key(id), Field)
-		}
+	var res redisx.Result[map[string]*tidingsv1.Profile]
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		res = s.QueueGetMany(ctx, pipe, ids)
 		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	}); err != nil {
 		return nil, fmt.Errorf("read profiles: %w", err)
 	}
-	out := make(map[string]*tidingsv1.Profile, len(ids))
-	for i, cmd := range cmds {
-		data, err := cmd.Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read profile %s: %w", ids[i], err)
-		}
-		p, err := decode(ids[i], data)
-		if err != nil {
-			return nil, err
-		}
-		out[ids[i]] = p
+	return res()
+}
+
+// QueueGetMany queues GetMany on pipe.
+func (s *Store) QueueGetMany(ctx context.Context, pipe redis.Pipeliner, ids []string) redisx.Result[map[string]*tidingsv1.Profile] {
+	cmds := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGet(ctx, Key(id), Field)
 	}
-	return out, nil
+	return func() (map[string]*tidingsv1.Profile, error) {
+		out := make(map[string]*tidingsv1.Profile, len(ids))
+		for i, cmd := range cmds {
+			data, err := cmd.Bytes()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read profile %s: %w", ids[i], err)
+			}
+			p, err := decode(ids[i], data)
+			if err != nil {
+				return nil, err
+			}
+			out[ids[i]] = p
+		}
+		return out, nil
+	}
 }
 
 // ListQuery selects profiles to list.

@@ -18,8 +18,10 @@ package timelinestore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 
 	"github.com/redis/go-redis/v9"
 
@@ -200,13 +202,27 @@ func queueInsert(ctx context.Context, pipe redis.Pipeliner, keys []string, args 
 // MarkRead records that a user read their home timeline at now (Unix
 // seconds) and returns when they had read it before (0: never).
 func (s *Store) MarkRead(ctx context.Context, userID string, now int64) (int64, error) {
-	prev, err := s.rdb.SetArgs(ctx, SeenKey(userID), now, redis.SetArgs{Get: true}).Result()
-	if err != nil && err != redis.Nil {
+	var res redisx.Result[int64]
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		res = s.QueueMarkRead(ctx, pipe, userID, now)
+		return nil
+	}); err != nil {
 		return 0, fmt.Errorf("mark %s read: %w", userID, err)
 	}
-	var t int64
-	_, _ = fmt.Sscan(prev, &t)
-	return t, nil
+	return res()
+}
+
+// QueueMarkRead queues MarkRead on pipe.
+func (s *Store) QueueMarkRead(ctx context.Context, pipe redis.Pipeliner, userID string, now int64) redisx.Result[int64] {
+	cmd := pipe.SetArgs(ctx, SeenKey(userID), now, redis.SetArgs{Get: true})
+	return func() (int64, error) {
+		prev, err := cmd.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return 0, fmt.Errorf("mark %s read: %w", userID, err)
+		}
+		t, _ := strconv.ParseInt(prev, 10, 64)
+		return t, nil
+	}
 }
 
 // Remove deletes the ids from every feed in keys, in one pipeline.
@@ -269,11 +285,26 @@ func (s *Store) PageMany(ctx context.Context, keys []string, before ids.ID, limi
 
 // All returns every id of a feed, newest first.
 func (s *Store) All(ctx context.Context, key string) ([]ids.ID, error) {
-	data, err := s.rdb.Get(ctx, key).Bytes()
-	if err != nil && err != redis.Nil {
+	var res redisx.Result[[]ids.ID]
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		res = s.QueueAll(ctx, pipe, key)
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("read feed %s: %w", key, err)
 	}
-	return Decode(data), nil
+	return res()
+}
+
+// QueueAll queues All on pipe.
+func (s *Store) QueueAll(ctx context.Context, pipe redis.Pipeliner, key string) redisx.Result[[]ids.ID] {
+	cmd := pipe.Get(ctx, key)
+	return func() ([]ids.ID, error) {
+		data, err := cmd.Bytes()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("read feed %s: %w", key, err)
+		}
+		return Decode(data), nil
+	}
 }
 
 // Decode reads a packed feed.

@@ -2,12 +2,16 @@ package timelines
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 )
 
@@ -29,12 +33,16 @@ func (s *Server) feedPager(key string) pager {
 //     no duplicate;
 //   - past the oldest entry of a full timeline (its cap), the feeds of
 //     every entity the user follows, so paging goes on past the cap.
-func (s *Server) homePager(userID string) pager {
+//
+// With markRead, its first call also records the read, in the same round
+// trip, and rebuilds the timeline of a user back from a long absence.
+func (s *Server) homePager(userID string, markRead bool) pager {
 	return func(ctx context.Context, before ids.ID, limit int) ([]ids.ID, bool, error) {
-		home, err := s.st.Timelines.All(ctx, timelinestore.HomeKey(userID))
+		home, ranges, err := s.readHome(ctx, userID, markRead)
 		if err != nil {
 			return nil, false, err
 		}
+		markRead = false
 		want := limit + 1
 		start := 0
 		if before != 0 {
@@ -45,8 +53,8 @@ func (s *Server) homePager(userID string) pager {
 		}
 		merged := slices.Clone(home[start:min(start+want, len(home))])
 
-		if s.st.Hot != nil {
-			pulled, err := s.pulledFor(ctx, userID, before, want)
+		if len(ranges) > 0 {
+			pulled, err := s.pulledFor(ctx, userID, ranges, before, want)
 			if err != nil {
 				return nil, false, err
 			}
@@ -74,6 +82,68 @@ func (s *Server) homePager(userID string) pager {
 	}
 }
 
+// readHome reads a home timeline and the pull ranges in one round trip;
+// with markRead, it records the read in the same one, and after an absence
+// longer than InactiveAfter, during which the fan-out skipped the user, it
+// rebuilds the timeline from the followed feeds first, so the read returns
+// a full page at once.
+func (s *Server) readHome(ctx context.Context, userID string, markRead bool) ([]ids.ID, map[string][]hot.Range, error) {
+	now := time.Now()
+	var (
+		home   redisx.Result[[]ids.ID]
+		ranges redisx.Result[map[string][]hot.Range]
+		prev   redisx.Result[int64]
+	)
+	err := redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
+		home = s.st.Timelines.QueueAll(ctx, pipe, timelinestore.HomeKey(userID))
+		if s.st.Hot != nil {
+			ranges = s.st.Hot.QueuePulled(ctx, pipe)
+		}
+		if markRead {
+			prev = s.st.Timelines.QueueMarkRead(ctx, pipe, userID, now.Unix())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read home timeline: %w", err)
+	}
+	list, err := home()
+	if err != nil {
+		return nil, nil, err
+	}
+	var pulled map[string][]hot.Range
+	if ranges != nil {
+		if pulled, err = ranges(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if prev == nil {
+		return list, pulled, nil
+	}
+	last, err := prev()
+	if err != nil || s.st.InactiveAfter <= 0 || last == 0 || last >= now.Add(-s.st.InactiveAfter).Unix() {
+		return list, pulled, err
+	}
+	if s.st.Graph == nil || s.st.HomeCap == 0 {
+		return list, pulled, nil
+	}
+	recent, err := s.followedFeeds(ctx, userID, 0, s.st.HomeCap)
+	if err != nil {
+		return nil, nil, err
+	}
+	slices.SortFunc(recent, newestFirst)
+	recent = slices.Compact(recent)
+	if len(recent) > s.st.HomeCap {
+		recent = recent[:s.st.HomeCap]
+	}
+	key := timelinestore.HomeKey(userID)
+	if _, err := s.st.Timelines.Insert(ctx, []string{key}, s.st.HomeCap, recent); err != nil {
+		return nil, nil, err
+	}
+	list, err = s.st.Timelines.All(ctx, key)
+	return list, pulled, err
+}
+
 // newestFirst orders ids newest first.
 func newestFirst(a, b ids.ID) int {
 	switch {
@@ -87,11 +157,7 @@ func newestFirst(a, b ids.ID) int {
 
 // pulledFor returns ids older than before from the hot feeds the user
 // follows, within their pull ranges.
-func (s *Server) pulledFor(ctx context.Context, userID string, before ids.ID, want int) ([]ids.ID, error) {
-	ranges, err := s.st.Hot.Pulled(ctx)
-	if err != nil || len(ranges) == 0 {
-		return nil, err
-	}
+func (s *Server) pulledFor(ctx context.Context, userID string, ranges map[string][]hot.Range, before ids.ID, want int) ([]ids.ID, error) {
 	keys := make([]string, 0, len(ranges))
 	for k := range ranges {
 		keys = append(keys, k)
@@ -156,30 +222,4 @@ func (s *Server) followedFeeds(ctx context.Context, userID string, before ids.ID
 		out = append(out, p...)
 	}
 	return out, nil
-}
-
-// markRead records a home read; after an absence longer than
-// InactiveAfter, during which the fan-out skipped the user, it first
-// rebuilds the home timeline from the followed feeds, so the read returns
-// a full page at once.
-func (s *Server) markRead(ctx context.Context, userID string) error {
-	now := time.Now()
-	prev, err := s.st.Timelines.MarkRead(ctx, userID, now.Unix())
-	if err != nil || s.st.InactiveAfter <= 0 || prev == 0 || prev >= now.Add(-s.st.InactiveAfter).Unix() {
-		return err
-	}
-	if s.st.Graph == nil || s.st.HomeCap == 0 {
-		return nil
-	}
-	recent, err := s.followedFeeds(ctx, userID, 0, s.st.HomeCap)
-	if err != nil {
-		return err
-	}
-	slices.SortFunc(recent, newestFirst)
-	recent = slices.Compact(recent)
-	if len(recent) > s.st.HomeCap {
-		recent = recent[:s.st.HomeCap]
-	}
-	_, err = s.st.Timelines.Insert(ctx, []string{timelinestore.HomeKey(userID)}, s.st.HomeCap, recent)
-	return err
 }

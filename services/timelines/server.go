@@ -2,8 +2,9 @@
 // and any entity's own feed, newest first, hydrated with the activities,
 // their actors' profiles and their records.
 //
-// A read is one round trip for the ids, one for the bodies, and one each
-// (concurrently) for the profiles and records they name. Ids whose bodies
+// A home read is one round trip for the ids (with the pull ranges and the
+// read mark), two more only when the user follows a hot entity, one for
+// the bodies, and one for the profiles and records they name. Ids whose bodies
 // are gone (deleted activities) are dropped from the page at once and taken
 // out of the timeline; so are items whose record the reader may no longer
 // see.
@@ -15,7 +16,7 @@ import (
 	"fmt"
 	"time"
 
-	"golang.org/x/sync/errgroup"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tidingshq/tidings/pkg/activity"
 	"github.com/tidingshq/tidings/pkg/activitystore"
@@ -29,6 +30,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/pagetoken"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -82,15 +84,8 @@ func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTime
 	if !id.ActsAsUser(req.GetUserId()) {
 		return nil, apierr.PermissionDenied("an employee may read only their own home timeline")
 	}
-	if req.GetPageToken() == "" {
-		// A read starts at the first page: record it (and rebuild the
-		// timeline of a user back from a long absence) once, not per page.
-		if err := s.markRead(ctx, req.GetUserId()); err != nil {
-			return nil, err
-		}
-	}
 	scope := "home|" + req.GetUserId()
-	items, next, err := s.read(ctx, s.homePager(req.GetUserId()), timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), req.GetUserId(), true)
+	items, next, err := s.read(ctx, s.homePager(req.GetUserId(), req.GetPageToken() == ""), timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), req.GetUserId(), true)
 	if err != nil {
 		return nil, err
 	}
@@ -200,36 +195,39 @@ func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader string) (ite
 		}
 	}
 	var (
-		profiles map[string]*tidingsv1.Profile
-		records  []*tidingsv1.Record
+		profiles redisx.Result[map[string]*tidingsv1.Profile]
+		records  = make([]redisx.Result[*tidingsv1.Record], len(refs))
 	)
-	g, gctx := errgroup.WithContext(ctx)
-	if len(userIDs) > 0 {
-		g.Go(func() (err error) {
-			profiles, err = s.st.Profiles.GetMany(gctx, userIDs)
-			return err
-		})
-	}
-	if len(refs) > 0 {
-		g.Go(func() (err error) {
-			records, err = s.st.Records.GetMany(gctx, refs)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
+	err = redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
+		profiles = s.st.Profiles.QueueGetMany(ctx, pipe, userIDs)
+		for i, r := range refs {
+			records[i] = s.st.Records.QueueGet(ctx, pipe, r)
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, nil, fmt.Errorf("hydrate feed: %w", err)
 	}
+	byUser, err := profiles()
+	if err != nil {
+		return nil, nil, err
+	}
 	recByKey := make(map[string]*tidingsv1.Record, len(refs))
-	for i, r := range records {
-		if r != nil {
-			recByKey[entity.RecordKey(refs[i])] = r
+	for i, res := range records {
+		r, err := res()
+		if errors.Is(err, recordstore.ErrNotFound) {
+			continue
 		}
+		if err != nil {
+			return nil, nil, err
+		}
+		recByKey[entity.RecordKey(refs[i])] = r
 	}
 	for _, a := range acts {
 		if a == nil {
 			continue
 		}
-		item := &tidingsv1.FeedItem{Activity: a, ActorProfile: profiles[activity.ActorUser(a)]}
+		item := &tidingsv1.FeedItem{Activity: a, ActorProfile: byUser[activity.ActorUser(a)]}
 		if r := a.GetRecord(); r != nil {
 			rec := recByKey[entity.RecordKey(r)]
 			if rec == nil || (reader != "" && !recordstore.UserMaySee(rec, reader)) {

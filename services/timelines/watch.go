@@ -100,7 +100,7 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 	if from != 0 {
 		// What landed after the resume point, merged as a home read is:
 		// pushed items and hot entities' posts alike.
-		all, _, err := s.homePager(req.GetUserId())(ctx, 0, max(s.st.HomeCap, 1000))
+		all, _, err := s.homePager(req.GetUserId(), false)(ctx, 0, max(s.st.HomeCap, 1000))
 		if err != nil {
 			return err
 		}
