@@ -39,12 +39,13 @@ func FeedKey(entityKey string) string { return redisx.Prefix + "feed:{" + entity
 // it shares the home timeline's hash tag.
 func SeenKey(userID string) string { return redisx.Prefix + "seen:{" + userID + "}" }
 
-// insertScript inserts ARGV[3..] (8-byte ids) into the descending packed
-// string KEYS[1], skipping ids present, and trims it to ARGV[1] entries.
-// With KEYS[2] (the user's last read) older than ARGV[2], the user is
-// inactive and nothing is written: their next read rebuilds the timeline.
-// It returns how many ids it added, or -1 for an inactive user.
-var insertScript = redisx.NewScript(`
+// InsertSource is the Lua source of the insert: it inserts ARGV[3..]
+// (8-byte ids) into the descending packed string KEYS[1], skipping ids
+// present, and trims it to ARGV[1] entries. With KEYS[2] (the user's last
+// read) older than ARGV[2], the user is inactive and nothing is written:
+// their next read rebuilds the timeline. It returns how many ids it added,
+// or -1 for an inactive user. The bench drives it with redis-benchmark.
+const InsertSource = `
 if KEYS[2] then
   local seen = tonumber(redis.call('GET', KEYS[2]) or '')
   if seen and seen < tonumber(ARGV[2]) then return -1 end
@@ -71,7 +72,9 @@ for i = 3, #ARGV do
 end
 if added > 0 then redis.call('SET', KEYS[1], s) end
 return added
-`)
+`
+
+var insertScript = redisx.NewScript(InsertSource)
 
 // removeScript removes ARGV[1..] (8-byte ids) from KEYS[1]; returns how many.
 var removeScript = redisx.NewScript(`

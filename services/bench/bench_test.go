@@ -67,6 +67,7 @@ func TestRunAgainstRunningStack(t *testing.T) {
 	require.Equal(t, 20, f.Verified, "posts read back from every follower's timeline")
 	require.Positive(t, f.Ceiling.ZaddPerSec)
 	require.Positive(t, f.Ceiling.NaivePerSec)
+	require.Positive(t, f.Ceiling.InsertPerSec)
 	require.Positive(t, f.TimelineEntries)
 
 	require.NotNil(t, rep.Latency)

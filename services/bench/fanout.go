@@ -32,10 +32,13 @@ type FanoutRun struct {
 	AvgAudience      float64 `json:"avg_deliveries_per_post"`
 	// Verified is how many posts were read back from every follower's home
 	// timeline through the API.
-	Verified        int     `json:"verified_posts"`
-	Ceiling         Ceiling `json:"ceiling"`
-	RatioToCeiling  float64 `json:"ratio_to_ceiling"`
-	RatioToNaive    float64 `json:"ratio_to_naive"`
+	Verified       int     `json:"verified_posts"`
+	Ceiling        Ceiling `json:"ceiling"`
+	RatioToCeiling float64 `json:"ratio_to_ceiling"`
+	RatioToNaive   float64 `json:"ratio_to_naive"`
+	// RatioToInsert compares with redis-benchmark driving Tidings' own
+	// insert script.
+	RatioToInsert   float64 `json:"ratio_to_insert_script"`
 	TimelineEntries float64 `json:"avg_entries_per_timeline"`
 }
 
@@ -153,6 +156,7 @@ func runFanout(ctx context.Context, c *client, org *Org, n int, seed uint64, wit
 	}
 	run.RatioToCeiling = run.DeliveriesPerSec / run.Ceiling.ZaddPerSec
 	run.RatioToNaive = run.DeliveriesPerSec / run.Ceiling.NaivePerSec
+	run.RatioToInsert = run.DeliveriesPerSec / run.Ceiling.InsertPerSec
 	return run, nil
 }
 

@@ -2,11 +2,14 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/activity"
 	"github.com/tidingshq/tidings/pkg/activitystore"
+	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/redisx"
@@ -32,7 +36,12 @@ type Ceiling struct {
 	ZaddPerSec  float64 `json:"redis_benchmark_zadd_per_sec"`
 	NaivePerSec float64 `json:"naive_zadd_per_sec"`
 	Command     string  `json:"redis_benchmark_command"`
-	Keys        int     `json:"keys"`
+	// InsertPerSec is redis-benchmark driving Tidings' own timeline insert
+	// (the script of pkg/timelinestore, one new id per call) on packed
+	// timelines as full as the sets: what Redis itself allows the fan-out.
+	InsertPerSec  float64 `json:"redis_benchmark_insert_script_per_sec"`
+	InsertCommand string  `json:"redis_benchmark_insert_command"`
+	Keys          int     `json:"keys"`
 	// Fill is the average entries per set while redis-benchmark ran.
 	Fill int `json:"avg_entries_per_set"`
 }
@@ -104,18 +113,65 @@ func measureCeiling(ctx context.Context, rdb redis.UniversalClient, addr string,
 	c.NaivePerSec = float64(n) / time.Since(start).Seconds()
 
 	host, port, _ := strings.Cut(addr, ":")
-	args := []string{"-h", host, "-p", port,
-		"-c", strconv.Itoa(ceilingClients), "-P", strconv.Itoa(ceilingPipeline),
-		"-n", strconv.Itoa(ceilingOps), "-r", strconv.Itoa(ceilingKeys), "--csv",
-		"ZADD", benchKeyPrefix + "tl:{__rand_int__}", "__rand_int__", "__rand_int__"}
-	c.Command = "redis-benchmark " + strings.Join(args, " ")
-	var out, errOut bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		return Ceiling{}, fmt.Errorf("redis-benchmark: %w: %s", err, strings.TrimSpace(errOut.String()))
+	run := func(command ...string) (float64, string, error) {
+		args := append([]string{"-h", host, "-p", port,
+			"-c", strconv.Itoa(ceilingClients), "-P", strconv.Itoa(ceilingPipeline),
+			"-n", strconv.Itoa(ceilingOps), "-r", strconv.Itoa(ceilingKeys), "--csv"}, command...)
+		line := "redis-benchmark " + strings.Join(args, " ")
+		var out, errOut bytes.Buffer
+		cmd := exec.CommandContext(ctx, bin, args...)
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		if err := cmd.Run(); err != nil {
+			return 0, line, fmt.Errorf("redis-benchmark: %w: %s", err, strings.TrimSpace(errOut.String()))
+		}
+		rate, err := parseBenchmarkCSV(out.String())
+		return rate, line, err
 	}
-	if c.ZaddPerSec, err = parseBenchmarkCSV(out.String()); err != nil {
+	if c.ZaddPerSec, c.Command, err = run("ZADD", benchKeyPrefix+"tl:{__rand_int__}", "__rand_int__", "__rand_int__"); err != nil {
+		return Ceiling{}, err
+	}
+
+	// The same on packed timelines with Tidings' insert. redis-benchmark
+	// can only pass random decimal numbers, so the script starts by making
+	// the 8-byte id the fan-out would pass: newer than every entry (the
+	// server's clock in microseconds), the random number in its low bytes.
+	sha, err := rdb.ScriptLoad(ctx, `local t = redis.call('TIME')
+ARGV[3] = struct.pack('>I6I2', tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[3]) % 65536)
+`+timelinestore.InsertSource).Result()
+	if err != nil {
+		return Ceiling{}, fmt.Errorf("load insert script: %w", err)
+	}
+	home := func(i int) string { return fmt.Sprintf("%shome:{%012d}", benchKeyPrefix, i) }
+	older := uint64(time.Now().Add(-time.Hour).UnixMicro()) << 16
+	for lo := 0; lo < ceilingKeys && prefill > 0; lo += 500 {
+		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := lo; i < min(lo+500, ceilingKeys); i++ {
+				entries := make([]uint64, prefill)
+				for j := range entries {
+					entries[j] = older - rng.Uint64N(1<<40)
+				}
+				slices.SortFunc(entries, func(a, b uint64) int { return cmp.Compare(b, a) })
+				packed := make([]byte, 0, 8*prefill)
+				for _, e := range entries {
+					packed = binary.BigEndian.AppendUint64(packed, e)
+				}
+				p.Set(ctx, home(i), packed, 0)
+			}
+			return nil
+		})
+		if err != nil {
+			return Ceiling{}, fmt.Errorf("prefill ceiling timelines: %w", err)
+		}
+	}
+	// redis-benchmark counts error replies as requests: make sure the
+	// script inserts before timing it.
+	probe := []string{benchKeyPrefix + "home:{probe}", benchKeyPrefix + "seen:{probe}"}
+	if added, err := rdb.EvalSha(ctx, sha, probe, fanout.DefaultConfig().HomeCap, 0, "000000001234").Int(); err != nil || added != 1 {
+		return Ceiling{}, fmt.Errorf("insert script: added %d, %v", added, err)
+	}
+	if c.InsertPerSec, c.InsertCommand, err = run("EVALSHA", sha, "2",
+		benchKeyPrefix+"home:{__rand_int__}", benchKeyPrefix+"seen:{__rand_int__}",
+		strconv.Itoa(fanout.DefaultConfig().HomeCap), "0", "__rand_int__"); err != nil {
 		return Ceiling{}, err
 	}
 	return c, nil

@@ -168,14 +168,17 @@ func (r *Report) WriteTable(out io.Writer) error {
 	p("target\t%s; %s", r.Target, m.Sharing)
 	p("jetstream\t%s", r.JetStream)
 	p("")
-	p("FAN-OUT\tusers\tedges\thot\tfsync\tposts\tdeliveries/s\tceiling (redis-benchmark)\tratio\tnaive loop\tratio\tverified")
+	p("FAN-OUT\tusers\tedges\thot\tfsync\tposts\tdeliveries/s\tceiling (redis-benchmark ZADD)\tratio\tnaive loop\tratio\tTidings' insert (redis-benchmark)\tratio\tverified")
 	for _, f := range r.Fanout {
-		p("\t%s\t%s\t%d\t%s\t%s\t%s\t%s at %d entries/set\t%.2f×\t%s\t%.1f×\t%d posts",
+		p("\t%s\t%s\t%d\t%s\t%s\t%s\t%s at %d entries/set\t%.2f×\t%s\t%.1f×\t%s\t%.2f×\t%d posts",
 			count(f.Users), count(f.Edges), f.HotEntities, f.Fsync, count(f.Posts), rate(f.DeliveriesPerSec),
-			rate(f.Ceiling.ZaddPerSec), f.Ceiling.Fill, f.RatioToCeiling, rate(f.Ceiling.NaivePerSec), f.RatioToNaive, f.Verified)
+			rate(f.Ceiling.ZaddPerSec), f.Ceiling.Fill, f.RatioToCeiling, rate(f.Ceiling.NaivePerSec), f.RatioToNaive,
+			rate(f.Ceiling.InsertPerSec), f.RatioToInsert, f.Verified)
 	}
 	if len(r.Fanout) > 0 {
 		p("\tceiling: %s", r.Fanout[0].Ceiling.Command)
+		p("\tinsert:  %s", r.Fanout[0].Ceiling.InsertCommand)
+		p("\t         (Tidings' insert script, made to take redis-benchmark's random numbers as new 8-byte ids)")
 	}
 	if l := r.Latency; l != nil {
 		p("")
