@@ -95,10 +95,15 @@ func New(opts Options) (*Server, error) {
 	})
 	errs := errorMapper{log: log}
 
+	const streamWorkers = 64
 	srv := grpc.NewServer(
 		grpc.MaxRecvMsgSize(opts.Limits.MaxRecvBytes),
 		grpc.MaxSendMsgSize(opts.Limits.MaxSendBytes),
 		grpc.MaxConcurrentStreams(opts.Limits.MaxConcurrentStreams),
+		// Calls run on reused goroutines whose stacks have already grown
+		// (new ones when all are busy): stack growth was about 8 % of the
+		// stack's CPU under posting load.
+		grpc.NumStreamWorkers(streamWorkers),
 		grpc.MaxHeaderListSize(opts.Limits.MaxHeaderBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
