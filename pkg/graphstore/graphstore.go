@@ -258,15 +258,30 @@ func (s *Store) pageTies(ctx context.Context, key string, cur Cursor, limit int,
 
 // IsFollowing reports, for each entity key, whether the user follows it.
 func (s *Store) IsFollowing(ctx context.Context, userID string, entityKeys []string) ([]bool, error) {
-	scores, err := s.rdb.ZMScore(ctx, followingKey(userID), entityKeys...).Result()
-	if err != nil {
+	var res redisx.Result[[]bool]
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		res = s.QueueIsFollowing(ctx, pipe, userID, entityKeys)
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("read follows of %s: %w", userID, err)
 	}
-	out := make([]bool, len(entityKeys))
-	for i, sc := range scores {
-		out[i] = sc != 0
+	return res()
+}
+
+// QueueIsFollowing queues IsFollowing on pipe.
+func (s *Store) QueueIsFollowing(ctx context.Context, pipe redis.Pipeliner, userID string, entityKeys []string) redisx.Result[[]bool] {
+	cmd := pipe.ZMScore(ctx, followingKey(userID), entityKeys...)
+	return func() ([]bool, error) {
+		scores, err := cmd.Result()
+		if err != nil {
+			return nil, fmt.Errorf("read follows of %s: %w", userID, err)
+		}
+		out := make([]bool, len(entityKeys))
+		for i, sc := range scores {
+			out[i] = sc != 0
+		}
+		return out, nil
 	}
-	return out, nil
 }
 
 // FollowersOf reports, for each user, whether they follow the entity.

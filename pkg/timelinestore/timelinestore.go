@@ -265,25 +265,38 @@ func (s *Store) Page(ctx context.Context, key string, before ids.ID, limit int) 
 // when 0), newest first, in one pipeline; the cutting is done in Redis, so
 // a read of many feeds moves only what it needs.
 func (s *Store) PageMany(ctx context.Context, keys []string, before ids.ID, limit int) ([][]ids.ID, error) {
+	var res redisx.Result[[][]ids.ID]
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		res = s.QueuePageMany(ctx, pipe, keys, before, limit)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("page %d feeds: %w", len(keys), err)
+	}
+	return res()
+}
+
+// QueuePageMany queues PageMany on pipe.
+func (s *Store) QueuePageMany(ctx context.Context, pipe redis.Pipeliner, keys []string, before ids.ID, limit int) redisx.Result[[][]ids.ID] {
 	var cursor []byte
 	if before != 0 {
 		b := before.Bytes()
 		cursor = b[:]
 	}
-	calls := make([]redisx.ScriptCall, len(keys))
+	cmds := make([]*redis.Cmd, len(keys))
 	for i, k := range keys {
-		calls[i] = redisx.ScriptCall{Keys: []string{k}, Args: []any{cursor, limit}}
+		cmds[i] = pageScript.EvalSha(ctx, pipe, []string{k}, cursor, limit)
 	}
-	cmds, err := redisx.RunScripts(ctx, s.rdb, pageScript, calls)
-	if err != nil {
-		return nil, fmt.Errorf("page %d feeds: %w", len(keys), err)
+	return func() ([][]ids.ID, error) {
+		out := make([][]ids.ID, len(keys))
+		for i, c := range cmds {
+			data, err := c.Text()
+			if err != nil {
+				return nil, fmt.Errorf("page feed %s: %w", keys[i], err)
+			}
+			out[i] = Decode([]byte(data))
+		}
+		return out, nil
 	}
-	out := make([][]ids.ID, len(keys))
-	for i, c := range cmds {
-		data, _ := c.Text()
-		out[i] = Decode([]byte(data))
-	}
-	return out, nil
 }
 
 // All returns every id of a feed, newest first.

@@ -14,6 +14,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
+	"github.com/tidingshq/tidings/services/timelines"
 )
 
 // TestHotEntitySwitchesBothWays follows an entity across the hot threshold
@@ -69,23 +70,43 @@ func TestHotEntitySwitchesBothWays(t *testing.T) {
 }
 
 // TestMergeManyHotAndNormal reads a home timeline merging several hot
-// entities with normal ones, paging through it in small pages.
+// entities with normal ones, paging through it in small pages; a hot
+// entity the reader does not follow stays out.
 func TestMergeManyHotAndNormal(t *testing.T) {
 	t.Parallel()
+	mergeManyHotAndNormal(t)
+}
+
+// TestMergeAsksWhichHotFeedsFirst is TestMergeManyHotAndNormal for a
+// company with more hot entities than a read pages before it knows which
+// the reader follows.
+func TestMergeAsksWhichHotFeedsFirst(t *testing.T) {
+	defer timelines.SetSpeculativeFeeds(0)()
+	mergeManyHotAndNormal(t)
+}
+
+func mergeManyHotAndNormal(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) { c.HotOn, c.HotOff = 2, 1 }})
 	s.StartWorker(t)
-	s.Users(t, "h1", "h2", "h3", "n1", "n2", "reader", "x", "y")
-	for _, h := range []string{"h1", "h2", "h3"} {
+	s.Users(t, "h1", "h2", "h3", "h4", "n1", "n2", "reader", "x", "y")
+	for _, h := range []string{"h1", "h2", "h3", "h4"} {
 		follow(t, s, "x", entity.User(h))
 		follow(t, s, "y", entity.User(h))
-		follow(t, s, "reader", entity.User(h))
+		if h != "h4" {
+			follow(t, s, "reader", entity.User(h))
+		} else {
+			follow(t, s, "n2", entity.User(h))
+		}
 	}
 	follow(t, s, "reader", entity.User("n1"))
 	follow(t, s, "reader", entity.User("n2"))
 	var posted []string
-	for i := range 30 {
-		author := []string{"h1", "n1", "h2", "n2", "h3"}[i%5]
-		posted = append(posted, post(t, s, author, fmt.Sprintf("%s %d", author, i)).GetId())
+	for i := range 36 {
+		author := []string{"h1", "n1", "h2", "n2", "h3", "h4"}[i%6]
+		id := post(t, s, author, fmt.Sprintf("%s %d", author, i)).GetId()
+		if author != "h4" {
+			posted = append(posted, id)
+		}
 	}
 	s.WaitCaughtUp(t)
 	var got []string

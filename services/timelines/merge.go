@@ -155,6 +155,11 @@ func newestFirst(a, b ids.ID) int {
 	return 0
 }
 
+// speculativeFeeds is the most hot feeds a read pages before it knows
+// which of them the user follows, to save a round trip; with more hot
+// entities it asks first. A variable for tests.
+var speculativeFeeds = 64
+
 // pulledFor returns ids older than before from the hot feeds the user
 // follows, within their pull ranges.
 func (s *Server) pulledFor(ctx context.Context, userID string, ranges map[string][]hot.Range, before ids.ID, want int) ([]ids.ID, error) {
@@ -162,28 +167,60 @@ func (s *Server) pulledFor(ctx context.Context, userID string, ranges map[string
 	for k := range ranges {
 		keys = append(keys, k)
 	}
-	following, err := s.st.Graph.IsFollowing(ctx, userID, keys)
+	feeds := make([]string, len(keys))
+	for i, k := range keys {
+		feeds[i] = timelinestore.FeedKey(k)
+	}
+	var (
+		following redisx.Result[[]bool]
+		pages     redisx.Result[[][]ids.ID]
+	)
+	err := redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
+		following = s.st.Graph.QueueIsFollowing(ctx, pipe, userID, keys)
+		if len(keys) <= speculativeFeeds {
+			pages = s.st.Timelines.QueuePageMany(ctx, pipe, feeds, before, want)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read hot feeds: %w", err)
+	}
+	follows, err := following()
 	if err != nil {
 		return nil, err
 	}
-	var followed, feeds []string
-	for i, k := range keys {
-		if following[i] {
-			followed = append(followed, k)
-			feeds = append(feeds, timelinestore.FeedKey(k))
+	var followed []int
+	for i := range keys {
+		if follows[i] {
+			followed = append(followed, i)
 		}
 	}
 	if len(followed) == 0 {
 		return nil, nil
 	}
-	pages, err := s.st.Timelines.PageMany(ctx, feeds, before, want)
-	if err != nil {
-		return nil, err
+	var all [][]ids.ID
+	if pages != nil {
+		if all, err = pages(); err != nil {
+			return nil, err
+		}
+	} else {
+		some := make([]string, len(followed))
+		for j, i := range followed {
+			some[j] = feeds[i]
+		}
+		got, err := s.st.Timelines.PageMany(ctx, some, before, want)
+		if err != nil {
+			return nil, err
+		}
+		all = make([][]ids.ID, len(keys))
+		for j, i := range followed {
+			all[i] = got[j]
+		}
 	}
 	var out []ids.ID
-	for i, page := range pages {
-		for _, id := range page {
-			if inRanges(ranges[followed[i]], id) {
+	for _, i := range followed {
+		for _, id := range all[i] {
+			if inRanges(ranges[keys[i]], id) {
 				out = append(out, id)
 			}
 		}

@@ -3,8 +3,9 @@
 // their actors' profiles and their records.
 //
 // A home read is one round trip for the ids (with the pull ranges and the
-// read mark), two more only when the user follows a hot entity, one for
-// the bodies, and one for the profiles and records they name. Ids whose bodies
+// read mark), one more when there are hot entities (which of them the user
+// follows, with their feeds), one for the bodies, and one for the profiles
+// and records they name. Ids whose bodies
 // are gone (deleted activities) are dropped from the page at once and taken
 // out of the timeline; so are items whose record the reader may no longer
 // see.
