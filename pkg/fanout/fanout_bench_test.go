@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -113,4 +114,82 @@ func BenchmarkBaselineNaiveZAdd(b *testing.B) {
 		n++
 	}
 	b.ReportMetric(float64(n*1000)/b.Elapsed().Seconds(), "deliveries/s")
+}
+
+// BenchmarkSmallAudiences compares the two ways the worker has handled the
+// ACTIVITIES stream, on the same Redis in the same run: 16 handlers taking
+// one activity each through HandleActivity (the worker before batches),
+// and 4 handlers taking batches of 64 through HandleActivities (the worker
+// now). Each iteration fans out
+// 256 posts by 2,000 users who each have 15 followers.
+func BenchmarkSmallAudiences(b *testing.B) {
+	const users, followers, posts = 2000, 15, 256
+	env := testenv.New(b)
+	g := graphstore.New(env.RDB)
+	var changes []graphstore.Change
+	for i := range users {
+		for d := 1; d <= followers; d++ {
+			changes = append(changes, graphstore.Change{UserID: fmt.Sprintf("u%04d", (i+d)%users), Entity: "u:" + fmt.Sprintf("u%04d", i),
+				Following: true, Version: graphstore.Version(1, len(changes)), CreateMs: 1})
+		}
+	}
+	for lo := 0; lo < len(changes); lo += graphstore.MaxChangesPerEvent {
+		require.NoError(b, g.Apply(b.Context(), changes[lo:min(lo+graphstore.MaxChangesPerEvent, len(changes))]))
+	}
+	require.NoError(b, redisx.LoadScripts(b.Context(), env.RDB))
+	cfg := fanout.DefaultConfig()
+	cfg.InactiveAfter = 0
+	f := fanout.New(env.Log, fanout.Stores{
+		Graph: g, Records: recordstore.New(env.RDB), Bodies: activitystore.New(env.RDB), Timelines: timelinestore.New(env.RDB),
+	}, cfg, env.Logger)
+	gen := ids.NewGenerator()
+	seq := uint64(0)
+	deliveries := func() []eventlog.Delivery {
+		out := make([]eventlog.Delivery, posts)
+		for i := range out {
+			id := gen.Next()
+			data, err := proto.Marshal(&tidingsv1.ActivityEvent{Change: &tidingsv1.ActivityEvent_Posted{Posted: &tidingsv1.Activity{
+				Id: id.String(), Actor: &tidingsv1.Caller{Kind: tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE, Id: fmt.Sprintf("u%04d", int(seq)%users)},
+				Verb: "posted", Text: "benchmark post",
+			}}})
+			require.NoError(b, err)
+			seq++
+			out[i] = eventlog.Delivery{Data: data, Sequence: seq, NumDelivered: 1}
+		}
+		return out
+	}
+	run := func(b *testing.B, handlers, batch int) {
+		ctx := context.Background()
+		b.ReportAllocs()
+		n := 0
+		for b.Loop() {
+			b.StopTimer()
+			ds := deliveries()
+			b.StartTimer()
+			work := make(chan []eventlog.Delivery, posts)
+			for lo := 0; lo < len(ds); lo += batch {
+				work <- ds[lo:min(lo+batch, len(ds))]
+			}
+			close(work)
+			var wg sync.WaitGroup
+			for range handlers {
+				wg.Go(func() {
+					for part := range work {
+						if batch == 1 {
+							if err := f.HandleActivity(ctx, part[0]); err != nil {
+								b.Error(err)
+							}
+						} else if errs := f.HandleActivities(ctx, part); errs != nil {
+							b.Error(errs)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			n += posts
+		}
+		b.ReportMetric(float64(n*(followers+1))/b.Elapsed().Seconds(), "deliveries/s")
+	}
+	b.Run("16 handlers of one", func(b *testing.B) { run(b, 16, 1) })
+	b.Run("4 handlers of 64", func(b *testing.B) { run(b, 4, 64) })
 }
