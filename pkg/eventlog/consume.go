@@ -234,6 +234,14 @@ func (l *Log) handle(ctx context.Context, spec ConsumerSpec, batch []jetstream.M
 	hctx, cancel := context.WithTimeout(ctx, spec.AckWait)
 	errs := h(hctx, ds)
 	cancel()
+	if errs != nil && len(errs) != len(ds) {
+		// A handler bug: retry the whole batch rather than guess.
+		bad := fmt.Errorf("batch handler returned %d results for %d events", len(errs), len(ds))
+		errs = make([]error, len(ds))
+		for i := range errs {
+			errs[i] = bad
+		}
+	}
 	for i, m := range ms {
 		var err error
 		if errs != nil {
