@@ -172,19 +172,7 @@ func (l *Log) ConsumeBatches(ctx context.Context, spec ConsumerSpec, h BatchHand
 		wg.Go(func() {
 			batch := make([]jetstream.Msg, 0, spec.Batch)
 			for m := range msgs {
-				batch = append(batch[:0], m)
-			more:
-				for len(batch) < spec.Batch {
-					select {
-					case m, ok := <-msgs:
-						if !ok {
-							break more
-						}
-						batch = append(batch, m)
-					default:
-						break more
-					}
-				}
+				batch = collect(append(batch[:0], m), msgs, spec.Batch)
 				l.handle(handleCtx, spec, batch, h, metrics, log)
 			}
 		})
@@ -206,6 +194,23 @@ func (l *Log) ConsumeBatches(ctx context.Context, spec ConsumerSpec, h BatchHand
 	wg.Wait()
 	iter.Stop()
 	return runErr
+}
+
+// collect adds to batch what has already arrived on msgs, up to max
+// events in all, without waiting for more.
+func collect[T any](batch []T, msgs <-chan T, max int) []T {
+	for len(batch) < max {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // handle hands a batch to h and settles each event by its outcome.
