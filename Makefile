@@ -32,7 +32,7 @@ test: deps ## Run every test (real redis-server and JetStream, started by the te
 	$(GO) test -count=1 -timeout 10m -run 'TestImportExportLargeGraph' -v ./services/admin/
 
 .PHONY: bench
-bench: deps build ## Measure Tidings against this machine's limits (~6 min; README, Performance)
+bench: deps build ## Measure Tidings against this machine's limits (6-8 min; README, Performance)
 	$(BIN) bench full
 
 .PHONY: bench-quick

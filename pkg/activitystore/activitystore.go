@@ -67,23 +67,18 @@ func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
 // Put stores a posted or edited activity at stream sequence seq, and
 // reports whether the activity is deleted (then nothing is stored).
 func (s *Store) Put(ctx context.Context, seq uint64, a *tidingsv1.Activity) (deleted bool, err error) {
-	var res redisx.Result[bool]
-	err = redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) (err error) {
-		res, err = s.QueuePut(ctx, pipe, seq, a)
-		return err
+	return redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[bool] {
+		return s.QueuePut(ctx, pipe, seq, a)
 	})
-	if err != nil {
-		return false, fmt.Errorf("store activity %s: %w", a.GetId(), err)
-	}
-	return res()
 }
 
 // QueuePut queues Put on pipe; its result (whether the activity is
-// deleted) is known once pipe has run.
-func (s *Store) QueuePut(ctx context.Context, pipe redis.Pipeliner, seq uint64, a *tidingsv1.Activity) (redisx.Result[bool], error) {
+// deleted) is known once pipe has run. An activity that cannot be encoded
+// queues nothing and its result is the error.
+func (s *Store) QueuePut(ctx context.Context, pipe redis.Pipeliner, seq uint64, a *tidingsv1.Activity) redisx.Result[bool] {
 	data, err := proto.Marshal(a)
 	if err != nil {
-		return nil, fmt.Errorf("encode activity %s: %w", a.GetId(), err)
+		return func() (bool, error) { return false, fmt.Errorf("encode activity %s: %w", a.GetId(), err) }
 	}
 	cmd := applyScript.EvalSha(ctx, pipe, []string{BodyKey(a.GetId())}, seq, data, "0")
 	return func() (bool, error) {
@@ -92,7 +87,7 @@ func (s *Store) QueuePut(ctx context.Context, pipe redis.Pipeliner, seq uint64, 
 			return false, fmt.Errorf("store activity %s: %w", a.GetId(), err)
 		}
 		return res < 0, nil
-	}, nil
+	}
 }
 
 // Delete leaves a tombstone for an activity deleted at stream sequence seq.
@@ -175,25 +170,22 @@ func (s *Store) IdempotentID(ctx context.Context, scope string) (string, bool, e
 
 // RememberIdempotent records the activity id of an idempotency scope.
 func (s *Store) RememberIdempotent(ctx context.Context, scope, id string) error {
-	var res redisx.Result[struct{}]
-	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
-		res = s.QueueRememberIdempotent(ctx, pipe, scope, id)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("write idempotency key: %w", err)
-	}
-	_, err := res()
+	_, err := redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[bool] {
+		return s.QueueRememberIdempotent(ctx, pipe, scope, id)
+	})
 	return err
 }
 
-// QueueRememberIdempotent queues RememberIdempotent on pipe.
-func (s *Store) QueueRememberIdempotent(ctx context.Context, pipe redis.Pipeliner, scope, id string) redisx.Result[struct{}] {
+// QueueRememberIdempotent queues RememberIdempotent on pipe; its result
+// tells whether the scope was new.
+func (s *Store) QueueRememberIdempotent(ctx context.Context, pipe redis.Pipeliner, scope, id string) redisx.Result[bool] {
 	cmd := pipe.SetNX(ctx, idemKey(scope), id, IdempotencyTTL)
-	return func() (struct{}, error) {
-		if err := cmd.Err(); err != nil {
-			return struct{}{}, fmt.Errorf("write idempotency key: %w", err)
+	return func() (bool, error) {
+		added, err := cmd.Result()
+		if err != nil {
+			return false, fmt.Errorf("write idempotency key: %w", err)
 		}
-		return struct{}{}, nil
+		return added, nil
 	}
 }
 

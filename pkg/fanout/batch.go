@@ -108,10 +108,7 @@ func (f *Fanout) distributeBatch(ctx context.Context, posts []*batchPost) (large
 		clear(records)
 		clear(counts)
 		for _, p := range posts {
-			var err error
-			if p.deleted, err = f.st.Bodies.QueuePut(ctx, pipe, p.seq, p.a); err != nil {
-				return err
-			}
+			p.deleted = f.st.Bodies.QueuePut(ctx, pipe, p.seq, p.a)
 			if scope := p.ev.GetIdempotencyScope(); scope != "" {
 				f.st.Bodies.QueueRememberIdempotent(ctx, pipe, scope, p.a.GetId())
 			}
@@ -184,34 +181,31 @@ func (f *Fanout) distributeBatch(ctx context.Context, posts []*batchPost) (large
 			feedIDs[k] = append(feedIDs[k], p.id)
 		}
 	}
-	var feedRes []redisx.Result[int64]
 	err = redisx.Pipeline(ctx, rdb, func(pipe redis.Pipeliner) error {
 		clear(followers)
-		feedRes = feedRes[:0]
 		for _, p := range small {
 			p.pulled = make([]redisx.Result[bool], len(p.srcs))
 			for i, s := range p.srcs {
 				if f.st.Hot != nil {
-					n, _ := counts[s]()
+					n, _ := counts[s]() // read without error in step 1
 					p.pulled[i] = f.st.Hot.QueueDecide(ctx, pipe, s, p.id, n)
 				}
+				// Read before the decision is known: a pulled source's
+				// followers (few, or its post would not be here) go unused.
 				if followers[s] == nil {
 					followers[s] = f.st.Graph.QueueFollowers(ctx, pipe, s)
 				}
 			}
 		}
+		// The entity feeds' counts are not needed; a failed insert fails
+		// the pipeline.
 		for k, list := range feedIDs {
-			feedRes = append(feedRes, f.st.Timelines.QueueInsert(ctx, pipe, k, f.cfg.FeedCap, list))
+			f.st.Timelines.QueueInsert(ctx, pipe, k, f.cfg.FeedCap, list)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fan out %d activities: %w", len(small), err)
-	}
-	for _, r := range feedRes {
-		if _, err := r(); err != nil {
-			return nil, err
-		}
 	}
 
 	// 3. Home timelines: each user's new ids in one call.
@@ -293,9 +287,7 @@ func (f *Fanout) insertHomes(ctx context.Context, rdb redis.UniversalClient, hom
 			}
 			added += n
 		}
-		if f.st.Metrics != nil {
-			f.st.Metrics.deliveries.Add(float64(added))
-		}
+		f.st.Metrics.delivered(added)
 	}
 	return nil
 }

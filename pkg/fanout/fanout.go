@@ -94,6 +94,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// delivered counts n new home timeline entries; a nil Metrics counts
+// nothing.
+func (m *Metrics) delivered(n int64) {
+	if m != nil {
+		m.deliveries.Add(float64(n))
+	}
+}
+
 // Notifier sends live notices of new home timeline items.
 type Notifier interface {
 	// Notify tells users that id landed in their home timelines.
@@ -320,9 +328,7 @@ func (f *Fanout) writeHomes(ctx context.Context, users []string, visible func(st
 			} else {
 				var added int64
 				added, err = f.st.Timelines.InsertHomes(ctx, to, f.cfg.HomeCap, f.activeSince(), []ids.ID{id})
-				if f.st.Metrics != nil {
-					f.st.Metrics.deliveries.Add(float64(added))
-				}
+				f.st.Metrics.delivered(added)
 			}
 			if err != nil {
 				return err

@@ -258,14 +258,9 @@ func (s *Store) pageTies(ctx context.Context, key string, cur Cursor, limit int,
 
 // IsFollowing reports, for each entity key, whether the user follows it.
 func (s *Store) IsFollowing(ctx context.Context, userID string, entityKeys []string) ([]bool, error) {
-	var res redisx.Result[[]bool]
-	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
-		res = s.QueueIsFollowing(ctx, pipe, userID, entityKeys)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("read follows of %s: %w", userID, err)
-	}
-	return res()
+	return redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[[]bool] {
+		return s.QueueIsFollowing(ctx, pipe, userID, entityKeys)
+	})
 }
 
 // QueueIsFollowing queues IsFollowing on pipe.
@@ -318,11 +313,9 @@ func (s *Store) FollowingCounts(ctx context.Context, userIDs []string) ([]int64,
 
 // FollowerCount returns how many users follow an entity.
 func (s *Store) FollowerCount(ctx context.Context, entityKey string) (int64, error) {
-	n, err := s.rdb.ZCard(ctx, followersKey(entityKey)).Result()
-	if err != nil {
-		return 0, fmt.Errorf("count followers of %s: %w", entityKey, err)
-	}
-	return n, nil
+	return redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[int64] {
+		return s.QueueFollowerCount(ctx, pipe, entityKey)
+	})
 }
 
 // QueueFollowerCount queues FollowerCount on pipe.

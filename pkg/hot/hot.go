@@ -83,14 +83,9 @@ func New(rdb redis.UniversalClient, th Thresholds) *Store { return &Store{rdb: r
 // Decide updates an entity's ranges for a post by the entity's follower
 // count and reports whether the post is pulled (not pushed to followers).
 func (s *Store) Decide(ctx context.Context, entityKey string, id ids.ID, followers int64) (bool, error) {
-	var res redisx.Result[bool]
-	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
-		res = s.QueueDecide(ctx, pipe, entityKey, id, followers)
-		return nil
-	}); err != nil {
-		return false, fmt.Errorf("decide push or pull for %s: %w", entityKey, err)
-	}
-	return res()
+	return redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[bool] {
+		return s.QueueDecide(ctx, pipe, entityKey, id, followers)
+	})
 }
 
 // QueueDecide queues Decide on pipe. Decisions about one entity take
@@ -115,14 +110,9 @@ func (r Range) Contains(id ids.ID) bool { return id >= r.From && (r.To == 0 || i
 
 // Pulled returns the ranges of every entity that has any.
 func (s *Store) Pulled(ctx context.Context) (map[string][]Range, error) {
-	var res redisx.Result[map[string][]Range]
-	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
-		res = s.QueuePulled(ctx, pipe)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("read pull ranges: %w", err)
-	}
-	return res()
+	return redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[map[string][]Range] {
+		return s.QueuePulled(ctx, pipe)
+	})
 }
 
 // QueuePulled queues Pulled on pipe.

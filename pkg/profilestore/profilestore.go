@@ -139,14 +139,9 @@ func decode(userID string, data []byte) (*tidingsv1.Profile, error) {
 // GetMany returns the profiles of ids that exist, keyed by id, in one round
 // trip (one per node on a cluster).
 func (s *Store) GetMany(ctx context.Context, ids []string) (map[string]*tidingsv1.Profile, error) {
-	var res redisx.Result[map[string]*tidingsv1.Profile]
-	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
-		res = s.QueueGetMany(ctx, pipe, ids)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("read profiles: %w", err)
-	}
-	return res()
+	return redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[map[string]*tidingsv1.Profile] {
+		return s.QueueGetMany(ctx, pipe, ids)
+	})
 }
 
 // QueueGetMany queues GetMany on pipe.

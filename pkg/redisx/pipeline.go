@@ -78,3 +78,20 @@ func Pipeline(ctx context.Context, rdb redis.UniversalClient, fn func(pipe redis
 		return first
 	}
 }
+
+// Run sends the one command queue puts on a pipeline (as Pipeline does,
+// reloading scripts when needed) and returns its result. It is how a
+// store's plain method runs its Queue… form.
+func Run[T any](ctx context.Context, rdb redis.UniversalClient, queue func(pipe redis.Pipeliner) Result[T]) (T, error) {
+	var res Result[T]
+	err := Pipeline(ctx, rdb, func(pipe redis.Pipeliner) error {
+		res = queue(pipe)
+		return nil
+	})
+	if v, cmdErr := res(); cmdErr != nil || err == nil {
+		// The command's own error says what failed, in the store's words.
+		return v, cmdErr
+	}
+	var zero T
+	return zero, err
+}

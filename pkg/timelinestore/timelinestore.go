@@ -140,9 +140,9 @@ func idArgs(cap int, activeSince int64, list []ids.ID) []any {
 // Insert adds the ids to every feed in keys, each trimmed to cap, in one
 // pipeline. It returns how many (feed, id) pairs were new.
 func (s *Store) Insert(ctx context.Context, keys []string, cap int, list []ids.ID) (int64, error) {
-	calls := make([]redisx.ScriptCall, len(keys))
+	calls := make([][]string, len(keys))
 	for i, k := range keys {
-		calls[i] = redisx.ScriptCall{Keys: []string{k}}
+		calls[i] = []string{k}
 	}
 	return s.insert(ctx, calls, cap, 0, list)
 }
@@ -151,30 +151,32 @@ func (s *Store) Insert(ctx context.Context, keys []string, cap int, list []ids.I
 // who have not read their timeline since activeSince (Unix seconds; 0 for
 // no such check).
 func (s *Store) InsertHomes(ctx context.Context, users []string, cap int, activeSince int64, list []ids.ID) (int64, error) {
-	calls := make([]redisx.ScriptCall, len(users))
+	calls := make([][]string, len(users))
 	for i, u := range users {
-		calls[i] = redisx.ScriptCall{Keys: []string{HomeKey(u), SeenKey(u)}}
+		calls[i] = homeKeys(u)
 	}
 	return s.insert(ctx, calls, cap, activeSince, list)
 }
 
-func (s *Store) insert(ctx context.Context, calls []redisx.ScriptCall, cap int, activeSince int64, list []ids.ID) (int64, error) {
+// insert runs the insert of list on each call's keys, in one pipeline.
+func (s *Store) insert(ctx context.Context, calls [][]string, cap int, activeSince int64, list []ids.ID) (int64, error) {
 	if len(calls) == 0 || len(list) == 0 {
 		return 0, nil
 	}
 	args := idArgs(cap, activeSince, list)
-	for i := range calls {
-		calls[i].Args = args
-	}
-	cmds, err := redisx.RunScripts(ctx, s.rdb, insertScript, calls)
-	if err != nil {
+	res := make([]redisx.Result[int64], len(calls))
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		for i, keys := range calls {
+			res[i] = queueInsert(ctx, pipe, keys, args)
+		}
+		return nil
+	}); err != nil {
 		return 0, fmt.Errorf("insert into %d feeds: %w", len(calls), err)
 	}
 	var added int64
-	for _, c := range cmds {
-		if n, _ := c.Int64(); n > 0 {
-			added += n
-		}
+	for _, r := range res {
+		n, _ := r()
+		added += n
 	}
 	return added, nil
 }
@@ -188,8 +190,11 @@ func (s *Store) QueueInsert(ctx context.Context, pipe redis.Pipeliner, key strin
 // QueueInsertHome queues InsertHomes for one user on pipe; its result is
 // how many ids were new (0 for a user inactive since activeSince).
 func (s *Store) QueueInsertHome(ctx context.Context, pipe redis.Pipeliner, userID string, cap int, activeSince int64, list []ids.ID) redisx.Result[int64] {
-	return queueInsert(ctx, pipe, []string{HomeKey(userID), SeenKey(userID)}, idArgs(cap, activeSince, list))
+	return queueInsert(ctx, pipe, homeKeys(userID), idArgs(cap, activeSince, list))
 }
+
+// homeKeys are the keys of a home insert: the timeline and the read time.
+func homeKeys(userID string) []string { return []string{HomeKey(userID), SeenKey(userID)} }
 
 func queueInsert(ctx context.Context, pipe redis.Pipeliner, keys []string, args []any) redisx.Result[int64] {
 	cmd := insertScript.EvalSha(ctx, pipe, keys, args...)
@@ -205,14 +210,9 @@ func queueInsert(ctx context.Context, pipe redis.Pipeliner, keys []string, args 
 // MarkRead records that a user read their home timeline at now (Unix
 // seconds) and returns when they had read it before (0: never).
 func (s *Store) MarkRead(ctx context.Context, userID string, now int64) (int64, error) {
-	var res redisx.Result[int64]
-	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
-		res = s.QueueMarkRead(ctx, pipe, userID, now)
-		return nil
-	}); err != nil {
-		return 0, fmt.Errorf("mark %s read: %w", userID, err)
-	}
-	return res()
+	return redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[int64] {
+		return s.QueueMarkRead(ctx, pipe, userID, now)
+	})
 }
 
 // QueueMarkRead queues MarkRead on pipe.
@@ -265,14 +265,9 @@ func (s *Store) Page(ctx context.Context, key string, before ids.ID, limit int) 
 // when 0), newest first, in one pipeline; the cutting is done in Redis, so
 // a read of many feeds moves only what it needs.
 func (s *Store) PageMany(ctx context.Context, keys []string, before ids.ID, limit int) ([][]ids.ID, error) {
-	var res redisx.Result[[][]ids.ID]
-	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
-		res = s.QueuePageMany(ctx, pipe, keys, before, limit)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("page %d feeds: %w", len(keys), err)
-	}
-	return res()
+	return redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[[][]ids.ID] {
+		return s.QueuePageMany(ctx, pipe, keys, before, limit)
+	})
 }
 
 // QueuePageMany queues PageMany on pipe.
@@ -301,14 +296,9 @@ func (s *Store) QueuePageMany(ctx context.Context, pipe redis.Pipeliner, keys []
 
 // All returns every id of a feed, newest first.
 func (s *Store) All(ctx context.Context, key string) ([]ids.ID, error) {
-	var res redisx.Result[[]ids.ID]
-	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
-		res = s.QueueAll(ctx, pipe, key)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("read feed %s: %w", key, err)
-	}
-	return res()
+	return redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[[]ids.ID] {
+		return s.QueueAll(ctx, pipe, key)
+	})
 }
 
 // QueueAll queues All on pipe.

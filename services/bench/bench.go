@@ -4,7 +4,8 @@
 // builds a synthetic organisation through the public gRPC API, drives load
 // through that API, and reports each figure beside a baseline measured in
 // the same run on the same Redis: redis-benchmark's pipelined ZADD rate,
-// a naive one-round-trip-per-follower loop, and raw Redis reads.
+// redis-benchmark driving Tidings' own timeline insert script, a naive
+// one-round-trip-per-follower loop, and raw Redis reads.
 //
 // Nothing in a report is computed from a configured value: deliveries are
 // the worker's own count, rates are counted calls over measured time, and
@@ -141,7 +142,7 @@ func hotSpec(n int) StackSpec {
 }
 
 // withStack starts a stack, connects, and runs fn; it stops the stack after.
-func (r *runner) withStack(ctx context.Context, spec StackSpec, fn func(c *client, pid int) error) error {
+func (r *runner) withStack(ctx context.Context, spec StackSpec, fn func(c *client) error) error {
 	e, err := startEmbedded(ctx, r.opts.Binary, r.opts.WorkDir, spec)
 	if err != nil {
 		return err
@@ -155,7 +156,7 @@ func (r *runner) withStack(ctx context.Context, spec StackSpec, fn func(c *clien
 	if err := c.check(ctx); err != nil {
 		return err
 	}
-	return fn(c, e.pid())
+	return fn(c)
 }
 
 func (r *runner) runEmbedded(ctx context.Context) error {
@@ -163,7 +164,7 @@ func (r *runner) runEmbedded(ctx context.Context) error {
 	main := hotSpec(sz.Users)
 	r.rep.JetStream = "embedded nats-server " + natsVersion() + ", one server, file storage; fsync: nats-server default (sync_interval 2m) unless marked always (sync_interval: always)"
 	r.progress("main run: %d users (fsync default)", sz.Users)
-	if err := r.withStack(ctx, main, func(c *client, _ int) error {
+	if err := r.withStack(ctx, main, func(c *client) error {
 		return r.mainFigures(ctx, c, main.HotOn)
 	}); err != nil {
 		return fmt.Errorf("main run: %w", err)
@@ -172,7 +173,7 @@ func (r *runner) runEmbedded(ctx context.Context) error {
 	always := main
 	always.SyncAlways = true
 	r.progress("fan-out with fsync always: %d users", sz.Users)
-	if err := r.withStack(ctx, always, func(c *client, _ int) error {
+	if err := r.withStack(ctx, always, func(c *client) error {
 		org := NewOrg(sz.Users, r.opts.Seed)
 		if err := org.Build(ctx, c, r.progress); err != nil {
 			return err
@@ -191,7 +192,7 @@ func (r *runner) runEmbedded(ctx context.Context) error {
 		}
 		r.progress("growth: %d users", n)
 		spec := hotSpec(n)
-		if err := r.withStack(ctx, spec, func(c *client, _ int) error {
+		if err := r.withStack(ctx, spec, func(c *client) error {
 			org := NewOrg(n, r.opts.Seed)
 			if err := org.Build(ctx, c, r.progress); err != nil {
 				return err
@@ -217,7 +218,7 @@ func (r *runner) runEmbedded(ctx context.Context) error {
 	r.progress("big audience: one post to %d followers", n)
 	// Hot threshold above the audience, so that the post is pushed.
 	big := StackSpec{HotOn: int64(2 * n), HotOff: int64(n + n/2)}
-	if err := r.withStack(ctx, big, func(c *client, _ int) error {
+	if err := r.withStack(ctx, big, func(c *client) error {
 		res, err := runBigAudience(ctx, c, n)
 		if err != nil {
 			return err

@@ -58,16 +58,9 @@ func runBigAudience(ctx context.Context, c *client, n int) (BigAudience, error) 
 	if err != nil {
 		return res, fmt.Errorf("post the announcement: %w", err)
 	}
-	end, err := c.waitCaughtUp(ctx, 10*time.Minute)
-	if err != nil {
+	if res.Seconds, res.Deliveries, err = c.drained(ctx, start, before); err != nil {
 		return res, err
 	}
-	after, err := c.metric(ctx, deliveriesMetric)
-	if err != nil {
-		return res, err
-	}
-	res.Seconds = end.Sub(start).Seconds()
-	res.Deliveries = int64(after - before)
 	res.DeliveriesPerSec = float64(res.Deliveries) / res.Seconds
 	id, err := ids.Parse(resp.GetActivity().GetId())
 	if err != nil {

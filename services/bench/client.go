@@ -152,6 +152,21 @@ func (c *client) waitCaughtUp(ctx context.Context, limit time.Duration) (time.Ti
 	}
 }
 
+// drained waits until the worker has caught up with what was posted since
+// start, and returns the seconds from start until then and the deliveries
+// the worker counted since its counter read before.
+func (c *client) drained(ctx context.Context, start time.Time, before float64) (seconds float64, deliveries int64, err error) {
+	end, err := c.waitCaughtUp(ctx, 10*time.Minute)
+	if err != nil {
+		return 0, 0, err
+	}
+	after, err := c.metric(ctx, deliveriesMetric)
+	if err != nil {
+		return 0, 0, err
+	}
+	return end.Sub(start).Seconds(), int64(after - before), nil
+}
+
 // The metrics the bench reads from the target's /metrics.
 const (
 	deliveriesMetric = "tidings_fanout_deliveries_total"

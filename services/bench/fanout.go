@@ -127,16 +127,9 @@ func runFanout(ctx context.Context, c *client, org *Org, n int, seed uint64, wit
 		return run, err
 	}
 	posted := time.Since(start)
-	end, err := c.waitCaughtUp(ctx, 10*time.Minute)
-	if err != nil {
+	if run.Seconds, run.Deliveries, err = c.drained(ctx, start, before); err != nil {
 		return run, err
 	}
-	after, err := c.metric(ctx, deliveriesMetric)
-	if err != nil {
-		return run, err
-	}
-	run.Seconds = end.Sub(start).Seconds()
-	run.Deliveries = int64(after - before)
 	run.DeliveriesPerSec = float64(run.Deliveries) / run.Seconds
 	run.PostsPerSec = float64(n) / posted.Seconds()
 	run.AvgAudience = float64(run.Deliveries) / float64(n)

@@ -30,8 +30,9 @@ import (
 // Ceiling is Redis's own rate for timeline inserts on the target's Redis,
 // measured right after the fan-out it is compared with: redis-benchmark
 // doing pipelined ZADDs to random sorted sets as full as the fan-out's
-// timelines were on average, and a naive Go loop doing one ZADD round trip
-// at a time (what a fan-out with a round trip per follower would get).
+// timelines were on average, redis-benchmark driving Tidings' own insert
+// on packed timelines as full, and a naive Go loop doing one ZADD round
+// trip at a time (what a fan-out with a round trip per follower would get).
 type Ceiling struct {
 	ZaddPerSec  float64 `json:"redis_benchmark_zadd_per_sec"`
 	NaivePerSec float64 `json:"naive_zadd_per_sec"`
@@ -68,8 +69,9 @@ func findRedisBenchmark() (string, error) {
 }
 
 // measureCeiling prefills sorted sets so that, during the run, they hold
-// fill entries on average, runs the naive loop and then redis-benchmark,
-// and removes the sets.
+// fill entries on average, runs the naive loop and then redis-benchmark's
+// ZADDs; then prefills packed timelines as full and runs redis-benchmark
+// with Tidings' insert; and removes what it wrote.
 func measureCeiling(ctx context.Context, rdb redis.UniversalClient, addr string, fill int) (Ceiling, error) {
 	bin, err := findRedisBenchmark()
 	if err != nil {
@@ -80,24 +82,14 @@ func measureCeiling(ctx context.Context, rdb redis.UniversalClient, addr string,
 	grow := ceilingOps / ceilingKeys
 	prefill := max(0, fill-grow/2)
 	rng := rand.New(rand.NewPCG(1, 2))
-	for lo := 0; lo < ceilingKeys; lo += 500 {
-		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i := lo; i < min(lo+500, ceilingKeys); i++ {
-				if prefill == 0 {
-					continue
-				}
-				zs := make([]redis.Z, prefill)
-				for j := range zs {
-					v := rng.IntN(ceilingKeys)
-					zs[j] = redis.Z{Score: float64(v), Member: fmt.Sprintf("%012d", rng.IntN(1<<40))}
-				}
-				p.ZAdd(ctx, key(i), zs...)
-			}
-			return nil
-		})
-		if err != nil {
-			return Ceiling{}, fmt.Errorf("prefill ceiling sets: %w", err)
+	if err := fillKeys(ctx, rdb, prefill, func(p redis.Pipeliner, i int) {
+		zs := make([]redis.Z, prefill)
+		for j := range zs {
+			zs[j] = redis.Z{Score: float64(rng.IntN(ceilingKeys)), Member: fmt.Sprintf("%012d", rng.IntN(1<<40))}
 		}
+		p.ZAdd(ctx, key(i), zs...)
+	}); err != nil {
+		return Ceiling{}, fmt.Errorf("prefill ceiling sets: %w", err)
 	}
 	c := Ceiling{Keys: ceilingKeys, Fill: prefill + grow/2}
 
@@ -143,25 +135,19 @@ ARGV[3] = struct.pack('>I6I2', tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumb
 	}
 	home := func(i int) string { return fmt.Sprintf("%shome:{%012d}", benchKeyPrefix, i) }
 	older := uint64(time.Now().Add(-time.Hour).UnixMicro()) << 16
-	for lo := 0; lo < ceilingKeys && prefill > 0; lo += 500 {
-		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i := lo; i < min(lo+500, ceilingKeys); i++ {
-				entries := make([]uint64, prefill)
-				for j := range entries {
-					entries[j] = older - rng.Uint64N(1<<40)
-				}
-				slices.SortFunc(entries, func(a, b uint64) int { return cmp.Compare(b, a) })
-				packed := make([]byte, 0, 8*prefill)
-				for _, e := range entries {
-					packed = binary.BigEndian.AppendUint64(packed, e)
-				}
-				p.Set(ctx, home(i), packed, 0)
-			}
-			return nil
-		})
-		if err != nil {
-			return Ceiling{}, fmt.Errorf("prefill ceiling timelines: %w", err)
+	if err := fillKeys(ctx, rdb, prefill, func(p redis.Pipeliner, i int) {
+		entries := make([]uint64, prefill)
+		for j := range entries {
+			entries[j] = older - rng.Uint64N(1<<40)
 		}
+		slices.SortFunc(entries, func(a, b uint64) int { return cmp.Compare(b, a) })
+		packed := make([]byte, 0, 8*prefill)
+		for _, e := range entries {
+			packed = binary.BigEndian.AppendUint64(packed, e)
+		}
+		p.Set(ctx, home(i), packed, 0)
+	}); err != nil {
+		return Ceiling{}, fmt.Errorf("prefill ceiling timelines: %w", err)
 	}
 	// redis-benchmark counts error replies as requests: make sure the
 	// script inserts before timing it.
@@ -175,6 +161,22 @@ ARGV[3] = struct.pack('>I6I2', tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumb
 		return Ceiling{}, err
 	}
 	return c, nil
+}
+
+// fillKeys calls fill for each of the ceiling's keys, 500 keys to a
+// pipeline, when there are entries to prefill.
+func fillKeys(ctx context.Context, rdb redis.UniversalClient, entries int, fill func(p redis.Pipeliner, i int)) error {
+	for lo := 0; lo < ceilingKeys && entries > 0; lo += 500 {
+		if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := lo; i < min(lo+500, ceilingKeys); i++ {
+				fill(p, i)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // parseBenchmarkCSV reads the requests per second from redis-benchmark's

@@ -156,9 +156,6 @@ func (e *embedded) waitServing(ctx context.Context, limit time.Duration) error {
 	}
 }
 
-// pid is the stack process's id.
-func (e *embedded) pid() int { return e.cmd.Process.Pid }
-
 // stop ends the stack gracefully (SIGTERM), hard after 30 s, and removes
 // its data.
 func (e *embedded) stop() {

@@ -198,28 +198,28 @@ func (s *Server) pulledFor(ctx context.Context, userID string, ranges map[string
 	if len(followed) == 0 {
 		return nil, nil
 	}
-	var all [][]ids.ID
+	// got[j] is the page of keys[followed[j]].
+	var got [][]ids.ID
 	if pages != nil {
-		if all, err = pages(); err != nil {
+		all, err := pages()
+		if err != nil {
 			return nil, err
+		}
+		for _, i := range followed {
+			got = append(got, all[i])
 		}
 	} else {
 		some := make([]string, len(followed))
 		for j, i := range followed {
 			some[j] = feeds[i]
 		}
-		got, err := s.st.Timelines.PageMany(ctx, some, before, want)
-		if err != nil {
+		if got, err = s.st.Timelines.PageMany(ctx, some, before, want); err != nil {
 			return nil, err
-		}
-		all = make([][]ids.ID, len(keys))
-		for j, i := range followed {
-			all[i] = got[j]
 		}
 	}
 	var out []ids.ID
-	for _, i := range followed {
-		for _, id := range all[i] {
+	for j, i := range followed {
+		for _, id := range got[j] {
 			if inRanges(ranges[keys[i]], id) {
 				out = append(out, id)
 			}

@@ -25,14 +25,15 @@ func newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench [quick|full]",
 		Short: "Measure Tidings against the limits of this machine and print the figures",
-		Long: `Measures fan-out throughput (against redis-benchmark's ZADD ceiling and a
-naive loop on the same Redis), publish-to-visible latency under load, home
+		Long: `Measures fan-out throughput (against redis-benchmark's ZADD ceiling,
+redis-benchmark driving Tidings' own timeline insert, and a naive loop, all
+on the same Redis), publish-to-visible latency under load, home
 timeline reads (against raw Redis reads), memory, growth with the size of
 the organisation, and one post to a very large audience.
 
 By default it starts its own stacks (tidings dev child processes on free
 loopback ports, removed afterwards) and builds synthetic organisations in
-them through the public gRPC API. "full" (the default) takes about five
+them through the public gRPC API. "full" (the default) takes six to eight
 minutes and is what the README reports; "quick" runs every figure on smaller
 organisations in under two.
 
@@ -45,7 +46,7 @@ organisation, which it writes into that stack. Use a scratch stack.`,
 	fs.StringVar(&jsonPath, "json", "bench-report.json", "also write the figures as JSON to this file (empty: don't)")
 	fs.StringVar(&workDir, "work-dir", "", "where the bench's stacks keep their data (default: a temporary directory)")
 	fs.IntVar(&users, "users", 0, "users of the main organisation (default: 10,000 full, 2,000 quick)")
-	fs.IntVar(&posts, "posts", 0, "activities of each fan-out run (default: 20,000 full, 4,000 quick)")
+	fs.IntVar(&posts, "posts", 0, "activities of each fan-out run (default: 15,000 full, 4,000 quick)")
 	fs.StringVar(&addr, "addr", "", "gRPC address of a running stack to measure instead of starting stacks")
 	fs.StringVar(&metricsURL, "metrics-url", "", "with --addr: the worker's /metrics URL (default: http://<addr host>:7401/metrics)")
 	fs.StringVar(&redisAddr, "redis-addr", "", "with --addr: the stack's Redis address")
