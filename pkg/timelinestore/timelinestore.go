@@ -233,15 +233,29 @@ func (s *Store) Remove(ctx context.Context, keys []string, list []ids.ID) error 
 	if len(keys) == 0 || len(list) == 0 {
 		return nil
 	}
-	args := idArgs(0, 0, list)
-	calls := make([]redisx.ScriptCall, len(keys))
-	for i, k := range keys {
-		calls[i] = redisx.ScriptCall{Keys: []string{k}, Args: args}
-	}
-	if _, err := redisx.RunScripts(ctx, s.rdb, removeScript, calls); err != nil {
+	err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		for _, k := range keys {
+			s.QueueRemove(ctx, pipe, k, list)
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("remove from %d feeds: %w", len(keys), err)
 	}
 	return nil
+}
+
+// QueueRemove queues, on pipe, the removal of the ids from one feed; its
+// result is how many were there.
+func (s *Store) QueueRemove(ctx context.Context, pipe redis.Pipeliner, key string, list []ids.ID) redisx.Result[int64] {
+	cmd := removeScript.EvalSha(ctx, pipe, []string{key}, idArgs(0, 0, list)...)
+	return func() (int64, error) {
+		n, err := cmd.Int64()
+		if err != nil {
+			return 0, fmt.Errorf("remove from %s: %w", key, err)
+		}
+		return n, nil
+	}
 }
 
 // Page returns up to limit ids of a feed older than before (all when before

@@ -16,18 +16,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tidingshq/tidings/pkg/activity"
-	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graph"
-	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
-	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisserver"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
-	"github.com/tidingshq/tidings/services/worker"
 )
 
 // faultEnv is a JetStream server and a redis-server that worker processes
@@ -51,11 +49,15 @@ func newFaultEnv(t *testing.T, persistRedis bool) *faultEnv {
 		env.RDB = redis.NewClient(&redis.Options{Addr: rs.Addr()})
 		t.Cleanup(func() { _ = env.RDB.Close() })
 	}
+	proj := projection.New(projection.Deps{
+		Log: env.Log, Stores: projection.NewStores(env.RDB, hot.Thresholds{On: 10000, Off: 8000}),
+		Config: projection.DefaultConfig(), Logger: env.Logger,
+	})
 	return &faultEnv{
 		Env:    env,
 		redis:  rs,
-		graph:  graph.NewWriter(env.Log, graphstore.New(env.RDB), env.Logger),
-		poster: activity.NewPoster(env.Log, activitystore.New(env.RDB), profilestore.New(env.RDB), env.Logger),
+		graph:  graph.NewWriter(graph.Deps{Log: env.Log, Projector: proj, Logger: env.Logger}),
+		poster: activity.NewPoster(activity.Deps{Log: env.Log, Projector: proj, Logger: env.Logger}),
 	}
 }
 
@@ -152,7 +154,7 @@ func (e *faultEnv) caughtUp(t *testing.T, spec eventlog.ConsumerSpec) bool {
 
 func (e *faultEnv) waitFanout(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	for _, spec := range []eventlog.ConsumerSpec{worker.ActivitiesConsumer, worker.FanoutConsumer} {
+	for _, spec := range []eventlog.ConsumerSpec{projection.ActivitiesConsumer, projection.ChunksConsumer} {
 		testenv.Eventually(t, timeout, func() bool { return e.caughtUp(t, spec) }, "consumer %s did not catch up", spec.Durable)
 	}
 }
