@@ -130,8 +130,9 @@ func (p *Projector) ApplyBody(ctx context.Context, seq uint64, ev *tidingsv1.Act
 //  3. write the home timelines, one call per user for all of that user's
 //     ids (deletions take ids out).
 //
-// Sources with more followers than Config.WriteBatch are scanned between
-// the second and the third; an audience above Config.ChunkSize is cut into
+// Sources with more followers than Config.WriteBatch (or Config.ChunkSize,
+// if smaller) are scanned between the second and the third; when those
+// make an audience above Config.ChunkSize, their followers are cut into
 // FANOUT chunks that any worker takes (HandleChunks). A post is not
 // written when the activity is deleted, by an earlier event or later in
 // the same batch. Edits store the new body only: feeds hold ids.
@@ -309,7 +310,7 @@ func (p *Projector) writeFeeds(ctx context.Context, work []*activityChange) (map
 				// Read before a post's decision is known: the followers of
 				// a source found pulled (few, or it would be scanned) go
 				// unused.
-				if !c.pulled[i] && c.counts[i] <= int64(p.cfg.WriteBatch) && followers[s] == nil {
+				if !c.pulled[i] && c.counts[i] <= p.smallSource() && followers[s] == nil {
 					followers[s] = p.st.Graph.QueueFollowers(ctx, pipe, s)
 				}
 			}
@@ -401,6 +402,10 @@ func (p *Projector) audience(ctx context.Context, c *activityChange, followers m
 	homes.add(to, c.id)
 	return to, nil
 }
+
+// smallSource is the most followers a source may have to be read in the
+// second pipeline; larger ones are scanned, or chunked.
+func (p *Projector) smallSource() int64 { return int64(min(p.cfg.WriteBatch, p.cfg.ChunkSize)) }
 
 // chunk publishes the followers of sources as FANOUT chunks of
 // Config.ChunkSize users, for any worker to write. A user in two chunks
