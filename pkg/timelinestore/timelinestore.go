@@ -8,10 +8,11 @@
 //	tidings:feed:{<entity key>}   an entity's own feed
 //
 // Ids are time-sortable (pkg/ids) and assigned at the source, so a feed is
-// ordered by id, never by arrival. Insert and remove are one script each on
-// one key: the insert keeps the order, skips an id already present, and
-// trims to the cap in the same step, so duplicates and out-of-order
-// deliveries leave the same feed. Deleted activities are not resurrected by
+// ordered by id, never by arrival. Insert and remove are one script each,
+// on the keys of one hash tag (a home insert also reads the user's read
+// time, under the same tag): the insert keeps the order, skips an id
+// already present, and trims to the cap in the same step, so duplicates and
+// out-of-order deliveries leave the same feed. Deleted activities are not resurrected by
 // a late insert in a way anyone sees: their bodies keep tombstones, and
 // reads drop ids whose bodies are gone.
 package timelinestore

@@ -5,10 +5,11 @@
 // A home read is one round trip for the ids (with the pull ranges and the
 // read mark), one more when there are hot entities (which of them the user
 // follows, with their feeds), one for the bodies, and one for the profiles
-// and records they name. Ids whose bodies
-// are gone (deleted activities) are dropped from the page at once and taken
-// out of the timeline; so are items whose record the reader may no longer
-// see.
+// and records they name. Ids whose bodies are gone (deleted activities) are
+// dropped from the page at once and taken out of the timeline. Items the
+// reader may not see (pkg/visibility: a record gone or restricted from
+// them) are dropped from the page but stay in the timeline, since the
+// record may become visible again.
 package timelines
 
 import (
