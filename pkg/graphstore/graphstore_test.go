@@ -13,20 +13,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
-type edge struct{ user, entity string }
-
-func requireGraph(t *testing.T, store *graphstore.Store, want map[edge]bool) {
-	t.Helper()
-	ctx := t.Context()
-	for e, following := range want {
-		got, err := store.IsFollowing(ctx, e.user, []string{e.entity})
-		require.NoError(t, err)
-		require.Equal(t, following, got[0], "following side of %v", e)
-		back, err := store.FollowersOf(ctx, e.entity, []string{e.user})
-		require.NoError(t, err)
-		require.Equal(t, following, back[0], "followers side of %v", e)
-	}
-}
 
 // TestApplyInAnyOrder applies the same changes in reverse and shuffled
 // orders, and the state is always that of the newest version.
@@ -42,18 +28,18 @@ func TestApplyInAnyOrder(t *testing.T) {
 	for i := len(changes) - 1; i >= 0; i-- {
 		require.NoError(t, store.Apply(ctx, changes[i:i+1]))
 	}
-	requireGraph(t, store, map[edge]bool{{"u1", "u:target"}: true})
+	testenv.RequireGraph(t, store, map[testenv.Edge]bool{{User: "u1", Entity: "u:target"}: true})
 
 	rng := rand.New(rand.NewPCG(3, 4))
 	shuffled := append([]graphstore.Change(nil), changes[:28]...)
 	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 	require.NoError(t, store.Apply(ctx, shuffled))
-	requireGraph(t, store, map[edge]bool{{"u1", "u:target"}: true})
+	testenv.RequireGraph(t, store, map[testenv.Edge]bool{{User: "u1", Entity: "u:target"}: true})
 
 	// A newer unfollow wins; an older follow arriving after it does not undo it.
 	require.NoError(t, store.Apply(ctx, []graphstore.Change{{UserID: "u1", Entity: "u:target", Version: graphstore.Version(31, 0)}}))
 	require.NoError(t, store.Apply(ctx, changes[28:29]))
-	requireGraph(t, store, map[edge]bool{{"u1", "u:target"}: false})
+	testenv.RequireGraph(t, store, map[testenv.Edge]bool{{User: "u1", Entity: "u:target"}: false})
 }
 
 // TestPagingNewestFirst pages through followers with ties in create time.

@@ -14,14 +14,11 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
-	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
-
-type edge struct{ user, entity string }
 
 // TestFollowsOutOfOrderAndDuplicateDeliveries appends quick follow/unfollow
 // sequences on a few edges, then projects them with three consumers sharing
@@ -36,19 +33,19 @@ func TestFollowsOutOfOrderAndDuplicateDeliveries(t *testing.T) {
 	p := projection.New(projection.Deps{Log: env.Log, Stores: stores, Config: projection.DefaultConfig(), Logger: env.Logger})
 	ctx := t.Context()
 
-	edges := []edge{{"ana", "u:bo"}, {"ana", "r:crm.opportunity:1"}, {"bo", "u:ana"}, {"cy", "r:crm.opportunity:1"}, {"dee", "u:ana"}}
-	want := map[edge]bool{}
+	edges := []testenv.Edge{{User: "ana", Entity: "u:bo"}, {User: "ana", Entity: "r:crm.opportunity:1"}, {User: "bo", Entity: "u:ana"}, {User: "cy", Entity: "r:crm.opportunity:1"}, {User: "dee", Entity: "u:ana"}}
+	want := map[testenv.Edge]bool{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	var events int
 	for round := range 40 {
 		e := edges[rng.IntN(len(edges))]
 		follow := round%3 != 1
-		ref, err := entity.Parse(e.entity)
+		ref, err := entity.Parse(e.Entity)
 		require.NoError(t, err)
 		_, err = env.Log.Publish(ctx, eventlog.Append{
-			Subject: eventlog.FollowSubject(e.user),
+			Subject: eventlog.FollowSubject(e.User),
 			Event: &tidingsv1.FollowEvent{Changes: []*tidingsv1.EdgeChange{
-				{UserId: e.user, Entity: ref, Following: follow},
+				{UserId: e.User, Entity: ref, Following: follow},
 			}},
 		})
 		require.NoError(t, err)
@@ -98,18 +95,5 @@ func TestFollowsOutOfOrderAndDuplicateDeliveries(t *testing.T) {
 	wg.Wait()
 	require.Positive(t, failed.Load(), "some deliveries must have been retried")
 
-	requireGraph(t, store, want)
-}
-
-func requireGraph(t *testing.T, store *graphstore.Store, want map[edge]bool) {
-	t.Helper()
-	ctx := t.Context()
-	for e, following := range want {
-		got, err := store.IsFollowing(ctx, e.user, []string{e.entity})
-		require.NoError(t, err)
-		require.Equal(t, following, got[0], "following side of %v", e)
-		back, err := store.FollowersOf(ctx, e.entity, []string{e.user})
-		require.NoError(t, err)
-		require.Equal(t, following, back[0], "followers side of %v", e)
-	}
+	testenv.RequireGraph(t, store, want)
 }

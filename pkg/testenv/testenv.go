@@ -35,6 +35,7 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/natsserver"
 	"github.com/tidingshq/tidings/pkg/redisserver"
@@ -272,6 +273,24 @@ func Snapshot(t testing.TB, rdb redis.UniversalClient) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// Edge names one follow edge: a user and an entity key.
+type Edge struct{ User, Entity string }
+
+// RequireGraph fails unless each edge is live (true) or not (false) on both
+// sides of the graph projection.
+func RequireGraph(t testing.TB, store *graphstore.Store, want map[Edge]bool) {
+	t.Helper()
+	ctx := t.Context()
+	for e, following := range want {
+		got, err := store.IsFollowing(ctx, e.User, []string{e.Entity})
+		require.NoError(t, err)
+		require.Equal(t, following, got[0], "following side of %v", e)
+		back, err := store.FollowersOf(ctx, e.Entity, []string{e.User})
+		require.NoError(t, err)
+		require.Equal(t, following, back[0], "followers side of %v", e)
+	}
 }
 
 // RequireSameSnapshot fails unless two snapshots (see Snapshot) hold the
