@@ -1,5 +1,5 @@
 // Package hot decides which activities are pushed into followers' home
-// timelines and which are pulled by readers at read time (DESIGN.md,
+// timelines and which are pulled by readers at read time (docs/architecture.md,
 // invariant 5). An entity whose follower count rises above On becomes hot:
 // from the id of the post that found it so, its activities are not fanned
 // out, and readers merge its feed into their home timeline instead. Below

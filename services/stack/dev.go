@@ -27,7 +27,7 @@ type DevOptions struct {
 	NATSPort  int
 	RedisPort int
 	// SyncAlways makes the embedded JetStream fsync every write before it
-	// acknowledges it, as production event streams do (DESIGN.md).
+	// acknowledges it, as production event streams do (docs/architecture.md).
 	SyncAlways bool
 }
 
