@@ -52,7 +52,7 @@ func (l *Log) ReplayMerged(ctx context.Context, sources []ReplaySource, h func(c
 	cursors := make([]*replayCursor, 0, len(sources))
 	defer func() {
 		for _, c := range cursors {
-			c.close()
+			c.close(ctx)
 		}
 	}()
 	for _, src := range sources {
@@ -230,8 +230,8 @@ func (c *replayCursor) fetch(ctx context.Context) error {
 
 // close deletes the cursor's consumer, so that no replay consumer is left
 // behind in the stream's status.
-func (c *replayCursor) close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+func (c *replayCursor) close(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if info := c.cons.CachedInfo(); info != nil {
 		_ = c.stream.DeleteConsumer(ctx, info.Name)

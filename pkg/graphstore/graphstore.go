@@ -197,13 +197,13 @@ func (s *Store) page(ctx context.Context, key string, after Cursor, limit int, k
 	var out []Edge
 	cur := after
 	for round := 0; round < maxPageRounds && len(out) < limit; round++ {
-		max := "+inf"
+		top := "+inf"
 		if !cur.IsZero() {
-			max = strconv.FormatFloat(cur.Score, 'f', -1, 64)
+			top = strconv.FormatFloat(cur.Score, 'f', -1, 64)
 		}
 		// Fetch a margin for ties at the cursor's score and for filtering.
 		want := int64(limit - len(out) + 1 + 16)
-		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: max, Min: "-inf", Count: want}).Result()
+		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: top, Min: "-inf", Count: want}).Result()
 		if err != nil {
 			return nil, false, fmt.Errorf("read %s: %w", key, err)
 		}

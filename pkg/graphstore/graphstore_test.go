@@ -13,7 +13,6 @@ import (
 
 func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
-
 // TestApplyInAnyOrder applies the same changes in reverse and shuffled
 // orders, and the state is always that of the newest version.
 func TestApplyInAnyOrder(t *testing.T) {

@@ -148,12 +148,12 @@ func (s *Store) List(ctx context.Context, typ, after string, limit int, keep fun
 	last := after
 	const maxRounds = 8
 	for round := 0; round < maxRounds && len(out) < limit; round++ {
-		min := "-"
+		from := "-"
 		if last != "" {
-			min = "(" + last
+			from = "(" + last
 		}
 		want := limit - len(out)
-		ids, err := s.rdb.ZRangeByLex(ctx, typeKey(typ), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(want + 1)}).Result()
+		ids, err := s.rdb.ZRangeByLex(ctx, typeKey(typ), &redis.ZRangeBy{Min: from, Max: "+", Count: int64(want + 1)}).Result()
 		if err != nil {
 			return nil, "", false, fmt.Errorf("list records of %s: %w", typ, err)
 		}
