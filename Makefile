@@ -43,6 +43,22 @@ bench-quick: deps build ## The same figures on smaller organisations, in under 2
 gobench: deps ## Run the Go micro-benchmarks of the hot paths (BENCH=regexp to pick)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./...
 
+.PHONY: nats-server
+nats-server: ## Build bin/nats-server from the nats-server module go.mod pins (for the local cluster)
+	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
+
+.PHONY: cluster-up
+cluster-up: deps build nats-server ## Start a loopback NATS R3 cluster, a Redis Cluster, workers and API processes (data in .data/cluster)
+	deploy/local-cluster/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop exactly the processes cluster-up started (data stays in .data/cluster)
+	deploy/local-cluster/cluster.sh down
+
+.PHONY: cluster-status
+cluster-status: ## What the local cluster runs where, and whether it is healthy
+	deploy/local-cluster/cluster.sh status
+
 .PHONY: proto-deps
 proto-deps:
 	@$(GO) mod download $(PROTOVALIDATE)
