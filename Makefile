@@ -59,6 +59,10 @@ cluster-down: ## Stop exactly the processes cluster-up started (data stays in .d
 cluster-status: ## What the local cluster runs where, and whether it is healthy
 	deploy/local-cluster/cluster.sh status
 
+.PHONY: test-cluster
+test-cluster: ## Fault suite against the running local cluster, ~13 min (FAULT=name[,name] for some; FAULT=list lists them)
+	$(GO) run ./services/faultsuite $(if $(filter list,$(FAULT)),--list,$(if $(FAULT),--fault $(FAULT)))
+
 .PHONY: proto-deps
 proto-deps:
 	@$(GO) mod download $(PROTOVALIDATE)
