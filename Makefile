@@ -63,6 +63,10 @@ cluster-status: ## What the local cluster runs where, and whether it is healthy
 test-cluster: ## Fault suite against the running local cluster, ~13 min (FAULT=name[,name] for some; FAULT=list lists them)
 	$(GO) run ./services/faultsuite $(if $(filter list,$(FAULT)),--list,$(if $(FAULT),--fault $(FAULT)))
 
+.PHONY: image
+image: ## Build the container image (deploy/image) with docker, podman or buildah; says so when none exists
+	@deploy/image/build.sh $(IMAGE)
+
 .PHONY: proto-deps
 proto-deps:
 	@$(GO) mod download $(PROTOVALIDATE)

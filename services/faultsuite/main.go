@@ -59,6 +59,7 @@ type result struct {
 	counts     counts
 	recovered  bool
 	recovery   time.Duration
+	catchUp    time.Duration
 	deadLetter int64
 	writeErrs  string
 	note       string
@@ -200,6 +201,7 @@ func (s *suite) runFault(ctx context.Context, f fault, out io.Writer) result {
 	}
 	_ = sleep(ctx, s.opts.after)
 	ld.stop()
+	stopped := time.Now()
 	l.mu.Lock()
 	r.acked, r.deletes, r.ambiguous = len(l.posts), len(l.deleted), len(l.ambiguousText)+len(l.ambiguousIDs)
 	l.mu.Unlock()
@@ -215,7 +217,7 @@ func (s *suite) runFault(ctx context.Context, f fault, out io.Writer) result {
 		if err == nil {
 			r.counts, lastErr = c, nil
 			if c.clean() {
-				r.recovered, r.recovery = true, time.Since(struck)
+				r.recovered, r.recovery, r.catchUp = true, time.Since(struck), time.Since(stopped)
 				break
 			}
 		} else {
@@ -282,7 +284,7 @@ func recoveryText(r result) string {
 	case !r.recovered:
 		return "not recovered"
 	}
-	return r.recovery.Round(100 * time.Millisecond).String()
+	return r.recovery.Round(100*time.Millisecond).String() + " (" + r.catchUp.Round(100*time.Millisecond).String() + ")"
 }
 
 func printRow(out io.Writer, r result) {
@@ -296,10 +298,13 @@ func printRow(out io.Writer, r result) {
 
 func printTable(out io.Writer, results []result) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FAULT\tACKED POSTS\tDELETES\tLOST\tDUPLICATED\tUNEXPECTED\tRESURRECTED\tRECOVERY\tDEAD-LETTERED\tNO ANSWER")
+	fmt.Fprintln(tw, "FAULT\tACKED POSTS\tDELETES\tLOST\tDUPLICATED\tUNEXPECTED\tRESURRECTED\tRECOVERY (AFTER LOAD)\tDEAD-LETTERED\tNO ANSWER")
 	for _, r := range results {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%d\n", r.name, r.acked, r.deletes,
 			r.counts.Lost, r.counts.Duplicated, r.counts.Unexpected, r.counts.Resurrected, recoveryText(r), r.deadLetter, r.ambiguous)
 	}
 	_ = tw.Flush()
+	fmt.Fprintln(out, "\nRECOVERY: from the fault until every acknowledged post is visible and no deleted one is, in every")
+	fmt.Fprintln(out, "follower's home timeline read through the API; the load goes on until --after past the fault, and")
+	fmt.Fprintln(out, "the time in brackets is from the end of the load. NO ANSWER: calls that got no answer (allowed either way).")
 }

@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/worker"
@@ -100,4 +102,26 @@ func TestServeAPIAndWorkerScaleApart(t *testing.T) {
 		return false
 	}, "the worker process did not fan the post out:\n%s", w.out.String())
 	require.True(t, strings.Contains(metricsText(t, w.httpAddr), "tidings_fanout_deliveries_total"), "the worker has no fan-out metric")
+
+	// With Redis gone the API process is not ready, but still alive: a
+	// liveness probe must not restart replicas for a dependency's outage.
+	health := healthpb.NewHealthClient(api.conn(t, ""))
+	require.NoError(t, e.redis.Kill())
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		resp, err := health.Check(t.Context(), &healthpb.HealthCheckRequest{})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING
+	}, "serve api still SERVING with Redis down")
+	live, err := health.Check(t.Context(), &healthpb.HealthCheckRequest{Service: grpcserver.LivenessService})
+	require.NoError(t, err)
+	require.Equal(t, healthpb.HealthCheckResponse_SERVING, live.GetStatus())
+	require.Equal(t, http.StatusOK, httpStatus(t, httpAddr, "/livez"))
+	require.Equal(t, http.StatusServiceUnavailable, httpStatus(t, httpAddr, "/healthz"))
+}
+
+func httpStatus(t *testing.T, addr, path string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + path)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	return resp.StatusCode
 }
