@@ -28,6 +28,7 @@ run: deps build ## Run everything on embedded NATS + a local redis-server (data 
 .PHONY: test
 test: deps ## Run every test (real redis-server and JetStream, started by the tests)
 	$(GO) test $(TEST_FLAGS) ./...
+	cd deploy && $(GO) test -count=1 ./...   # Kubernetes manifests: rendered and validated offline (own module)
 	@echo "Full-size graph import/export (100,000 users, 2,000,000 edges; without -race):"
 	$(GO) test -count=1 -timeout 10m -run 'TestImportExportLargeGraph' -v ./services/admin/
 
