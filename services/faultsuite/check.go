@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,32 +69,50 @@ func (l *ledger) expect(authors []string) expectation {
 	return e
 }
 
-// tally compares a timeline as read with what it must hold.
-func tally(items []item, e expectation) counts {
-	var c counts
+// example is one wrong item, for the report: which and how.
+type example struct{ kind, id string }
+
+// tally compares a timeline as read with what it must hold, and returns
+// the first wrong item of each kind as an example.
+func tally(items []item, e expectation) (counts, []example) {
+	var (
+		c   counts
+		ex  []example
+		has = map[string]bool{}
+	)
+	note := func(kind, id string) {
+		if !has[kind] {
+			has[kind] = true
+			ex = append(ex, example{kind, id})
+		}
+	}
 	seen := map[string]int{}
 	for _, it := range items {
 		seen[it.id]++
 		if seen[it.id] > 1 {
 			c.Duplicated++
+			note("duplicated", it.id)
 			continue
 		}
 		switch {
 		case e.deleted[it.id]:
 			c.Resurrected++
+			note("resurrected", it.id)
 		case e.want[it.id]:
 		case e.ambiguousIDs[it.id] || e.ambiguousTexts[it.text]:
 			c.Ambiguous++
 		default:
 			c.Unexpected++
+			note("unexpected", it.id)
 		}
 	}
 	for id := range e.want {
 		if seen[id] == 0 {
 			c.Lost++
+			note("lost", id)
 		}
 	}
-	return c
+	return c, ex
 }
 
 // readHome reads a user's whole home timeline through the API, as the user.
@@ -122,10 +141,11 @@ func readHome(ctx context.Context, a *api, user string) ([]item, error) {
 }
 
 // check reads every follower's home timeline and tallies it.
-func check(ctx context.Context, a *api, o *org, l *ledger) (counts, error) {
+func check(ctx context.Context, a *api, o *org, l *ledger) (counts, []example, error) {
 	var (
-		mu    sync.Mutex
-		total counts
+		mu       sync.Mutex
+		total    counts
+		examples []example
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(4)
@@ -135,13 +155,18 @@ func check(ctx context.Context, a *api, o *org, l *ledger) (counts, error) {
 			if err != nil {
 				return err
 			}
-			c := tally(items, l.expect(o.follows[f]))
+			c, ex := tally(items, l.expect(o.follows[f]))
 			mu.Lock()
 			total.add(c)
+			for _, e := range ex {
+				if !slices.ContainsFunc(examples, func(o example) bool { return o.kind == e.kind }) {
+					examples = append(examples, e)
+				}
+			}
 			mu.Unlock()
 			return nil
 		})
 	}
 	err := g.Wait()
-	return total, err
+	return total, examples, err
 }

@@ -44,9 +44,18 @@ func TestTally(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := tally(tt.items, base)
+			got, examples := tally(tt.items, base)
 			require.Equal(t, tt.want, got)
 			require.Equal(t, tt.want.Lost+tt.want.Duplicated+tt.want.Unexpected+tt.want.Resurrected == 0, got.clean())
+			kinds := map[string]bool{}
+			for _, e := range examples {
+				require.False(t, kinds[e.kind], "one example of each kind")
+				kinds[e.kind] = true
+			}
+			require.Equal(t, tt.want.Lost > 0, kinds["lost"])
+			require.Equal(t, tt.want.Resurrected > 0, kinds["resurrected"])
+			require.Equal(t, tt.want.Duplicated > 0, kinds["duplicated"])
+			require.Equal(t, tt.want.Unexpected > 0, kinds["unexpected"])
 		})
 	}
 }

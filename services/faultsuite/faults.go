@@ -270,11 +270,16 @@ func rebuildKilled(ctx context.Context, s *suite) (time.Time, string, error) {
 	if err := s.c.kill(ctx, victim); err != nil {
 		return struck, "", err
 	}
-	if note == "" {
+	endedFirst := note != ""
+	if !endedFirst {
 		note = <-done
 	}
 	if err := s.c.start(ctx, victim); err != nil {
 		return struck, "", err
+	}
+	if endedFirst {
+		return struck, "api-2 killed, restarted; " + note,
+			fmt.Errorf("%w: the rebuild ended before its process was killed (%s)", errNotExercised, note)
 	}
 	return struck, "api-2 killed during the rebuild (" + note + "), restarted", nil
 }

@@ -27,6 +27,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -63,8 +65,13 @@ type result struct {
 	deadLetter int64
 	writeErrs  string
 	note       string
+	examples   []string
 	err        error
 }
+
+// errNotExercised means a fault could not be brought about as described,
+// so its clean counts prove nothing.
+var errNotExercised = errors.New("fault not exercised")
 
 func main() {
 	var o options
@@ -211,11 +218,14 @@ func (s *suite) runFault(ctx context.Context, f fault, out io.Writer) result {
 
 	// Check until clean or the settle time is over.
 	deadline := time.Now().Add(s.opts.settle)
-	var lastErr error
+	var (
+		lastErr  error
+		examples []example
+	)
 	for {
-		c, err := check(ctx, s.a, o, l)
+		c, ex, err := check(ctx, s.a, o, l)
 		if err == nil {
-			r.counts, lastErr = c, nil
+			r.counts, examples, lastErr = c, ex, nil
 			if c.clean() {
 				r.recovered, r.recovery, r.catchUp = true, time.Since(struck), time.Since(stopped)
 				break
@@ -234,6 +244,12 @@ func (s *suite) runFault(ctx context.Context, f fault, out io.Writer) result {
 			r.err = lastErr
 		}
 	}
+	if !r.recovered {
+		r.examples = s.describe(ctx, examples)
+		for _, e := range r.examples {
+			logf("example: %s", e)
+		}
+	}
 	if deadAfter, err := s.deadLetters(ctx); err == nil {
 		r.deadLetter = deadAfter - deadBefore
 	}
@@ -241,6 +257,21 @@ func (s *suite) runFault(ctx context.Context, f fault, out io.Writer) result {
 		logf("restore after the fault: %v", err)
 	}
 	return r
+}
+
+// describe says, for each example, whether the API still has the
+// activity's body (GetActivity as an admin): a lost item whose body is there
+// lost only its timeline entry; a resurrected one whose body is there lost
+// its tombstone.
+func (s *suite) describe(ctx context.Context, examples []example) []string {
+	var out []string
+	for _, e := range examples {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := tidingsv1.NewActivityServiceClient(s.a.conn()).GetActivity(cctx, &tidingsv1.GetActivityRequest{Id: e.id}, s.a.admin())
+		cancel()
+		out = append(out, fmt.Sprintf("%s %s (GetActivity: %s)", e.kind, e.id, status.Code(err)))
+	}
+	return out
 }
 
 // deadLetters counts the DEADLETTER stream's messages.
@@ -279,6 +310,8 @@ func orNone(s string) string {
 
 func recoveryText(r result) string {
 	switch {
+	case errors.Is(r.err, errNotExercised):
+		return "not exercised"
 	case r.err != nil && !r.recovered:
 		return "error"
 	case !r.recovered:
@@ -307,4 +340,14 @@ func printTable(out io.Writer, results []result) {
 	fmt.Fprintln(out, "\nRECOVERY: from the fault until every acknowledged post is visible and no deleted one is, in every")
 	fmt.Fprintln(out, "follower's home timeline read through the API; the load goes on until --after past the fault, and")
 	fmt.Fprintln(out, "the time in brackets is from the end of the load. NO ANSWER: calls that got no answer (allowed either way).")
+	fmt.Fprintln(out)
+	for _, r := range results {
+		fmt.Fprintf(out, "%s: %s\n", r.name, r.note)
+		if r.err != nil {
+			fmt.Fprintf(out, "    error: %v\n", r.err)
+		}
+		for _, e := range r.examples {
+			fmt.Fprintf(out, "    example: %s\n", e)
+		}
+	}
 }
