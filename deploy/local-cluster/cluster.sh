@@ -18,6 +18,8 @@
 #   CLUSTER_WORKERS    worker processes, 1..9          (default 2)
 #   CLUSTER_APIS       API processes, 1..9             (default 2)
 #   CLUSTER_ACK_WAIT   the workers' --ack-wait         (default 10s)
+#   CLUSTER_STRICT_START=1  fail, rather than start again, a Tidings
+#                      process that exits while all start together
 #   TIDINGS_BIN        the tidings binary              (default bin/tidings)
 #   NATS_BIN           nats-server, built from go.mod  (default bin/nats-server)
 #
@@ -290,6 +292,9 @@ up() {
     pending=0
     for name in "${tidings[@]}"; do
       if ! pid_of "$name" >/dev/null; then
+        if [[ ${CLUSTER_STRICT_START:-} == 1 ]]; then
+          die "$name exited while starting: $(grep -v '^---' "$(logfile "$name")" | tail -n 1) (CLUSTER_STRICT_START=1)"
+        fi
         log "$name exited while starting: $(grep -v '^---' "$(logfile "$name")" | tail -n 1); starting it again"
         restarts=$((restarts + 1))
         start_one "$name"
@@ -392,5 +397,5 @@ case ${1:-} in
   start) [[ $# -eq 2 ]] || die "usage: cluster.sh start NAME"; ensure_secret; write_env; start_one "$2" ;;
   stop) [[ $# -eq 2 ]] || die "usage: cluster.sh stop NAME"; stop_one "$2" ;;
   names) names ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
 esac
