@@ -44,7 +44,7 @@ HOST=127.0.0.1
 die() { echo "cluster: $*" >&2; exit 1; }
 log() { echo "cluster: $*" >&2; }
 
-[[ $BASE =~ ^[0-9]+$ ]] && ((BASE >= 1024 && BASE <= 65435)) || die "CLUSTER_BASE_PORT must be 1024..65435"
+if ! [[ $BASE =~ ^[0-9]+$ ]] || ((BASE < 1024 || BASE > 65435)); then die "CLUSTER_BASE_PORT must be 1024..65435"; fi
 [[ $WORKERS =~ ^[1-9]$ ]] || die "CLUSTER_WORKERS must be 1..9"
 [[ $APIS =~ ^[1-9]$ ]] || die "CLUSTER_APIS must be 1..9"
 
@@ -169,15 +169,17 @@ daemonize no
 EOF
 }
 
-# tidings_env is the configuration every Tidings process shares, as the
-# TIDINGS_* environment a container would get.
+# tidings_env sets TENV to the configuration every Tidings process shares,
+# as the TIDINGS_* environment a container would get.
 tidings_env() {
-  echo TIDINGS_NATS_URL="$(nats_urls)" \
-    TIDINGS_REDIS_ADDR="$(redis_addrs)" \
-    TIDINGS_STREAM_REPLICAS=3 \
-    TIDINGS_AUTH_SECRET_FILE="$DIR/auth.secret" \
-    TIDINGS_ACK_WAIT="$ACK_WAIT" \
+  TENV=(
+    TIDINGS_NATS_URL="$(nats_urls)"
+    TIDINGS_REDIS_ADDR="$(redis_addrs)"
+    TIDINGS_STREAM_REPLICAS=3
+    TIDINGS_AUTH_SECRET_FILE="$DIR/auth.secret"
+    TIDINGS_ACK_WAIT="$ACK_WAIT"
     TIDINGS_LOG_FORMAT=json
+  )
 }
 
 # start_one starts a named process in its own session, so that it outlives
@@ -200,13 +202,13 @@ start_one() {
     worker-*)
       ((i >= 1 && i <= WORKERS)) || die "no $name: CLUSTER_WORKERS=$WORKERS"
       [[ -x $TIDINGS_BIN ]] || die "no $TIDINGS_BIN: run make build"
-      # shellcheck disable=SC2046
-      cmd=(env $(tidings_env) "$TIDINGS_BIN" worker --http-addr "$HOST:$(worker_http_port "$i")") ;;
+      tidings_env
+      cmd=(env "${TENV[@]}" "$TIDINGS_BIN" worker --http-addr "$HOST:$(worker_http_port "$i")") ;;
     api-*)
       ((i >= 1 && i <= APIS)) || die "no $name: CLUSTER_APIS=$APIS"
       [[ -x $TIDINGS_BIN ]] || die "no $TIDINGS_BIN: run make build"
-      # shellcheck disable=SC2046
-      cmd=(env $(tidings_env) "$TIDINGS_BIN" serve api --grpc-addr "$HOST:$(api_grpc_port "$i")" --http-addr "$HOST:$(api_http_port "$i")") ;;
+      tidings_env
+      cmd=(env "${TENV[@]}" "$TIDINGS_BIN" serve api --grpc-addr "$HOST:$(api_grpc_port "$i")" --http-addr "$HOST:$(api_http_port "$i")") ;;
     *) die "unknown process $name (see: cluster.sh names)" ;;
   esac
   echo "--- $(date -u +%FT%TZ) start: ${cmd[*]}" >>"$(logfile "$name")"
@@ -355,7 +357,7 @@ status() {
     state=down
     if pid_of "redis-$i" >/dev/null && redis_up "$i"; then
       state=$(redis-cli -p "$(redis_port "$i")" role | head -1)
-      redis_cluster_ok "$i" && state="$state, cluster ok" || { state="$state, cluster not ok"; bad=1; }
+      if redis_cluster_ok "$i"; then state="$state, cluster ok"; else state="$state, cluster not ok"; bad=1; fi
     else
       bad=1
     fi
