@@ -61,7 +61,7 @@ cluster-status: ## What the local cluster runs where, and whether it is healthy
 	deploy/local-cluster/cluster.sh status
 
 .PHONY: test-cluster
-test-cluster: ## Fault suite against the running local cluster, ~13 min (FAULT=name[,name] for some; FAULT=list lists them)
+test-cluster: ## Fault suite against the running local cluster, about 8 min (FAULT=name[,name] for some; FAULT=list lists them)
 	$(GO) run ./services/faultsuite $(if $(filter list,$(FAULT)),--list,$(if $(FAULT),--fault $(FAULT)))
 
 .PHONY: image
