@@ -31,6 +31,7 @@ run: deps build ## Run everything on embedded NATS + a local redis-server (data 
 .PHONY: test
 test: deps lint ## Lint, then run every test (real redis-server and JetStream, started by the tests)
 	$(GO) test $(TEST_FLAGS) ./...
+	cd deploy && $(GO) test -count=1 ./...   # Kubernetes manifests: rendered and validated offline (own module)
 	@echo "Full-size graph import/export (100,000 users, 2,000,000 edges; without -race):"
 	$(GO) test -count=1 -timeout 10m -run 'TestImportExportLargeGraph' -v ./services/admin/
 
@@ -45,6 +46,30 @@ bench-quick: deps build ## The same figures on smaller organisations, in under 2
 .PHONY: gobench
 gobench: deps ## Run the Go micro-benchmarks of the hot paths (BENCH=regexp to pick)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem ./...
+
+.PHONY: nats-server
+nats-server: ## Build bin/nats-server from the nats-server module go.mod pins (for the local cluster)
+	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
+
+.PHONY: cluster-up
+cluster-up: deps build nats-server ## Start a loopback NATS R3 cluster, a Redis Cluster, workers and API processes (data in .data/cluster)
+	deploy/local-cluster/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Stop exactly the processes cluster-up started (data stays in .data/cluster)
+	deploy/local-cluster/cluster.sh down
+
+.PHONY: cluster-status
+cluster-status: ## What the local cluster runs where, and whether it is healthy
+	deploy/local-cluster/cluster.sh status
+
+.PHONY: test-cluster
+test-cluster: ## Fault suite against the running local cluster, about 8 min (FAULT=name[,name] for some; FAULT=list lists them)
+	$(GO) run ./services/faultsuite $(if $(filter list,$(FAULT)),--list,$(if $(FAULT),--fault $(FAULT)))
+
+.PHONY: image
+image: ## Build the container image (deploy/image) with docker, podman or buildah; says so when none exists
+	@deploy/image/build.sh $(IMAGE)
 
 .PHONY: proto-deps
 proto-deps:

@@ -98,7 +98,7 @@ func (e *faultEnv) startWorker(t *testing.T, extra ...string) *workerProcess {
 	args := append([]string{"worker",
 		"--nats-url", e.NATS.ClientURL(),
 		"--redis-addr", e.redis.Addr(),
-		"--auth-secret", "fault-tests-secret-0123456789abcdef",
+		"--auth-secret", faultSecret,
 		"--http-addr", httpAddr,
 		"--ack-wait", "2s",
 	}, extra...)
