@@ -6,6 +6,10 @@ GO               ?= go
 BIN              := bin/tidings
 # The protovalidate rules imported by the API, as a pinned Go module (see buf.yaml).
 PROTOVALIDATE    := github.com/bufbuild/protovalidate@v1.2.2
+# google/api/{annotations,http}.proto (the HTTP/JSON mapping of the API), as
+# pinned in grpc-gateway v1's third_party/googleapis: a Go module the proxy
+# serves, so code generation needs no registry (see buf.yaml).
+GOOGLEAPIS       := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 TEST_FLAGS       ?= -race -timeout 12m
 BENCH            ?= .
 
@@ -48,9 +52,11 @@ proto-deps:
 	@$(GO) mod download $(PROTOVALIDATE)
 	@mkdir -p .buf-deps
 	@ln -sfn "$$($(GO) env GOMODCACHE)/$(PROTOVALIDATE)/proto/protovalidate" .buf-deps/protovalidate
+	@$(GO) mod download $(GOOGLEAPIS)
+	@ln -sfn "$$($(GO) env GOMODCACHE)/$(GOOGLEAPIS)/third_party/googleapis" .buf-deps/googleapis
 
 .PHONY: proto
-proto: proto-deps ## Lint the API and regenerate its Go code
+proto: proto-deps ## Lint the API and regenerate its Go code and OpenAPI document
 	$(GO) tool buf lint
 	$(GO) tool buf generate
 
