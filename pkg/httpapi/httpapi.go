@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/vanguard"
@@ -78,9 +79,24 @@ type Options struct {
 // JSON (lowerCamelCase) names, as the OpenAPI document names them.
 var marshal = protojson.MarshalOptions{EmitUnpopulated: true}
 
+// Handler serves the API under /v1/.
+type Handler struct {
+	mux     *http.ServeMux
+	closing chan struct{}
+	once    sync.Once
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Close ends the open event streams (each gets an UNAVAILABLE error event,
+// and EventSource clients reconnect elsewhere), so that a graceful shutdown
+// need not wait for clients that never leave.
+func (h *Handler) Close() { h.once.Do(func() { close(h.closing) }) }
+
 // New returns the handler of /v1/: the transcoded API, its streams and the
 // OpenAPI document. Only the services registered on opts.Server are served.
-func New(opts Options) (http.Handler, error) {
+func New(opts Options) (*Handler, error) {
 	if opts.Heartbeat == 0 {
 		opts.Heartbeat = 15 * time.Second
 	}
@@ -129,6 +145,7 @@ func New(opts Options) (http.Handler, error) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openapi.Document)
 	})
+	h := &Handler{mux: mux, closing: make(chan struct{})}
 	slots := make(chan struct{}, opts.MaxStreams)
 	for _, s := range ServerStreams {
 		if !served(s.Method) {
@@ -138,19 +155,19 @@ func New(opts Options) (http.Handler, error) {
 		if err != nil {
 			return nil, err
 		}
-		mux.Handle(s.Pattern, &sseHandler{m: m, conn: opts.Conn, heartbeat: opts.Heartbeat, slots: slots, marshal: marshal})
+		mux.Handle(s.Pattern, &sseHandler{m: m, conn: opts.Conn, heartbeat: opts.Heartbeat, slots: slots, marshal: marshal, closing: h.closing})
 	}
 	for _, s := range ClientStreams {
 		if !served(s.Method) {
 			continue
 		}
-		h, err := s.handler(opts.Conn, opts.MaxRecvBytes, marshal)
+		up, err := s.handler(opts.Conn, opts.MaxRecvBytes, marshal)
 		if err != nil {
 			return nil, err
 		}
-		mux.Handle(s.Pattern, h)
+		mux.Handle(s.Pattern, up)
 	}
-	return mux, nil
+	return h, nil
 }
 
 // escapedPath hands the transcoder the path as sent, still escaped: it

@@ -170,6 +170,7 @@ type sseHandler struct {
 	heartbeat time.Duration
 	slots     chan struct{}
 	marshal   protojson.MarshalOptions
+	closing   <-chan struct{}
 }
 
 func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -275,6 +276,13 @@ func (h *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-r.Context().Done():
+			return
+		case <-h.closing:
+			buf.WriteString("event: " + eventError + "\ndata: ")
+			buf.Write(marshalStatus(status.New(codes.Unavailable, "the server is shutting down; reconnect")))
+			buf.WriteString("\n\n")
+			_, _ = w.Write(buf.Bytes())
+			_ = rc.Flush()
 			return
 		case <-tick.C:
 			buf.WriteString(": keep-alive\n\n")
