@@ -18,8 +18,10 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install what Tidings needs beyond Go (redis-server, via apt-get when missing)
+deps: ## Install what Tidings needs beyond Go (redis-server, chromium via apt-get; axe-core from npm) when missing
 	@deploy/scripts/ensure-redis.sh
+	@deploy/scripts/ensure-chromium.sh
+	@deploy/scripts/ensure-axe.sh
 
 .PHONY: build
 build: ## Build bin/tidings

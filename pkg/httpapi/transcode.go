@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 
 	"google.golang.org/grpc/codes"
@@ -30,6 +31,13 @@ func transcodeErrors(next http.Handler, limit int64) http.Handler {
 			writeStatus(w, http.StatusRequestEntityTooLarge,
 				status.Newf(codes.ResourceExhausted, "the request body of %d bytes is over the limit of %d", r.ContentLength, limit))
 			return
+		}
+		if ct := r.Header.Get("Content-Type"); ct != "" && r.ContentLength != 0 {
+			if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+				writeStatus(w, http.StatusUnsupportedMediaType,
+					status.Newf(codes.InvalidArgument, "the request body is %q: send application/json", ct))
+				return
+			}
 		}
 		t := &track{}
 		r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, limit), t: t}

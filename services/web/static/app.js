@@ -239,7 +239,7 @@
       if (people) { return Promise.resolve(people); }
       return api("GET", "/v1/profiles?pageSize=200").then(function (r) { people = r.profiles || []; return people; });
     }
-    function close() { box.hidden = true; ta.setAttribute("aria-expanded", "false"); ta.removeAttribute("aria-activedescendant"); active = -1; shown = []; }
+    function close() { box.hidden = true; ta.removeAttribute("aria-activedescendant"); active = -1; shown = []; }
     function highlight(i) {
       active = i;
       Array.prototype.forEach.call(box.children, function (li, j) { li.setAttribute("aria-selected", j === i ? "true" : "false"); });
@@ -274,7 +274,7 @@
           li.addEventListener("mousedown", function (ev) { ev.preventDefault(); pick(i); });
           box.appendChild(li);
         });
-        if (shown.length) { box.hidden = false; ta.setAttribute("aria-expanded", "true"); highlight(0); } else { close(); }
+        if (shown.length) { box.hidden = false; highlight(0); } else { close(); }
       });
     });
     ta.addEventListener("keydown", function (e) {
