@@ -26,7 +26,7 @@ var demoPeople = []*tidingsv1.Profile{
 // seedDemo fills an empty directory with demoPeople, a few follows, a
 // public and a restricted record and a first post, through the API as an
 // admin. A directory with anyone in it is left alone.
-func seedDemo(ctx context.Context, grpcAddr, adminToken string) error {
+func seedDemo(ctx context.Context, grpcAddr, adminToken string, mint func(auth.Kind, string) (string, error)) error {
 	conn, err := grpc.NewClient(loopback(grpcAddr),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithPerRPCCredentials(auth.PerRPCToken(adminToken)))
@@ -74,7 +74,18 @@ func seedDemo(ctx context.Context, grpcAddr, adminToken string) error {
 	}); err != nil {
 		return fmt.Errorf("demo post: %w", err)
 	}
-	if _, err := records.PostRecordActivity(ctx, &tidingsv1.PostRecordActivityRequest{
+	crmToken, err := mint(auth.KindApp, "crm")
+	if err != nil {
+		return err
+	}
+	crmConn, err := grpc.NewClient(loopback(grpcAddr),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(auth.PerRPCToken(crmToken)))
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	defer crmConn.Close()
+	if _, err := tidingsv1.NewRecordServiceClient(crmConn).PostRecordActivity(ctx, &tidingsv1.PostRecordActivityRequest{
 		Ref: acme, EventId: "demo-stage-1", Verb: "stage_changed", Text: "Stage changed", OnBehalfOf: "ana",
 		FieldChanges: []*tidingsv1.FieldChange{{Field: "Stage", OldValue: "Proposal", NewValue: "Negotiation"}},
 	}); err != nil {

@@ -95,7 +95,7 @@ func RunDev(ctx context.Context, opts DevOptions) error {
 	if opts.Demo {
 		ready := opts.OnReady
 		opts.OnReady = func(a Addrs) {
-			if err := seedDemo(ctx, a.GRPC, cliToken); err != nil {
+			if err := seedDemo(ctx, a.GRPC, cliToken, opts.DevTokens); err != nil {
 				opts.Logger.Warn("demo directory not seeded", "error", err)
 			}
 			if ready != nil {

@@ -207,7 +207,7 @@ func (b *browser) shoot(t *testing.T, dir, name string) {
 		err := chromedp.Do(ctx, chromedp.EmulateViewport(vp.w, vp.h))
 		var png []byte
 		if err == nil {
-			png, err = chromedp.Run(ctx, chromedp.FullScreenshot(90))
+			png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		}
 		cancel()
 		require.NoError(t, err)

@@ -141,7 +141,7 @@ func plural(n int, word string) string {
 
 func itemOf(it *tidingsv1.FeedItem, now time.Time) itemView {
 	a := it.GetActivity()
-	v := itemView{ID: a.GetId(), Verb: a.GetVerb(), Edited: a.GetEditTime() != nil, Changes: a.GetFieldChanges()}
+	v := itemView{ID: a.GetId(), Verb: strings.ReplaceAll(a.GetVerb(), "_", " "), Edited: a.GetEditTime() != nil, Changes: a.GetFieldChanges()}
 	if p := it.GetActorProfile(); p != nil {
 		v.ActorName, v.ActorHref = p.GetDisplayName(), personHref(p.GetUserId())
 	} else if a.GetActor().GetKind() == tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE {

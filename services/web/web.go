@@ -262,7 +262,6 @@ func (s *Server) creds(sess *session) grpc.CallOption {
 	return grpc.PerRPCCredentials(auth.PerRPCToken(sess.Token))
 }
 
-
 // safeNext returns a local path to go to after sign-in.
 func safeNext(next string) string {
 	if strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") && !strings.Contains(next, "\\") {

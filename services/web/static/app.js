@@ -115,7 +115,7 @@
     var body = el("div", "body");
     var metaP = el("p", "meta");
     if (href) { var actor = link(href, name); actor.className = "actor"; metaP.appendChild(actor); } else { metaP.appendChild(el("span", "actor", name)); }
-    if (a.verb && a.verb !== "posted") { metaP.appendChild(el("span", "verb", a.verb)); }
+    if (a.verb && a.verb !== "posted") { metaP.appendChild(el("span", "verb", a.verb.replace(/_/g, " "))); }
     var ref = (item.record && item.record.ref) || a.record;
     if (ref && ref.type) {
       metaP.appendChild(el("span", "on", "on"));
