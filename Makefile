@@ -9,6 +9,10 @@ PROTOVALIDATE    := github.com/bufbuild/protovalidate@v1.2.2
 # golangci-lint is run at a pinned version with `go run`, outside go.mod: its
 # own dependencies would otherwise pin ours (as its authors advise).
 GOLANGCI_LINT    := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+# google/api/{annotations,http}.proto (the HTTP/JSON mapping of the API), as
+# pinned in grpc-gateway v1's third_party/googleapis: a Go module the proxy
+# serves, so code generation needs no registry (see buf.yaml).
+GOOGLEAPIS       := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 TEST_FLAGS       ?= -race -timeout 12m
 BENCH            ?= .
 
@@ -17,8 +21,10 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install what Tidings needs beyond Go (redis-server, via apt-get when missing)
+deps: ## Install what Tidings needs beyond Go (redis-server, chromium via apt-get; axe-core from npm) when missing
 	@deploy/scripts/ensure-redis.sh
+	@deploy/scripts/ensure-chromium.sh
+	@deploy/scripts/ensure-axe.sh
 
 .PHONY: build
 build: ## Build bin/tidings
@@ -76,9 +82,11 @@ proto-deps:
 	@$(GO) mod download $(PROTOVALIDATE)
 	@mkdir -p .buf-deps
 	@ln -sfn "$$($(GO) env GOMODCACHE)/$(PROTOVALIDATE)/proto/protovalidate" .buf-deps/protovalidate
+	@$(GO) mod download $(GOOGLEAPIS)
+	@ln -sfn "$$($(GO) env GOMODCACHE)/$(GOOGLEAPIS)/third_party/googleapis" .buf-deps/googleapis
 
 .PHONY: proto
-proto: proto-deps ## Lint the API and regenerate its Go code
+proto: proto-deps ## Lint the API and regenerate its Go code and OpenAPI document
 	$(GO) tool buf lint
 	$(GO) tool buf generate
 

@@ -99,7 +99,8 @@ func (e *faultEnv) startWorker(t *testing.T, extra ...string) *workerProcess {
 		"--nats-url", e.NATS.ClientURL(),
 		"--redis-addr", e.redis.Addr(),
 		"--auth-secret", faultSecret,
-		"--http-addr", httpAddr,
+		"--http-addr", "",
+		"--debug-addr", httpAddr,
 		"--ack-wait", "2s",
 	}, extra...)
 	out := &syncBuffer{}
@@ -124,7 +125,8 @@ func (w *workerProcess) kill() {
 	}
 }
 
-// metric reads a counter summed over its labels from the worker's /metrics.
+// metric reads a counter summed over its labels from the worker's /metrics
+// (on its debug address).
 func (w *workerProcess) metric(t *testing.T, name string) float64 {
 	resp, err := http.Get("http://" + w.httpAddr + "/metrics")
 	if err != nil {
