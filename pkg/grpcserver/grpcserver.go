@@ -223,7 +223,7 @@ func (s *ctxStream) Context() context.Context { return s.ctx }
 // withID adds the request id to the headers about to be sent.
 func (s *ctxStream) withID() {
 	if !s.headerSet.Swap(true) {
-		_ = s.ServerStream.SetHeader(metadata.Pairs(requestIDHeader, s.id))
+		_ = s.SetHeader(metadata.Pairs(requestIDHeader, s.id))
 	}
 }
 

@@ -187,7 +187,7 @@ type sse struct {
 
 type event struct{ id, name, data string }
 
-func (a *api) watch(t *testing.T, ctx context.Context, user, path string, hdr ...string) *sse {
+func (a *api) watch(ctx context.Context, t *testing.T, user, path string, hdr ...string) *sse {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, "GET", a.URL+path, nil)
 	require.NoError(t, err)
@@ -262,7 +262,7 @@ func TestWatchAsServerSentEvents(t *testing.T) {
 	// The response (and EventSource's open) comes once the stream is
 	// subscribed: what is posted after it arrives.
 	ctx, cancel := context.WithCancel(t.Context())
-	s := a.watch(t, ctx, "bo", "/v1/users/bo/home:watch")
+	s := a.watch(ctx, t, "bo", "/v1/users/bo/home:watch")
 	first := a.post(t, "ana", "live one")
 	token, got := s.item(t)
 	require.Equal(t, first, got)
@@ -284,7 +284,7 @@ func TestWatchAsServerSentEvents(t *testing.T) {
 		{path: "/v1/users/bo/home:watch?last_event_id=" + token},
 	} {
 		ctx, cancel := context.WithCancel(t.Context())
-		s := a.watch(t, ctx, "bo", resume.path, "Last-Event-ID", resume.header)
+		s := a.watch(ctx, t, "bo", resume.path, "Last-Event-ID", resume.header)
 		seen := map[string]bool{}
 		for !seen[second] {
 			_, id := s.item(t)

@@ -58,11 +58,10 @@ const (
 // method is a resolved ServerStream.
 type method struct {
 	ServerStream
-	in, out     protoreflect.MessageType
-	wildcards   []string
-	resume      protoreflect.Name
-	eventID     protoreflect.FieldDescriptor
-	clientSends bool
+	in, out   protoreflect.MessageType
+	wildcards []string
+	resume    protoreflect.Name
+	eventID   protoreflect.FieldDescriptor
 }
 
 func resolve(fullMethod string) (protoreflect.MethodDescriptor, protoreflect.MessageType, protoreflect.MessageType, error) {

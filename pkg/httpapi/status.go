@@ -66,5 +66,6 @@ func writeStatus(w http.ResponseWriter, httpCode int, st *status.Status) {
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(httpCode)
-	_, _ = w.Write(marshalStatus(st))
+	_, _ = w.Write(marshalStatus(st)) //nolint:gosec // G705: a JSON body, sent as application/json with nosniff
+
 }

@@ -195,6 +195,7 @@ func (s *Server) checkCSRF(r *http.Request, sess *session) bool {
 }
 
 func (s *Server) setSession(w http.ResponseWriter, r *http.Request, token string, ttl time.Duration) {
+	//nolint:gosec // G124: HttpOnly and SameSite=Strict always; Secure whenever TLS is in front (or configured)
 	http.SetCookie(w, &http.Cookie{
 		Name:     CookieName,
 		Value:    token,
@@ -207,6 +208,7 @@ func (s *Server) setSession(w http.ResponseWriter, r *http.Request, token string
 }
 
 func (s *Server) clearSession(w http.ResponseWriter, r *http.Request) {
+	//nolint:gosec // G124: as setSession
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		Secure: s.opts.SecureCookies || r.TLS != nil, SameSite: http.SameSiteStrictMode})
 }
