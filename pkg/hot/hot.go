@@ -24,7 +24,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/redisx"
 )
 
-
 // MaxRanges bounds the ranges kept per entity; older ones have long left
 // every feed.
 const MaxRanges = 8

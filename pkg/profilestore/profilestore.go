@@ -39,7 +39,7 @@ func (s *Store) keyAll() string { return s.ks.Key("profiles:all") }
 // Field is the field of Key that holds the profile.
 const Field = "pb"
 
-func (s *Store) deptKey(dept string) string  { return s.ks.Key("profiles:dept:{" + dept + "}") }
+func (s *Store) deptKey(dept string) string   { return s.ks.Key("profiles:dept:{" + dept + "}") }
 func (s *Store) managerKey(mgr string) string { return s.ks.Key("profiles:mgr:{" + mgr + "}") }
 
 // applyScript stores a profile unless a newer event was applied already. It
