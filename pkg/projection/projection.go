@@ -90,13 +90,16 @@ type Config struct {
 	// InactiveAfter: users who have not read their home timeline for this
 	// long are skipped; their next read rebuilds it. Zero pushes to all.
 	InactiveAfter time.Duration
+	// InboxCap is the number of entries a user's inbox (the items addressed
+	// to them: mentions) keeps.
+	InboxCap int
 }
 
 // DefaultConfig returns the defaults: 800-entry home timelines (as Twitter
-// and Mastodon keep), 3,000-entry entity feeds, chunks of 5,000 users, a
-// backfill of 20, and users inactive after 14 days.
+// and Mastodon keep) and inboxes, 3,000-entry entity feeds, chunks of 5,000
+// users, a backfill of 20, and users inactive after 14 days.
 func DefaultConfig() Config {
-	return Config{HomeCap: 800, FeedCap: 3000, ChunkSize: 5000, BackfillCount: 20, WriteBatch: 1000, InactiveAfter: 14 * 24 * time.Hour}
+	return Config{HomeCap: 800, FeedCap: 3000, ChunkSize: 5000, BackfillCount: 20, WriteBatch: 1000, InactiveAfter: 14 * 24 * time.Hour, InboxCap: 800}
 }
 
 // Notifier sends live notices of new home timeline items (pkg/live).
@@ -105,6 +108,15 @@ type Notifier interface {
 	Notify(users []string, id ids.ID) error
 	// NotifyEntity tells the watchers of a hot entity that it posted id.
 	NotifyEntity(entityKey string, id ids.ID) error
+	// NotifyItems tells a user that ids landed in their home timeline (a
+	// follow's backfill).
+	NotifyItems(userID string, list []ids.ID) error
+	// NotifySwitch tells every watcher that an entity turned hot with the
+	// post from.
+	NotifySwitch(entityKey string, from ids.ID) error
+	// NotifySources tells a user's watchers that the user started or
+	// stopped following an entity.
+	NotifySources(userID, entityKey string) error
 }
 
 // Metrics count what the projections write.
@@ -144,6 +156,8 @@ type Deps struct {
 	// Metrics, if set, counts the fan-out's deliveries.
 	Metrics *Metrics
 	Logger  *slog.Logger
+	// Now is the clock of the inactivity rule; time.Now when nil.
+	Now func() time.Time
 }
 
 // Projector applies events to the projections.
@@ -154,11 +168,18 @@ type Projector struct {
 	live   Notifier
 	m      *Metrics
 	logger *slog.Logger
+	now    func() time.Time
 }
 
 // New returns a Projector.
 func New(d Deps) *Projector {
-	return &Projector{log: d.Log, st: d.Stores, cfg: d.Config, live: d.Live, m: d.Metrics, logger: d.Logger}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Config.InboxCap == 0 {
+		d.Config.InboxCap = d.Config.HomeCap
+	}
+	return &Projector{log: d.Log, st: d.Stores, cfg: d.Config, live: d.Live, m: d.Metrics, logger: d.Logger, now: d.Now}
 }
 
 // Stores returns the projections the Projector writes.
@@ -201,5 +222,5 @@ func (p *Projector) activeSince() int64 {
 	if p.cfg.InactiveAfter <= 0 {
 		return 0
 	}
-	return time.Now().Add(-p.cfg.InactiveAfter).Unix()
+	return p.now().Add(-p.cfg.InactiveAfter).Unix()
 }

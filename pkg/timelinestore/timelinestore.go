@@ -1,10 +1,14 @@
-// Package timelinestore keeps feeds in Redis: each user's home timeline and
-// each entity's own feed, as a string of 8-byte big-endian activity ids,
-// newest first. That costs 8 bytes an entry (a sorted set costs about 22 in
-// its listpack encoding and about 120 past it), and a page is one GETRANGE
-// or GET.
+// Package timelinestore keeps feeds in Redis: each user's home timeline,
+// inbox and home sources, and each entity's own feed. Timelines, inboxes and
+// feeds are strings of 8-byte big-endian activity ids, newest first. That
+// costs 8 bytes an entry (a sorted set costs about 22 in its listpack
+// encoding and about 120 past it), and a page is one GETRANGE or GET.
 //
-//	tidings:home:{<user id>}      home timeline
+//	tidings:home:{<user id>}      home timeline: what was pushed to the user
+//	tidings:inbox:{<user id>}     items addressed to the user (mentions)
+//	tidings:hsrc:{<user id>}      home sources: the floor of the home timeline,
+//	                              and the intervals of each entity's feed the
+//	                              user receives (Sources)
 //	tidings:feed:{<entity key>}   an entity's own feed
 //
 // (in the first generation; see redisx.Keyspace)
@@ -38,6 +42,16 @@ func (s *Store) HomeKey(userID string) string { return s.ks.Key("home:{" + userI
 // FeedKey is the key of an entity's own feed.
 func (s *Store) FeedKey(entityKey string) string { return s.ks.Key("feed:{" + entityKey + "}") }
 
+// InboxKey is the key of a user's inbox: the items addressed to the user
+// rather than to an entity they follow (mentions), kept apart from the home
+// timeline so that history past the timeline's floor still finds them. It
+// shares the home timeline's hash tag.
+func (s *Store) InboxKey(userID string) string { return s.ks.Key("inbox:{" + userID + "}") }
+
+// SourcesKey is the key of a user's home sources (Sources); it shares the
+// home timeline's hash tag.
+func (s *Store) SourcesKey(userID string) string { return s.ks.Key("hsrc:{" + userID + "}") }
+
 // SeenKey holds when a user last read their home timeline (Unix seconds);
 // it shares the home timeline's hash tag. It is not derived from the log,
 // so it lives outside generations (redisx.Keyspace).
@@ -47,8 +61,12 @@ func SeenKey(userID string) string { return redisx.Prefix + "seen:{" + userID + 
 // (8-byte ids) into the descending packed string KEYS[1], skipping ids
 // present, and trims it to ARGV[1] entries. With KEYS[2] (the user's last
 // read) older than ARGV[2], the user is inactive and nothing is written:
-// their next read rebuilds the timeline. It returns how many ids it added,
-// or -1 for an inactive user. The bench drives it with redis-benchmark.
+// their next read rebuilds the timeline. With KEYS[3] (the home sources),
+// an insert that leaves an id out for the cap (trimmed, or too old to go
+// in) raises the timeline's floor to its oldest entry: the timeline holds
+// everything pushed to the user from the floor up, whatever its length. It
+// returns how many ids it added, or -1 for an inactive user. The bench
+// drives it with redis-benchmark.
 const InsertSource = `
 if KEYS[2] then
   local seen = tonumber(redis.call('GET', KEYS[2]) or '')
@@ -57,6 +75,7 @@ end
 local s = redis.call('GET', KEYS[1]) or ''
 local cap = tonumber(ARGV[1])
 local added = 0
+local dropped = false
 for i = 3, #ARGV do
   local id = ARGV[i]
   local n = #s / 8
@@ -69,12 +88,21 @@ for i = 3, #ARGV do
       if string.sub(s, mid * 8 + 1, mid * 8 + 8) > id then lo = mid + 1 else hi = mid end
     end
   end
-  if lo < cap and not (lo < n and string.sub(s, lo * 8 + 1, lo * 8 + 8) == id) then
+  if lo >= cap then
+    dropped = true
+  elseif not (lo < n and string.sub(s, lo * 8 + 1, lo * 8 + 8) == id) then
+    if n >= cap then dropped = true end
     s = string.sub(s, 1, lo * 8) .. id .. string.sub(s, lo * 8 + 1, cap * 8 - 8)
     added = added + 1
   end
 end
 if added > 0 then redis.call('SET', KEYS[1], s) end
+if dropped and KEYS[3] then
+  local last = math.min(#s / 8, cap)
+  local floor = string.sub(s, last * 8 - 7, last * 8)
+  local cur = redis.call('HGET', KEYS[3], 'floor')
+  if not cur or cur < floor then redis.call('HSET', KEYS[3], 'floor', floor) end
+end
 return added
 `
 
@@ -198,8 +226,11 @@ func (s *Store) QueueInsertHome(ctx context.Context, pipe redis.Pipeliner, userI
 	return queueInsert(ctx, pipe, s.homeKeys(userID), idArgs(limit, activeSince, list))
 }
 
-// homeKeys are the keys of a home insert: the timeline and the read time.
-func (s *Store) homeKeys(userID string) []string { return []string{s.HomeKey(userID), SeenKey(userID)} }
+// homeKeys are the keys of a home insert: the timeline, the read time and
+// the sources, which keep the floor.
+func (s *Store) homeKeys(userID string) []string {
+	return []string{s.HomeKey(userID), SeenKey(userID), s.SourcesKey(userID)}
+}
 
 func queueInsert(ctx context.Context, pipe redis.Pipeliner, keys []string, args []any) redisx.Result[int64] {
 	cmd := insertScript.EvalSha(ctx, pipe, keys, args...)
@@ -344,7 +375,7 @@ func Decode(data []byte) []ids.ID {
 // Wipe deletes every feed, before a rebuild.
 func (s *Store) Wipe(ctx context.Context) error {
 	// Read times are not derived from the log: they stay.
-	for _, p := range []string{"home:*", "feed:*"} {
+	for _, p := range []string{"home:*", "feed:*", "inbox:*", "hsrc:*"} {
 		if _, err := redisx.DeleteMatching(ctx, s.rdb, s.ks.Key(p)); err != nil {
 			return err
 		}

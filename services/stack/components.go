@@ -2,6 +2,7 @@ package stack
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -45,12 +46,15 @@ type Components struct {
 type Overrides struct {
 	// Timelines, if set, changes the TimelineService's dependencies.
 	Timelines func(*timelines.Deps)
+	// Now, if set, is the clock of the inactivity rule, in the fan-out and
+	// in home reads alike.
+	Now func() time.Time
 }
 
 // Wire builds the components over open connections; tests use it to serve
 // the services exactly as a process does.
 func Wire(log *eventlog.Log, rdb redis.UniversalClient, st *settings.Store, cfg config.Config, logger *slog.Logger, o Overrides) *Components {
-	c := newComponents(&deps{log: log, js: log.JetStream(), rdb: rdb, settings: st}, cfg, logger, nil)
+	c := newComponents(&deps{log: log, js: log.JetStream(), rdb: rdb, settings: st}, cfg, logger, nil, o)
 	c.overrides = o
 	return c
 }
@@ -72,11 +76,11 @@ func ProjectionConfig(cfg config.Config) projection.Config {
 
 // newComponents builds the components; metrics, if set, counts the
 // fan-out's deliveries.
-func newComponents(d *deps, cfg config.Config, logger *slog.Logger, metrics *projection.Metrics) *Components {
+func newComponents(d *deps, cfg config.Config, logger *slog.Logger, metrics *projection.Metrics, o Overrides) *Components {
 	st := projection.NewStores(d.rdb, redisx.NewKeyspace(0), hot.Thresholds{On: cfg.HotOn, Off: cfg.HotOff})
 	proj := projection.New(projection.Deps{
 		Log: d.log, Stores: st, Config: ProjectionConfig(cfg),
-		Live: live.NewPublisher(d.log.JetStream().Conn()), Metrics: metrics, Logger: logger,
+		Live: live.NewPublisher(d.log.JetStream().Conn()), Metrics: metrics, Logger: logger, Now: o.Now,
 	})
 	return &Components{
 		deps:      d,
@@ -118,7 +122,7 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) {
 			td := timelines.Deps{
 				Timelines: st.Timelines, Bodies: st.Bodies, Profiles: st.Profiles, Records: st.Records,
 				Visibility: c.visible, Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
-				Graph: st.Graph, Hot: st.Hot, HomeCap: c.cfg.HomeCap, InactiveAfter: c.cfg.InactiveAfter,
+				Hot: st.Hot, HomeCap: c.cfg.HomeCap, InactiveAfter: c.cfg.InactiveAfter, Now: c.overrides.Now,
 			}
 			if c.overrides.Timelines != nil {
 				c.overrides.Timelines(&td)

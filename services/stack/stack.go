@@ -155,7 +155,7 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
-	c := newComponents(d, cfg, logger, deliveries)
+	c := newComponents(d, cfg, logger, deliveries, Overrides{})
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs

@@ -55,6 +55,9 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		if o.Overrides.Timelines != nil {
 			overrides.Timelines = o.Overrides.Timelines
 		}
+		if o.Overrides.Now != nil {
+			overrides.Now = o.Overrides.Now
+		}
 	}
 	c := stack.Wire(env.Log, env.RDB, st, cfg, env.Logger, overrides)
 	srv := testenv.Serve(t, func(s *grpcserver.Server) {

@@ -63,7 +63,7 @@ func BenchmarkHomeReadHotEntities(b *testing.B) {
 				require.NoError(b, err)
 			}
 			srv := timelines.NewServer(timelines.Deps{Timelines: p.Timelines, Bodies: p.Bodies, Profiles: p.Profiles,
-				Records: p.Records, Graph: p.Graph, Hot: hs, HomeCap: 800})
+				Records: p.Records, Hot: hs, HomeCap: 800})
 			rctx := auth.WithIdentity(ctx, testenv.Employee("reader"))
 			req := &tidingsv1.GetHomeTimelineRequest{UserId: "reader", PageSize: 50}
 			b.ReportAllocs()
