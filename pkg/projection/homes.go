@@ -13,7 +13,7 @@ import (
 // homeWrites are the home timeline writes of a batch, by user: ids to
 // insert and ids to take out, of home timelines and of inboxes.
 type homeWrites struct {
-	adds, removes   map[string][]ids.ID
+	adds, removes  map[string][]ids.ID
 	inbox, unInbox map[string][]ids.ID
 }
 
