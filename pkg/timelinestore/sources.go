@@ -59,20 +59,6 @@ func (iv Intervals) Contains(id ids.ID) bool {
 // entity.
 func (iv Intervals) Open() bool { return len(iv) > 0 && iv[len(iv)-1].To == 0 }
 
-// Below is the cursor from which a page of the entity's feed may hold ids of
-// the intervals: before, or the end of a closed last interval when lower
-// (before 0 means the newest).
-func (iv Intervals) Below(before ids.ID) ids.ID {
-	if len(iv) == 0 || iv.Open() {
-		return before
-	}
-	end := iv[len(iv)-1].To
-	if before == 0 || end < before {
-		return end
-	}
-	return before
-}
-
 // Sources are a user's home sources.
 type Sources struct {
 	// Floor: the home timeline holds everything pushed to the user with an

@@ -26,8 +26,9 @@ import (
 // with the live worker applying it (waiting for the worker after each step,
 // so that it applies the log in order): profiles, records (one restricted),
 // follows and unfollows (with and without history), posts with mentions,
-// record events, edits, deletes, and posts of an author whose audience is
-// cut into FANOUT chunks. It then rebuilds every projection with
+// record events, edits, deletes, posts of an author whose audience is
+// cut into FANOUT chunks, and that author turning hot and back as a crowd
+// follows and leaves (home sources, floors and inboxes included). It then rebuilds every projection with
 // AdminService.RebuildProjections and requires every Redis key to hold
 // exactly what the live worker wrote: a rebuild is a replay through the
 // live code. TIDINGS_HISTORY_SEED picks another history.
@@ -44,9 +45,9 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 
 	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) {
 		c.FanoutChunk = 100           // star's 120 followers are chunked
-		c.HotOn, c.HotOff = 1000, 900 // no entity turns hot here
+		c.HotOn, c.HotOff = 150, 140 // star, when the crowd follows too
 		c.InactiveAfter = 0           // reads would differ by wall-clock time
-		c.HomeCap, c.Backfill = 40, 5
+		c.HomeCap, c.Backfill = 20, 5 // timelines are trimmed
 	}})
 	s.StartWorker(t)
 	ctx := t.Context()
@@ -55,11 +56,14 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 	for i := range 12 {
 		users = append(users, fmt.Sprintf("u%02d", i))
 	}
-	var fans []string
+	var fans, crowd []string
 	for i := range 120 {
 		fans = append(fans, fmt.Sprintf("f%03d", i))
 	}
-	s.Users(t, append(append([]string{"star"}, users...), fans...)...)
+	for i := range 40 {
+		crowd = append(crowd, fmt.Sprintf("c%03d", i))
+	}
+	s.Users(t, append(append(append([]string{"star"}, users...), fans...), crowd...)...)
 	_, err := s.Admin(t).BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("star"), Users: &tidingsv1.UserSelector{
 		Selector: &tidingsv1.UserSelector_Users{Users: &tidingsv1.UserList{UserIds: fans}}}})
 	require.NoError(t, err)
@@ -97,11 +101,32 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 		c := status.Code(err)
 		return err == nil || c == codes.NotFound || c == codes.InvalidArgument
 	}
+	crowded, switches := false, 0
 	for step := range 160 {
 		u := pick(users)
 		me := testenv.Employee(u)
 		var err error
 		switch r := rng.IntN(100); {
+		case r < 4:
+			// The crowd follows star (hot: over 160 followers) or leaves
+			// (pushed again, and chunked: 120 and the users who follow it).
+			sel := &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_Users{Users: &tidingsv1.UserList{UserIds: crowd}}}
+			if crowded {
+				_, err = s.Admin(t).BulkUnfollow(ctx, &tidingsv1.BulkUnfollowRequest{Entity: entity.User("star"), Users: sel})
+			} else {
+				_, err = s.Admin(t).BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("star"), Users: sel})
+			}
+			require.NoError(t, err)
+			crowded = !crowded
+			switches++
+			s.WaitCaughtUp(t)
+			star := testenv.Employee("star")
+			for range 2 {
+				var resp *tidingsv1.PostActivityResponse
+				resp, err = s.Activities(t, star).PostActivity(ctx, &tidingsv1.PostActivityRequest{ActorUserId: "star", Text: text()})
+				require.NoError(t, err)
+				posts = append(posts, post{resp.GetActivity().GetId(), star})
+			}
 		case r < 25:
 			var resp *tidingsv1.PostActivityResponse
 			resp, err = s.Activities(t, me).PostActivity(ctx, &tidingsv1.PostActivityRequest{ActorUserId: u, Text: text()})
@@ -146,14 +171,29 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 	}
 
 	require.Positive(t, s.Env.StreamLastSeq(t, eventlog.StreamFanout), "star's posts were chunked")
+	require.GreaterOrEqual(t, switches, 2, "the crowd came and went")
+	pulled, err := s.Stores().Hot.Pulled(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, pulled["u:star"], "star was pulled for a while")
 	live := testenv.Snapshot(t, s.Env.RDB)
-	homes := 0
+	homes, inboxes, sources, floors := 0, 0, 0, 0
 	for k, v := range live {
-		if strings.HasPrefix(k, "tidings:home:") && len(v.(string)) > 0 {
+		switch {
+		case strings.HasPrefix(k, "tidings:home:") && len(v.(string)) > 0:
 			homes++
+		case strings.HasPrefix(k, "tidings:inbox:"):
+			inboxes++
+		case strings.HasPrefix(k, "tidings:hsrc:"):
+			sources++
+			if _, ok := v.(map[string]string)["floor"]; ok {
+				floors++
+			}
 		}
 	}
 	require.Greater(t, homes, 100, "the history fills home timelines")
+	require.Positive(t, inboxes, "mentions fill inboxes")
+	require.Greater(t, sources, 100, "follows fill home sources")
+	require.Positive(t, floors, "home timelines were trimmed")
 	rebuilt, err := s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
 	require.NoError(t, err)
 	require.Len(t, rebuilt.GetRebuilt(), 4)

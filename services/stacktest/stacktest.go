@@ -93,13 +93,29 @@ func (s *Stack) StartWorker(t testing.TB) {
 }
 
 // CaughtUp reports whether a durable consumer has acknowledged everything.
+// A consumer's pending count can lag a publish by a moment, so an
+// unfiltered consumer must also have acknowledged the stream's last
+// message.
 func (s *Stack) CaughtUp(t testing.TB, spec eventlog.ConsumerSpec) bool {
-	c, err := s.Env.JS.Consumer(t.Context(), spec.Stream, spec.Durable)
+	ctx := t.Context()
+	c, err := s.Env.JS.Consumer(ctx, spec.Stream, spec.Durable)
 	if err != nil {
 		return false
 	}
-	info, err := c.Info(t.Context())
-	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	var last uint64
+	if len(spec.FilterSubjects) == 0 {
+		stream, err := s.Env.JS.Stream(ctx, spec.Stream)
+		if err != nil {
+			return false
+		}
+		si, err := stream.Info(ctx)
+		if err != nil {
+			return false
+		}
+		last = si.State.LastSeq
+	}
+	info, err := c.Info(ctx)
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= last
 }
 
 // WaitCaughtUp waits until every worker consumer has caught up.

@@ -78,11 +78,11 @@ type feedRead struct {
 // (all when 0), newest first. It reads at most one round trip: the pages
 // of the feeds it merges, all in one pipeline.
 //
-// A source is paged only where the timeline may lack its ids, and each page
-// holds the newest want ids of that source below the cursor, so the first
-// want of the union are the feed's first want: the stored timeline holds
-// every pushed id from its floor up, and the pages add the pulled ones
-// there and everything below it.
+// A source is paged only where the timeline may lack its ids, one page per
+// interval of it, each holding the newest want ids of that interval below
+// the cursor, so the first want of the union are the feed's first want:
+// the stored timeline holds every pushed id from its floor up, and the
+// pages add the pulled ones there and everything below it.
 func (s *Server) merge(ctx context.Context, v homeView, before ids.ID, want int) ([]ids.ID, error) {
 	start := 0
 	if before != 0 {
@@ -101,15 +101,9 @@ func (s *Server) merge(ctx context.Context, v homeView, before ids.ID, want int)
 	}
 	var reads []feedRead
 	for e, iv := range v.src.Entities {
-		ranges := v.pull[e]
-		if len(ranges) == 0 {
-			continue
+		if ranges := v.pull[e]; len(ranges) > 0 {
+			reads = appendIntervals(reads, s.st.Timelines.FeedKey(e), intersect(iv, ranges), before)
 		}
-		pulled := intersect(iv, ranges)
-		if len(pulled) == 0 {
-			continue
-		}
-		reads = append(reads, feedRead{key: s.st.Timelines.FeedKey(e), before: pulled.Below(before), keep: pulled.Contains})
 	}
 	// Below the floor (the whole feed when the user is back from an
 	// absence), when the stored ids above it do not fill the page.
@@ -119,7 +113,7 @@ func (s *Server) merge(ctx context.Context, v homeView, before ids.ID, want int)
 			below = before
 		}
 		for e, iv := range v.src.Entities {
-			reads = append(reads, feedRead{key: s.st.Timelines.FeedKey(e), before: iv.Below(below), keep: iv.Contains})
+			reads = appendIntervals(reads, s.st.Timelines.FeedKey(e), iv, below)
 		}
 		reads = append(reads,
 			feedRead{key: s.st.Timelines.InboxKey(v.user), before: below},
@@ -142,6 +136,24 @@ func (s *Server) merge(ctx context.Context, v homeView, before ids.ID, want int)
 	slices.SortFunc(merged, newestFirst)
 	merged = slices.Compact(merged)
 	return merged[:min(len(merged), want)], nil
+}
+
+// appendIntervals adds the reads of a feed's ids older than before within
+// each interval: one page per interval, from its end down, so that ids
+// between the intervals never fill a page in place of those within.
+func appendIntervals(reads []feedRead, key string, iv timelinestore.Intervals, before ids.ID) []feedRead {
+	for _, r := range iv {
+		cursor := before
+		if r.To != 0 && (cursor == 0 || r.To < cursor) {
+			cursor = r.To
+		}
+		if r.From != 0 && cursor != 0 && cursor <= r.From {
+			continue // nothing of it is older than before
+		}
+		from := r.From
+		reads = append(reads, feedRead{key: key, before: cursor, keep: func(id ids.ID) bool { return id >= from }})
+	}
+	return reads
 }
 
 // pageFeeds reads a page of want ids of each feed below its cursor, in one

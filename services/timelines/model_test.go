@@ -18,6 +18,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/testenv"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stack"
 	"github.com/tidingshq/tidings/services/stacktest"
@@ -34,6 +35,8 @@ import (
 type feedModel struct {
 	backfill int
 	acts     []*modelAct // in id order
+	// kept counts the unfollows that kept a history.
+	kept int
 	// intervals[user][entity] are the user's intervals of the entity.
 	intervals map[string]map[string][]modelInterval
 }
@@ -118,6 +121,7 @@ func (m *feedModel) unfollow(u, e string, keep bool) {
 		}
 		if end > last.from {
 			list = append(list, modelInterval{last.from, end})
+			m.kept++
 		}
 	}
 	if len(list) == 0 {
@@ -301,7 +305,19 @@ func TestHomeFeedMatchesModel(t *testing.T) {
 			s.WaitCaughtUp(t) // the backfill reads the feed as the model does
 			m.follow(u, entity.Key(e))
 		case r < 66:
+			// Mostly what the user follows.
 			e := entities[rng.IntN(len(entities))]
+			var followed []string
+			for k, iv := range m.intervals[u] {
+				if iv[len(iv)-1].to == 0 {
+					followed = append(followed, k)
+				}
+			}
+			slices.Sort(followed)
+			if len(followed) > 0 && rng.IntN(4) > 0 {
+				e, err = entity.Parse(pick(followed))
+				require.NoError(t, err)
+			}
 			keep := rng.IntN(2) == 0
 			what = fmt.Sprintf("unfollow: %s unfollows %s (keep %v)", u, entity.Key(e), keep)
 			_, err := s.Follows(t, testenv.Employee(u)).Unfollow(ctx, &tidingsv1.UnfollowRequest{UserId: u, Entity: e, KeepHistory: keep})
@@ -345,8 +361,8 @@ func TestHomeFeedMatchesModel(t *testing.T) {
 			want := m.home(v)
 			got := pagedHome(t, s, v, 9)
 			if !slices.Equal(want, got) {
-				t.Fatalf("step %d (%s): home of %s differs from the model\nwant %v\ngot  %v\nhistory:\n%s",
-					step, what, v, want, got, strings.Join(history, "\n"))
+				t.Fatalf("step %d (%s): home of %s differs from the model\nmissing %v\nextra %v\n%s\nhistory:\n%s",
+					step, what, v, diff(want, got), diff(got, want), explain(t, s, m, v), strings.Join(history, "\n"))
 			}
 		}
 		for _, v := range users {
@@ -357,18 +373,13 @@ func TestHomeFeedMatchesModel(t *testing.T) {
 	}
 	// The history went where it should: past the cap, through hot
 	// switches both ways, kept histories and absences.
-	longest, floors, kept := 0, 0, 0
+	longest, floors := 0, 0
 	for _, v := range users {
 		longest = max(longest, len(m.home(v)))
 		src, err := s.Stores().Timelines.Sources(ctx, v)
 		require.NoError(t, err)
 		if src.Floor != 0 {
 			floors++
-		}
-		for _, iv := range src.Entities {
-			if len(iv) > 0 && iv[0].To != 0 {
-				kept++
-			}
 		}
 	}
 	pulled, err := s.Stores().Hot.Pulled(ctx)
@@ -387,10 +398,44 @@ func TestHomeFeedMatchesModel(t *testing.T) {
 		kind, _, _ := strings.Cut(what, ":")
 		kinds[kind]++
 	}
-	t.Logf("steps %v; longest home %d; %d floors set; %d kept histories; %d entities pulled, %d ranges closed", kinds, longest, floors, kept, len(pulled), closed)
+	t.Logf("steps %v; longest home %d; %d floors set; %d kept histories; %d entities pulled, %d ranges closed", kinds, longest, floors, m.kept, len(pulled), closed)
 	require.Greater(t, longest, 50, "the history reaches past the cap")
 	require.Positive(t, floors, "timelines were trimmed")
-	require.Positive(t, kept, "histories were kept")
+	require.Positive(t, m.kept, "histories were kept")
 	require.Positive(t, closed, "entities turned hot and back")
 	require.Positive(t, kinds["absence"], "users were away")
 }
+
+// diff returns the ids of a missing from b.
+func diff(a, b []string) []string {
+	var out []string
+	for _, id := range a {
+		if !slices.Contains(b, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// explain describes a user's home sources, stored timeline and the pull
+// ranges, and the model's intervals, for a failure message.
+func explain(t *testing.T, s *stacktest.Stack, m *feedModel, u string) string {
+	ctx := t.Context()
+	src, err := s.Stores().Timelines.Sources(ctx, u)
+	require.NoError(t, err)
+	stored, err := s.Stores().Timelines.All(ctx, s.Stores().Timelines.HomeKey(u))
+	require.NoError(t, err)
+	pulled, err := s.Stores().Hot.Pulled(ctx)
+	require.NoError(t, err)
+	seen, _ := s.Env.RDB.Get(ctx, timelinestore.SeenKey(u)).Result()
+	var b strings.Builder
+	fmt.Fprintf(&b, "floor %s, %d stored, newest %v, oldest %v, seen %s\n", src.Floor, len(stored), stored[:min(len(stored), 3)], stored[max(len(stored)-1, 0):], seen)
+	for e, iv := range src.Entities {
+		fmt.Fprintf(&b, "source %s %v (model %v) pulled %v\n", e, iv, m.intervals[u][e], pulled[e])
+	}
+	for _, a := range m.acts[max(len(m.acts)-5, 0):] {
+		fmt.Fprintf(&b, "act %s by %s sources %v mentions %v deleted %v\n", a.id, a.actor, a.sources, a.mentions, a.deleted)
+	}
+	return b.String()
+}
+

@@ -29,6 +29,13 @@ const resumeOverlap = 5 * time.Second
 // recentlySent bounds the ids a watch remembers to skip duplicates.
 const recentlySent = 4096
 
+// resumeLimit bounds what a resumed watch replays; resumePage is the page
+// it reads the home feed in.
+const (
+	resumeLimit = 1000
+	resumePage  = 100
+)
+
 // replayFeed is how many of a hot entity's newest ids a watch looks at
 // when it starts listening to it.
 const replayFeed = 64
@@ -132,15 +139,25 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 
 	if from != 0 {
 		// What landed after the resume point, merged as a home read is:
-		// pushed items and hot entities' posts alike.
-		all, _, err := s.homePager(userID, false)(ctx, 0, max(s.st.HomeCap, 1000))
-		if err != nil {
-			return err
-		}
-		for _, x := range all {
-			if x > from {
-				first = append(first, x)
+		// pushed items and hot entities' posts alike, at most the newest
+		// resumeLimit.
+		page := s.homePager(userID, false)
+		var before ids.ID
+		for n := 0; n < resumeLimit; {
+			list, more, err := page(ctx, before, resumePage)
+			if err != nil {
+				return err
 			}
+			for _, x := range list {
+				if x > from {
+					first = append(first, x)
+				}
+			}
+			n += len(list)
+			if !more || len(list) == 0 || list[len(list)-1] <= from {
+				break
+			}
+			before = list[len(list)-1]
 		}
 	}
 	if err := sendOldestFirst(first); err != nil {
@@ -230,8 +247,9 @@ func (h *hotWatch) start(ctx context.Context, since ids.ID) ([]ids.ID, error) {
 		if err := h.listen(e); err != nil {
 			return nil, err
 		}
-		pulled := intersect(iv, pull[e])
-		reads = append(reads, feedRead{key: st.Timelines.FeedKey(e), keep: func(id ids.ID) bool { return id >= since && pulled.Contains(id) }})
+		for _, r := range appendIntervals(nil, st.Timelines.FeedKey(e), intersect(iv, pull[e]), 0) {
+			reads = append(reads, feedRead{key: r.key, before: r.before, keep: func(id ids.ID) bool { return id >= since && r.keep(id) }})
+		}
 	}
 	return h.replay(ctx, reads)
 }
@@ -294,8 +312,7 @@ func (h *hotWatch) change(ctx context.Context, c live.Change) ([]ids.ID, error) 
 	if err := h.listen(c.Entity); err != nil {
 		return nil, err
 	}
-	pulled := intersect(iv, rs)
-	return h.replay(ctx, []feedRead{{key: st.Timelines.FeedKey(c.Entity), keep: pulled.Contains}})
+	return h.replay(ctx, appendIntervals(nil, st.Timelines.FeedKey(c.Entity), intersect(iv, rs), 0))
 }
 
 // listen starts listening to an entity's posts, once.
