@@ -45,7 +45,7 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 
 	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) {
 		c.FanoutChunk = 100           // star's 120 followers are chunked
-		c.HotOn, c.HotOff = 150, 140 // star, when the crowd follows too
+		c.HotOn, c.HotOff = 150, 140  // star, when the crowd follows too
 		c.InactiveAfter = 0           // reads would differ by wall-clock time
 		c.HomeCap, c.Backfill = 20, 5 // timelines are trimmed
 	}})

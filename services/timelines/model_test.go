@@ -438,4 +438,3 @@ func explain(t *testing.T, s *stacktest.Stack, m *feedModel, u string) string {
 	}
 	return b.String()
 }
-
