@@ -69,7 +69,9 @@ func (l *Log) Publish(ctx context.Context, a Append) (Appended, error) {
 	ack, err := l.js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		// Replicated streams report the conflict with a code of their own.
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			return Appended{}, ErrConflict
 		}
 		return Appended{}, fmt.Errorf("publish %s: %w", a.Subject, err)

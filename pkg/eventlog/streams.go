@@ -100,9 +100,20 @@ func StreamConfigs(opts StreamOptions) []jetstream.StreamConfig {
 }
 
 // EnsureStreams creates every stream, or updates it to the configuration.
+// Many processes may call it at once, on a cluster that is still forming:
+// each stream is created, and updated when it exists with another
+// configuration, in short attempts retried with jittered back-off
+// (RetryStartup) until ctx ends.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, opts StreamOptions) error {
 	for _, cfg := range StreamConfigs(opts) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		err := RetryStartup(ctx, func(ctx context.Context) error {
+			_, err := js.CreateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				_, err = js.UpdateStream(ctx, cfg)
+			}
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}
