@@ -68,6 +68,10 @@ type Options struct {
 	HealthInterval time.Duration
 }
 
+// startupTimeout bounds how long a process waits for JetStream to accept
+// its streams and bucket at start.
+const startupTimeout = 2 * time.Minute
+
 // deps are the connections a process holds.
 type deps struct {
 	nc       *nats.Conn
@@ -97,7 +101,11 @@ func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps
 		nc.Close()
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// Streams and the settings bucket are created (or updated) by every
+	// process at start, in short retried attempts, so that processes
+	// started together on a fresh cluster all come up; a cluster that has
+	// not formed within startupTimeout fails the start.
+	sctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	defer cancel()
 	if err := eventlog.EnsureStreams(sctx, js, eventlog.StreamOptions{
 		Replicas:        cfg.StreamReplicas,
