@@ -399,6 +399,9 @@ func (c *consumer) retryTransient(ctx context.Context, evs []pendingEvent, err e
 		mu      sync.Mutex
 		current = evs
 	)
+	for _, ev := range evs {
+		_ = ev.m.InProgress()
+	}
 	stopKeepAlive := make(chan struct{})
 	keepAliveDone := make(chan struct{})
 	go func() {
