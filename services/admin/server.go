@@ -27,6 +27,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/follows"
@@ -380,7 +381,7 @@ func (s *Server) RebuildProjections(ctx context.Context, req *tidingsv1.RebuildP
 
 // GetSystemStatus implements tidingsv1.AdminServiceServer.
 func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStatusRequest) (*tidingsv1.GetSystemStatusResponse, error) {
-	resp := &tidingsv1.GetSystemStatusResponse{Time: timestamppb.Now(), RedisOk: s.d.RDB.Ping(ctx).Err() == nil}
+	resp := &tidingsv1.GetSystemStatusResponse{Time: timestamppb.Now(), RedisOk: redisx.Health(ctx, s.d.RDB) == nil}
 	js := s.d.Log.JetStream()
 	for _, cfg := range eventlog.StreamConfigs(eventlog.StreamOptions{}) {
 		st, err := js.Stream(ctx, cfg.Name)

@@ -127,9 +127,10 @@ func (d *deps) close() {
 	_ = d.rdb.Close()
 }
 
-// health reports whether Redis answers and every stream exists.
+// health reports whether Redis answers (every primary of a cluster) and
+// every stream exists.
 func (d *deps) health(ctx context.Context) error {
-	if err := d.rdb.Ping(ctx).Err(); err != nil {
+	if err := redisx.Health(ctx, d.rdb); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	return eventlog.CheckStreams(ctx, d.js)
