@@ -398,12 +398,19 @@ func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStat
 		})
 		consumers := st.ListConsumers(ctx)
 		for ci := range consumers.Info() {
+			// Only durable consumers: those of replays and rebuilds are
+			// ephemeral, and their lag says nothing about the pipeline.
+			if ci.Config.Durable == "" {
+				continue
+			}
 			resp.Consumers = append(resp.Consumers, consumerStatus(cfg.Name, ci))
 		}
 		if err := consumers.Err(); err != nil {
 			return nil, apierr.Unavailable("consumers of %s: %v", cfg.Name, err)
 		}
 	}
+	// Hook: running background rebuilds (issue 14, part B) are to be
+	// reported here, beside the durable consumers.
 	return resp, nil
 }
 

@@ -94,6 +94,16 @@ func (w *Worker) handlers() map[*eventlog.ConsumerSpec]eventlog.BatchHandler {
 	}
 }
 
+// HandlersByConsumer returns each durable consumer's handler by the
+// consumer's name: dead letters are re-driven through them.
+func (w *Worker) HandlersByConsumer() map[string]eventlog.BatchHandler {
+	out := map[string]eventlog.BatchHandler{}
+	for spec, h := range w.handlers() {
+		out[spec.Durable] = h
+	}
+	return out
+}
+
 // Run consumes until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := redisx.LoadScripts(ctx, w.proj.Timelines.Client()); err != nil {
@@ -110,6 +120,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return w.log.ConsumeBatches(gctx, s, h, w.metrics, w.logger) })
 	}
+	g.Go(func() error { return w.log.ConsumeRedrives(gctx, w.HandlersByConsumer(), w.metrics, w.logger) })
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

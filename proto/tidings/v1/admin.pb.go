@@ -1260,9 +1260,11 @@ type GetSystemStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One entry per event stream.
 	Streams []*StreamStatus `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
-	// One entry per durable consumer.
+	// One entry per durable consumer. The short-lived consumers of replays
+	// and rebuilds are not listed.
 	Consumers []*ConsumerStatus `protobuf:"bytes,2,rep,name=consumers,proto3" json:"consumers,omitempty"`
-	// Whether Redis answered a PING.
+	// Whether Redis can serve: the server answered a PING or, on a Redis
+	// Cluster, every primary did and the cluster serves every slot.
 	RedisOk bool `protobuf:"varint,3,opt,name=redis_ok,json=redisOk,proto3" json:"redis_ok,omitempty"`
 	// When the status was taken.
 	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
@@ -1492,6 +1494,429 @@ func (x *ConsumerStatus) GetRedelivered() int64 {
 	return 0
 }
 
+// DeadLetterFilter picks dead letters.
+type DeadLetterFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only dead letters from this stream, such as "ACTIVITIES"; empty for
+	// every stream.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Only dead letters of this durable consumer, such as "fanout"; empty for
+	// every consumer.
+	Consumer string `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// Only these dead letters, by their sequence in the DEADLETTER stream
+	// (DeadLetter.sequence), at most 1,000; empty for every dead letter that
+	// matches the fields above.
+	Sequences     []uint64 `protobuf:"varint,3,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetterFilter) Reset() {
+	*x = DeadLetterFilter{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetterFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetterFilter) ProtoMessage() {}
+
+func (x *DeadLetterFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetterFilter.ProtoReflect.Descriptor instead.
+func (*DeadLetterFilter) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeadLetterFilter) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *DeadLetterFilter) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *DeadLetterFilter) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+// ListDeadLettersRequest is the input of AdminService.ListDeadLetters.
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which dead letters; unset for all.
+	Filter *DeadLetterFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Dead letters per page, 1 to 500; 0 means 100.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, with the same filter; empty
+	// for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListDeadLettersRequest) GetFilter() *DeadLetterFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListDeadLettersResponse is the output of AdminService.ListDeadLetters.
+type ListDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dead letters of this page, oldest first.
+	DeadLetters []*DeadLetter `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// The token of the next page; empty when this page is the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// DeadLetter is an event a consumer failed to apply on every delivery.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its sequence in the DEADLETTER stream: it names the dead letter in
+	// DeadLetterFilter.sequences.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The stream the event was appended to, such as "ACTIVITIES".
+	Stream string `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
+	// The durable consumer that failed to apply it, such as "fanout".
+	Consumer string `protobuf:"bytes,3,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// The event's subject in its stream.
+	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The event's sequence in its stream: a re-drive applies it at this
+	// position of the log.
+	StreamSequence uint64 `protobuf:"varint,5,opt,name=stream_sequence,json=streamSequence,proto3" json:"stream_sequence,omitempty"`
+	// Why its last delivery failed: the handler's error text, for admins
+	// (it may name internal detail).
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// When it was dead-lettered.
+	DeadLetterTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=dead_letter_time,json=deadLetterTime,proto3" json:"dead_letter_time,omitempty"`
+	// How many times it was delivered; 0 when not recorded (dead letters
+	// older than this field).
+	Deliveries uint64 `protobuf:"varint,8,opt,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// The protobuf type of the event, such as "tidings.v1.ActivityEvent";
+	// empty when not recorded.
+	EventType string `protobuf:"bytes,9,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// The event's size in bytes.
+	SizeBytes     int64 `protobuf:"varint,10,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DeadLetter) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetStreamSequence() uint64 {
+	if x != nil {
+		return x.StreamSequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDeadLetterTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadLetterTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetDeliveries() uint64 {
+	if x != nil {
+		return x.Deliveries
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+// ReplayDeadLettersRequest is the input of AdminService.ReplayDeadLetters.
+type ReplayDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which dead letters; unset for all.
+	Filter        *DeadLetterFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersRequest) Reset() {
+	*x = ReplayDeadLettersRequest{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersRequest) ProtoMessage() {}
+
+func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReplayDeadLettersRequest) GetFilter() *DeadLetterFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// ReplayDeadLettersResponse is the output of AdminService.ReplayDeadLetters.
+type ReplayDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dead letters that matched the filter when the request was stored: the
+	// worker re-drives these.
+	MatchedCount int64 `protobuf:"varint,1,opt,name=matched_count,json=matchedCount,proto3" json:"matched_count,omitempty"`
+	// The last DEADLETTER sequence the request covers; dead letters that
+	// arrive later are left for another replay.
+	ThroughSequence uint64 `protobuf:"varint,2,opt,name=through_sequence,json=throughSequence,proto3" json:"through_sequence,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersResponse) Reset() {
+	*x = ReplayDeadLettersResponse{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersResponse) ProtoMessage() {}
+
+func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ReplayDeadLettersResponse) GetMatchedCount() int64 {
+	if x != nil {
+		return x.MatchedCount
+	}
+	return 0
+}
+
+func (x *ReplayDeadLettersResponse) GetThroughSequence() uint64 {
+	if x != nil {
+		return x.ThroughSequence
+	}
+	return 0
+}
+
 var File_tidings_v1_admin_proto protoreflect.FileDescriptor
 
 const file_tidings_v1_admin_proto_rawDesc = "" +
@@ -1582,14 +2007,49 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\apending\x18\x03 \x01(\x04R\apending\x12\x1f\n" +
 	"\vack_pending\x18\x04 \x01(\x03R\n" +
 	"ackPending\x12 \n" +
-	"\vredelivered\x18\x05 \x01(\x03R\vredelivered*\x8c\x01\n" +
+	"\vredelivered\x18\x05 \x01(\x03R\vredelivered\"\xb3\x01\n" +
+	"\x10DeadLetterFilter\x126\n" +
+	"\x06stream\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x18 2\x15^([A-Z][A-Z0-9_-]*)?$R\x06stream\x128\n" +
+	"\bconsumer\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18@2\x13^([A-Za-z0-9_-]+)?$R\bconsumer\x12-\n" +
+	"\tsequences\x18\x03 \x03(\x04B\x0f\xbaH\f\x92\x01\t\x10\xe8\a\"\x042\x02 \x00R\tsequences\"\xa0\x01\n" +
+	"\x16ListDeadLettersRequest\x124\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1c.tidings.v1.DeadLetterFilterR\x06filter\x12'\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"|\n" +
+	"\x17ListDeadLettersResponse\x129\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x16.tidings.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd9\x02\n" +
+	"\n" +
+	"DeadLetter\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x16\n" +
+	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bconsumer\x18\x03 \x01(\tR\bconsumer\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x12'\n" +
+	"\x0fstream_sequence\x18\x05 \x01(\x04R\x0estreamSequence\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12D\n" +
+	"\x10dead_letter_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0edeadLetterTime\x12\x1e\n" +
+	"\n" +
+	"deliveries\x18\b \x01(\x04R\n" +
+	"deliveries\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\t \x01(\tR\teventType\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\n" +
+	" \x01(\x03R\tsizeBytes\"P\n" +
+	"\x18ReplayDeadLettersRequest\x124\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1c.tidings.v1.DeadLetterFilterR\x06filter\"k\n" +
+	"\x19ReplayDeadLettersResponse\x12#\n" +
+	"\rmatched_count\x18\x01 \x01(\x03R\fmatchedCount\x12)\n" +
+	"\x10through_sequence\x18\x02 \x01(\x04R\x0fthroughSequence*\x8c\x01\n" +
 	"\n" +
 	"Projection\x12\x1a\n" +
 	"\x16PROJECTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PROJECTION_PROFILES\x10\x01\x12\x16\n" +
 	"\x12PROJECTION_RECORDS\x10\x02\x12\x16\n" +
 	"\x12PROJECTION_FOLLOWS\x10\x03\x12\x19\n" +
-	"\x15PROJECTION_ACTIVITIES\x10\x042\xb3\x06\n" +
+	"\x15PROJECTION_ACTIVITIES\x10\x042\xf1\a\n" +
 	"\fAdminService\x12K\n" +
 	"\n" +
 	"BulkFollow\x12\x1d.tidings.v1.BulkFollowRequest\x1a\x1e.tidings.v1.BulkFollowResponse\x12Q\n" +
@@ -1601,7 +2061,9 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\x12GetAutoFollowRules\x12%.tidings.v1.GetAutoFollowRulesRequest\x1a&.tidings.v1.GetAutoFollowRulesResponse\x12l\n" +
 	"\x15UpdateAutoFollowRules\x12(.tidings.v1.UpdateAutoFollowRulesRequest\x1a).tidings.v1.UpdateAutoFollowRulesResponse\x12c\n" +
 	"\x12RebuildProjections\x12%.tidings.v1.RebuildProjectionsRequest\x1a&.tidings.v1.RebuildProjectionsResponse\x12Z\n" +
-	"\x0fGetSystemStatus\x12\".tidings.v1.GetSystemStatusRequest\x1a#.tidings.v1.GetSystemStatusResponseB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"\x0fGetSystemStatus\x12\".tidings.v1.GetSystemStatusRequest\x1a#.tidings.v1.GetSystemStatusResponse\x12Z\n" +
+	"\x0fListDeadLetters\x12\".tidings.v1.ListDeadLettersRequest\x1a#.tidings.v1.ListDeadLettersResponse\x12`\n" +
+	"\x11ReplayDeadLetters\x12$.tidings.v1.ReplayDeadLettersRequest\x1a%.tidings.v1.ReplayDeadLettersResponseB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_admin_proto_rawDescOnce sync.Once
@@ -1616,7 +2078,7 @@ func file_tidings_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_tidings_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidings_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tidings_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_tidings_v1_admin_proto_goTypes = []any{
 	(Projection)(0),                       // 0: tidings.v1.Projection
 	(*UserSelector)(nil),                  // 1: tidings.v1.UserSelector
@@ -1644,18 +2106,24 @@ var file_tidings_v1_admin_proto_goTypes = []any{
 	(*GetSystemStatusResponse)(nil),       // 23: tidings.v1.GetSystemStatusResponse
 	(*StreamStatus)(nil),                  // 24: tidings.v1.StreamStatus
 	(*ConsumerStatus)(nil),                // 25: tidings.v1.ConsumerStatus
-	(*EntityRef)(nil),                     // 26: tidings.v1.EntityRef
-	(*Follow)(nil),                        // 27: tidings.v1.Follow
-	(*timestamppb.Timestamp)(nil),         // 28: google.protobuf.Timestamp
+	(*DeadLetterFilter)(nil),              // 26: tidings.v1.DeadLetterFilter
+	(*ListDeadLettersRequest)(nil),        // 27: tidings.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),       // 28: tidings.v1.ListDeadLettersResponse
+	(*DeadLetter)(nil),                    // 29: tidings.v1.DeadLetter
+	(*ReplayDeadLettersRequest)(nil),      // 30: tidings.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil),     // 31: tidings.v1.ReplayDeadLettersResponse
+	(*EntityRef)(nil),                     // 32: tidings.v1.EntityRef
+	(*Follow)(nil),                        // 33: tidings.v1.Follow
+	(*timestamppb.Timestamp)(nil),         // 34: google.protobuf.Timestamp
 }
 var file_tidings_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: tidings.v1.UserSelector.users:type_name -> tidings.v1.UserList
 	1,  // 1: tidings.v1.BulkFollowRequest.users:type_name -> tidings.v1.UserSelector
-	26, // 2: tidings.v1.BulkFollowRequest.entity:type_name -> tidings.v1.EntityRef
+	32, // 2: tidings.v1.BulkFollowRequest.entity:type_name -> tidings.v1.EntityRef
 	1,  // 3: tidings.v1.BulkUnfollowRequest.users:type_name -> tidings.v1.UserSelector
-	26, // 4: tidings.v1.BulkUnfollowRequest.entity:type_name -> tidings.v1.EntityRef
-	27, // 5: tidings.v1.ExportGraphResponse.follows:type_name -> tidings.v1.Follow
-	27, // 6: tidings.v1.ImportGraphRequest.follows:type_name -> tidings.v1.Follow
+	32, // 4: tidings.v1.BulkUnfollowRequest.entity:type_name -> tidings.v1.EntityRef
+	33, // 5: tidings.v1.ExportGraphResponse.follows:type_name -> tidings.v1.Follow
+	33, // 6: tidings.v1.ImportGraphRequest.follows:type_name -> tidings.v1.Follow
 	11, // 7: tidings.v1.ImportGraphResponse.errors:type_name -> tidings.v1.RowError
 	14, // 8: tidings.v1.GetAutoFollowRulesResponse.rules:type_name -> tidings.v1.AutoFollowRules
 	14, // 9: tidings.v1.UpdateAutoFollowRulesRequest.rules:type_name -> tidings.v1.AutoFollowRules
@@ -1665,30 +2133,38 @@ var file_tidings_v1_admin_proto_depIdxs = []int32{
 	0,  // 13: tidings.v1.ProjectionRebuild.projection:type_name -> tidings.v1.Projection
 	24, // 14: tidings.v1.GetSystemStatusResponse.streams:type_name -> tidings.v1.StreamStatus
 	25, // 15: tidings.v1.GetSystemStatusResponse.consumers:type_name -> tidings.v1.ConsumerStatus
-	28, // 16: tidings.v1.GetSystemStatusResponse.time:type_name -> google.protobuf.Timestamp
-	3,  // 17: tidings.v1.AdminService.BulkFollow:input_type -> tidings.v1.BulkFollowRequest
-	5,  // 18: tidings.v1.AdminService.BulkUnfollow:input_type -> tidings.v1.BulkUnfollowRequest
-	7,  // 19: tidings.v1.AdminService.ExportGraph:input_type -> tidings.v1.ExportGraphRequest
-	9,  // 20: tidings.v1.AdminService.ImportGraph:input_type -> tidings.v1.ImportGraphRequest
-	12, // 21: tidings.v1.AdminService.RemoveUser:input_type -> tidings.v1.RemoveUserRequest
-	15, // 22: tidings.v1.AdminService.GetAutoFollowRules:input_type -> tidings.v1.GetAutoFollowRulesRequest
-	17, // 23: tidings.v1.AdminService.UpdateAutoFollowRules:input_type -> tidings.v1.UpdateAutoFollowRulesRequest
-	19, // 24: tidings.v1.AdminService.RebuildProjections:input_type -> tidings.v1.RebuildProjectionsRequest
-	22, // 25: tidings.v1.AdminService.GetSystemStatus:input_type -> tidings.v1.GetSystemStatusRequest
-	4,  // 26: tidings.v1.AdminService.BulkFollow:output_type -> tidings.v1.BulkFollowResponse
-	6,  // 27: tidings.v1.AdminService.BulkUnfollow:output_type -> tidings.v1.BulkUnfollowResponse
-	8,  // 28: tidings.v1.AdminService.ExportGraph:output_type -> tidings.v1.ExportGraphResponse
-	10, // 29: tidings.v1.AdminService.ImportGraph:output_type -> tidings.v1.ImportGraphResponse
-	13, // 30: tidings.v1.AdminService.RemoveUser:output_type -> tidings.v1.RemoveUserResponse
-	16, // 31: tidings.v1.AdminService.GetAutoFollowRules:output_type -> tidings.v1.GetAutoFollowRulesResponse
-	18, // 32: tidings.v1.AdminService.UpdateAutoFollowRules:output_type -> tidings.v1.UpdateAutoFollowRulesResponse
-	20, // 33: tidings.v1.AdminService.RebuildProjections:output_type -> tidings.v1.RebuildProjectionsResponse
-	23, // 34: tidings.v1.AdminService.GetSystemStatus:output_type -> tidings.v1.GetSystemStatusResponse
-	26, // [26:35] is the sub-list for method output_type
-	17, // [17:26] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	34, // 16: tidings.v1.GetSystemStatusResponse.time:type_name -> google.protobuf.Timestamp
+	26, // 17: tidings.v1.ListDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
+	29, // 18: tidings.v1.ListDeadLettersResponse.dead_letters:type_name -> tidings.v1.DeadLetter
+	34, // 19: tidings.v1.DeadLetter.dead_letter_time:type_name -> google.protobuf.Timestamp
+	26, // 20: tidings.v1.ReplayDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
+	3,  // 21: tidings.v1.AdminService.BulkFollow:input_type -> tidings.v1.BulkFollowRequest
+	5,  // 22: tidings.v1.AdminService.BulkUnfollow:input_type -> tidings.v1.BulkUnfollowRequest
+	7,  // 23: tidings.v1.AdminService.ExportGraph:input_type -> tidings.v1.ExportGraphRequest
+	9,  // 24: tidings.v1.AdminService.ImportGraph:input_type -> tidings.v1.ImportGraphRequest
+	12, // 25: tidings.v1.AdminService.RemoveUser:input_type -> tidings.v1.RemoveUserRequest
+	15, // 26: tidings.v1.AdminService.GetAutoFollowRules:input_type -> tidings.v1.GetAutoFollowRulesRequest
+	17, // 27: tidings.v1.AdminService.UpdateAutoFollowRules:input_type -> tidings.v1.UpdateAutoFollowRulesRequest
+	19, // 28: tidings.v1.AdminService.RebuildProjections:input_type -> tidings.v1.RebuildProjectionsRequest
+	22, // 29: tidings.v1.AdminService.GetSystemStatus:input_type -> tidings.v1.GetSystemStatusRequest
+	27, // 30: tidings.v1.AdminService.ListDeadLetters:input_type -> tidings.v1.ListDeadLettersRequest
+	30, // 31: tidings.v1.AdminService.ReplayDeadLetters:input_type -> tidings.v1.ReplayDeadLettersRequest
+	4,  // 32: tidings.v1.AdminService.BulkFollow:output_type -> tidings.v1.BulkFollowResponse
+	6,  // 33: tidings.v1.AdminService.BulkUnfollow:output_type -> tidings.v1.BulkUnfollowResponse
+	8,  // 34: tidings.v1.AdminService.ExportGraph:output_type -> tidings.v1.ExportGraphResponse
+	10, // 35: tidings.v1.AdminService.ImportGraph:output_type -> tidings.v1.ImportGraphResponse
+	13, // 36: tidings.v1.AdminService.RemoveUser:output_type -> tidings.v1.RemoveUserResponse
+	16, // 37: tidings.v1.AdminService.GetAutoFollowRules:output_type -> tidings.v1.GetAutoFollowRulesResponse
+	18, // 38: tidings.v1.AdminService.UpdateAutoFollowRules:output_type -> tidings.v1.UpdateAutoFollowRulesResponse
+	20, // 39: tidings.v1.AdminService.RebuildProjections:output_type -> tidings.v1.RebuildProjectionsResponse
+	23, // 40: tidings.v1.AdminService.GetSystemStatus:output_type -> tidings.v1.GetSystemStatusResponse
+	28, // 41: tidings.v1.AdminService.ListDeadLetters:output_type -> tidings.v1.ListDeadLettersResponse
+	31, // 42: tidings.v1.AdminService.ReplayDeadLetters:output_type -> tidings.v1.ReplayDeadLettersResponse
+	32, // [32:43] is the sub-list for method output_type
+	21, // [21:32] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_admin_proto_init() }
@@ -1709,7 +2185,7 @@ func file_tidings_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_admin_proto_rawDesc), len(file_tidings_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
