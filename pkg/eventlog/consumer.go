@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -149,14 +150,15 @@ func (c *consumer) feed(ctx context.Context, iter jetstream.MessagesContext, msg
 	defer iter.Stop()
 	drainOnEnd := context.AfterFunc(ctx, iter.Drain)
 	defer drainOnEnd()
-	if !c.setStopPull(iter.Stop) {
+	var paused atomic.Bool
+	if !c.setStopPull(func() { paused.Store(true); iter.Stop() }) {
 		return nil
 	}
 	defer c.setStopPull(nil)
 	for {
 		m, err := iter.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && (ctx.Err() != nil || c.paused()) {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && (ctx.Err() != nil || paused.Load()) {
 				return nil
 			}
 			return err
@@ -210,12 +212,6 @@ func (c *consumer) setStopPull(stop func()) bool {
 	}
 	c.stopPull = stop
 	return true
-}
-
-func (c *consumer) paused() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.stuck >= c.spec.Workers
 }
 
 // waitResume waits until the consumer is not paused; false if ctx ended.
