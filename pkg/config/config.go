@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-
-	"github.com/tidingshq/tidings/pkg/fanout"
 )
 
 // EnvPrefix prefixes the environment variable of every flag: --redis-addr is
@@ -98,14 +96,6 @@ type Config struct {
 	// InactiveAfter: users who have not read their home timeline for this
 	// long are skipped by the fan-out; their next read rebuilds it.
 	InactiveAfter time.Duration
-}
-
-// Fanout returns the fan-out sizes of the configuration.
-func (c *Config) Fanout() fanout.Config {
-	d := fanout.DefaultConfig()
-	d.HomeCap, d.FeedCap, d.ChunkSize, d.BackfillCount = c.HomeCap, c.FeedCap, c.FanoutChunk, c.Backfill
-	d.InactiveAfter = c.InactiveAfter
-	return d
 }
 
 // Default returns the configuration of a single development process.

@@ -257,10 +257,10 @@ func (l *Log) ConsumeBatches(ctx context.Context, spec ConsumerSpec, h BatchHand
 	return nil
 }
 
-// collect adds to batch what has already arrived on msgs, up to max
+// collect adds to batch what has already arrived on msgs, up to limit
 // events in all, without waiting for more.
-func collect[T any](batch []T, msgs <-chan T, max int) []T {
-	for len(batch) < max {
+func collect[T any](batch []T, msgs <-chan T, limit int) []T {
+	for len(batch) < limit {
 		select {
 		case m, ok := <-msgs:
 			if !ok {

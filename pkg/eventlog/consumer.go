@@ -298,7 +298,7 @@ func (c *consumer) handle(ctx context.Context, batch []jetstream.Msg) {
 	if len(evs) == 0 {
 		return
 	}
-	retry, err := c.applyAndSettle(evs)
+	retry, err := c.applyAndSettle(ctx, evs)
 	if len(retry) > 0 {
 		c.retryTransient(ctx, retry, err)
 	}
@@ -307,12 +307,12 @@ func (c *consumer) handle(ctx context.Context, batch []jetstream.Msg) {
 // applyAndSettle applies evs once, acknowledges those applied, settles
 // those that failed on their content, and returns those that met a
 // transient failure with the first such error.
-func (c *consumer) applyAndSettle(evs []pendingEvent) ([]pendingEvent, error) {
+func (c *consumer) applyAndSettle(ctx context.Context, evs []pendingEvent) ([]pendingEvent, error) {
 	ds := make([]Delivery, len(evs))
 	for i, ev := range evs {
 		ds[i] = ev.d
 	}
-	errs := c.apply(ds)
+	errs := c.apply(ctx, ds)
 	var (
 		retry    []pendingEvent
 		firstErr error
@@ -337,7 +337,7 @@ func (c *consumer) applyAndSettle(evs []pendingEvent) ([]pendingEvent, error) {
 				firstErr = err
 			}
 		default:
-			c.settlePoison(ev, err)
+			c.settlePoison(ctx, ev, err)
 		}
 	}
 	if applied {
@@ -348,10 +348,10 @@ func (c *consumer) applyAndSettle(evs []pendingEvent) ([]pendingEvent, error) {
 
 // apply runs the handler on ds, bounded by AckWait. A panic fails the
 // whole batch on its content.
-func (c *consumer) apply(ds []Delivery) (errs []error) {
+func (c *consumer) apply(ctx context.Context, ds []Delivery) (errs []error) {
 	// Handlers finish what they started even when the consumer is asked
 	// to stop.
-	hctx, cancel := context.WithTimeout(context.Background(), c.spec.AckWait)
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.spec.AckWait)
 	defer cancel()
 	defer func() {
 		if p := recover(); p != nil {
@@ -431,7 +431,7 @@ func (c *consumer) retryTransient(ctx context.Context, evs []pendingEvent, err e
 			}
 			return
 		}
-		retry, retryErr := c.applyAndSettle(current)
+		retry, retryErr := c.applyAndSettle(ctx, current)
 		if n := len(current) - len(retry); n > 0 {
 			c.inRetry.Sub(float64(n))
 			held -= n
@@ -457,7 +457,7 @@ func (c *consumer) logOutage(err error) {
 // settlePoison asks for a redelivery of an event that failed on its
 // content, after a back-off, or after its last delivery moves it to the
 // dead-letter stream.
-func (c *consumer) settlePoison(ev pendingEvent, err error) {
+func (c *consumer) settlePoison(ctx context.Context, ev pendingEvent, err error) {
 	c.poison.Inc()
 	d := ev.d
 	if d.NumDelivered < uint64(c.spec.MaxDeliver) {
@@ -466,7 +466,7 @@ func (c *consumer) settlePoison(ev pendingEvent, err error) {
 		_ = ev.m.NakWithDelay(delay)
 		return
 	}
-	if dlErr := c.l.deadLetter(c.spec, ev.m, d, err); dlErr != nil {
+	if dlErr := c.l.deadLetter(ctx, c.spec, ev.m, d, err); dlErr != nil {
 		c.log.Error("dead-lettering failed; will retry", "seq", d.Sequence, "error", dlErr)
 		_ = ev.m.NakWithDelay(c.spec.Backoff[len(c.spec.Backoff)-1])
 		return
@@ -511,7 +511,8 @@ func (b *backoff) reset() { b.next = b.min }
 // wait sleeps for the next delay (between half of it and all of it), or
 // until ctx ends; it reports false if ctx ended.
 func (b *backoff) wait(ctx context.Context) bool {
-	d := b.next/2 + rand.N(b.next/2+1)
+	d := b.next/2 + rand.N(b.next/2+1) //nolint:gosec // jitter, not a secret
+
 	b.next = min(2*b.next, b.max)
 	t := time.NewTimer(d)
 	defer t.Stop()

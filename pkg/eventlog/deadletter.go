@@ -26,7 +26,7 @@ func DeadLetterSubject(stream, consumer string) string {
 // deadLetter copies an event that exhausted its deliveries to the
 // dead-letter stream, with where it came from and why it failed in the
 // headers.
-func (l *Log) deadLetter(spec ConsumerSpec, m jetstream.Msg, d Delivery, cause error) error {
+func (l *Log) deadLetter(ctx context.Context, spec ConsumerSpec, m jetstream.Msg, d Delivery, cause error) error {
 	msg := &nats.Msg{
 		Subject: DeadLetterSubject(spec.Stream, spec.Durable),
 		Data:    d.Data,
@@ -43,7 +43,8 @@ func (l *Log) deadLetter(spec ConsumerSpec, m jetstream.Msg, d Delivery, cause e
 	msg.Header.Set(HeaderDeadSequence, strconv.FormatUint(d.Sequence, 10))
 	msg.Header.Set(HeaderDeadError, cause.Error())
 	msg.Header.Set(HeaderDeadDeliveries, strconv.FormatUint(d.NumDelivered, 10))
-	pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Dead-letter even while the consumer stops.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	_, err := l.js.PublishMsg(pctx, msg,
 		jetstream.WithMsgID("dead:"+spec.Stream+":"+spec.Durable+":"+strconv.FormatUint(d.Sequence, 10)))

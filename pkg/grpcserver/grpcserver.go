@@ -62,6 +62,13 @@ type Server struct {
 	Health *health.Server
 }
 
+// LivenessService is a health service name that answers SERVING for as long
+// as the process serves gRPC, whatever its dependencies do. Liveness probes
+// ask for it, readiness probes for "" (Redis answers, the streams exist): an
+// outage of Redis or NATS takes replicas out of rotation without restarting
+// them.
+const LivenessService = "tidings.liveness"
+
 // New builds the server. Register services on it, then call SetServing.
 func New(opts Options) (*Server, error) {
 	validator, err := protovalidate.New()
@@ -131,6 +138,7 @@ func New(opts Options) (*Server, error) {
 	)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
 	if opts.Reflection {
 		reflection.Register(srv)

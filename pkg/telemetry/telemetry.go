@@ -49,7 +49,8 @@ func NewRegistry() *prometheus.Registry {
 // HealthFunc reports whether the process can serve; a nil error is healthy.
 type HealthFunc func(ctx context.Context) error
 
-// HTTPServer serves /metrics and /healthz.
+// HTTPServer serves /metrics, /healthz (ready: the dependencies answer) and
+// /livez (alive: the process answers, whatever its dependencies do).
 type HTTPServer struct {
 	srv *http.Server
 	ln  net.Listener
@@ -66,6 +67,9 @@ func NewHTTPServer(addr string, reg *prometheus.Registry, health HealthFunc) (*H
 			http.Error(w, "not serving: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	// Profiles, for finding where time goes (`go tool pprof

@@ -12,11 +12,11 @@ import (
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
-	"github.com/tidingshq/tidings/services/worker"
 )
 
 // deadLetter puts a dead letter in DEADLETTER as a consumer does.
@@ -67,9 +67,9 @@ func TestListAndReplayDeadLetters(t *testing.T) {
 	last, found, err := s.Env.Log.LastOnSubject(ctx, eventlog.StreamActivities, eventlog.ActivitySubject(post.GetActivity().GetId()))
 	require.NoError(t, err)
 	require.True(t, found)
-	deadLetter(t, s, eventlog.StreamActivities, worker.ActivitiesConsumer.Durable, eventlog.ActivitySubject(post.GetActivity().GetId()),
+	deadLetter(t, s, eventlog.StreamActivities, projection.ActivitiesConsumer.Durable, eventlog.ActivitySubject(post.GetActivity().GetId()),
 		last.Sequence, last.Data, "redis: something went wrong")
-	deadLetter(t, s, eventlog.StreamFollows, worker.FollowsConsumer.Durable, eventlog.FollowSubject("bo"),
+	deadLetter(t, s, eventlog.StreamFollows, projection.FollowsConsumer.Durable, eventlog.FollowSubject("bo"),
 		999_999, []byte("\xff\xff not protobuf"), "decode follow event: bad wire type")
 
 	admin := s.Admin(t)

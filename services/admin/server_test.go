@@ -18,10 +18,10 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
-	"github.com/tidingshq/tidings/services/worker"
 )
 
 func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
@@ -201,7 +201,7 @@ func TestStatusAndRebuild(t *testing.T) {
 	rebuilt, err := s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
 	require.NoError(t, err)
 	require.Len(t, rebuilt.GetRebuilt(), 4)
-	require.Equal(t, before, testenv.Snapshot(t, s.Env.RDB))
+	testenv.RequireSameSnapshot(t, before, testenv.Snapshot(t, s.Env.RDB), "rebuilt projection")
 
 	// Finding 8 of issue 14: the status lists durable consumers only, not
 	// the consumers of the replays (which are deleted when a replay ends)
@@ -215,7 +215,7 @@ func TestStatusAndRebuild(t *testing.T) {
 	status, err = s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
 	require.NoError(t, err)
 	durable := map[string]bool{eventlog.RedriveConsumer.Durable: true}
-	for _, spec := range worker.Consumers {
+	for _, spec := range projection.ConsumerSpecs() {
 		durable[spec.Durable] = true
 	}
 	for _, c := range status.GetConsumers() {

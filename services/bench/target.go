@@ -145,7 +145,7 @@ func (e *embedded) waitServing(ctx context.Context, limit time.Duration) error {
 		}
 		select {
 		case err := <-e.done:
-			return fmt.Errorf("stack exited before serving: %v", err)
+			return fmt.Errorf("stack exited before serving: %w", err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -161,10 +161,12 @@ func (e *embedded) waitServing(ctx context.Context, limit time.Duration) error {
 func (e *embedded) stop() {
 	_ = e.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-e.done:
+	case err := <-e.done:
+		_ = err // it exits as asked; its log says how
 	case <-time.After(30 * time.Second):
 		_ = e.cmd.Process.Kill()
-		<-e.done
+		err := <-e.done
+		_ = err
 	}
 	_ = os.RemoveAll(e.dir)
 }

@@ -27,7 +27,7 @@ type DevOptions struct {
 	NATSPort  int
 	RedisPort int
 	// SyncAlways makes the embedded JetStream fsync every write before it
-	// acknowledges it, as production event streams do (DESIGN.md).
+	// acknowledges it, as production event streams do (docs/architecture.md).
 	SyncAlways bool
 }
 
@@ -75,7 +75,7 @@ func RunDev(ctx context.Context, opts DevOptions) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	opts.Options.Config = cfg
+	opts.Config = cfg
 	opts.Roles = AllRoles()
 	tokenCfg := auth.TokenConfig{Secret: []byte(secret), Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience}
 	cliToken, err := auth.Mint(tokenCfg, auth.Identity{Kind: auth.KindAdmin, ID: "dev-admin"}, 30*24*time.Hour, time.Now())
@@ -92,7 +92,7 @@ func RunDev(ctx context.Context, opts DevOptions) error {
 // loadOrCreateSecret keeps one signing secret per data directory, so tokens
 // outlive restarts.
 func loadOrCreateSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(filepath.Clean(path))
 	if err == nil {
 		s := strings.TrimSpace(string(b))
 		if len(s) < auth.MinSecretBytes {

@@ -22,8 +22,8 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
-	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
 	"github.com/tidingshq/tidings/pkg/telemetry"
@@ -149,7 +149,13 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.close()
 
 	reg := telemetry.NewRegistry()
-	c := newComponents(d, cfg, logger)
+	var deliveries *projection.Metrics
+	if slices.Contains(opts.Roles, RoleWorker) {
+		if deliveries, err = projection.NewMetrics(reg); err != nil {
+			return err
+		}
+	}
+	c := newComponents(d, cfg, logger, deliveries)
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
@@ -178,9 +184,7 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		if err := c.Register(srv, opts.Roles); err != nil {
-			return err
-		}
+		c.Register(srv, opts.Roles)
 		ln, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return fmt.Errorf("listen grpc %s: %w", cfg.GRPCAddr, err)
@@ -199,13 +203,9 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		fanoutMetrics, err := fanout.NewMetrics(reg)
-		if err != nil {
-			return err
-		}
-		w := worker.New(d.log, c.projections, worker.Options{
-			Fanout: cfg.Fanout(), AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, FanoutMetrics: fanoutMetrics,
-		}, metrics, logger)
+		w := worker.New(worker.Deps{
+			Log: d.log, Projector: c.projector, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, Logger: logger,
+		})
 		g.Go(func() error { return w.Run(gctx) })
 	}
 

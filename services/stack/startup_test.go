@@ -11,8 +11,8 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
-	"github.com/tidingshq/tidings/services/worker"
 )
 
 func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
@@ -45,8 +45,8 @@ func TestStartTogetherOnFreshCluster(t *testing.T) {
 				return
 			}
 			defer d.close()
-			for _, spec := range worker.Consumers {
-				if _, err := d.log.EnsureConsumer(ctx, *spec); err != nil {
+			for _, spec := range projection.ConsumerSpecs() {
+				if _, err := d.log.EnsureConsumer(ctx, spec); err != nil {
 					errs[i] = fmt.Errorf("process %d: %w", i, err)
 					return
 				}
@@ -68,7 +68,7 @@ func TestStartTogetherOnFreshCluster(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, 3, s.CachedInfo().Config.Replicas, "stream %s", sc.Name)
 	}
-	for _, spec := range worker.Consumers {
+	for _, spec := range projection.ConsumerSpecs() {
 		_, err := d.js.Consumer(ctx, spec.Stream, spec.Durable)
 		require.NoError(t, err, "consumer %s", spec.Durable)
 	}

@@ -16,7 +16,8 @@ import (
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
-	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/hot"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/profiles"
@@ -82,7 +83,9 @@ func TestNoStreamLeaderIsUnavailable(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	log := eventlog.New(js)
 	srv := testenv.Serve(t, func(s *grpcserver.Server) {
-		tidingsv1.RegisterProfileServiceServer(s, profiles.NewServer(log, profilestore.New(rdb), testenv.Logger()))
+		proj := projection.New(projection.Deps{Log: log, Stores: projection.NewStores(rdb, hot.Thresholds{On: 10000, Off: 8000}),
+			Config: projection.DefaultConfig(), Logger: testenv.Logger()})
+		tidingsv1.RegisterProfileServiceServer(s, profiles.NewServer(profiles.Deps{Log: log, Projector: proj, Logger: testenv.Logger()}))
 	})
 	client := tidingsv1.NewProfileServiceClient(srv.Conn(t, testenv.Directory))
 	_, err = client.UpsertProfile(ctx, &tidingsv1.UpsertProfileRequest{Profile: &tidingsv1.Profile{UserId: "ana", DisplayName: "Ana"}})

@@ -31,7 +31,8 @@ const (
 	Visibility_VISIBILITY_UNSPECIFIED Visibility = 0
 	// Every employee.
 	Visibility_VISIBILITY_PUBLIC Visibility = 1
-	// Only the users on the record's reader list (and its owner).
+	// Only the users on the record's reader list and its owner (and the app
+	// whose namespace holds its type, and admins).
 	Visibility_VISIBILITY_RESTRICTED Visibility = 2
 )
 

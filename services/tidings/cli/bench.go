@@ -96,7 +96,7 @@ organisation, which it writes into that stack. Use a scratch stack.`,
 			if err != nil {
 				return fmt.Errorf("encode report: %w", err)
 			}
-			if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+			if err := os.WriteFile(jsonPath, append(b, '\n'), 0o600); err != nil {
 				return fmt.Errorf("write report: %w", err)
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "figures written to %s\n", jsonPath)
@@ -118,7 +118,7 @@ func benchTarget(addr, metricsURL, redisAddr, dataDir, secretFile, issuer, audie
 	if secretFile == "" {
 		secretFile = filepath.Join(dataDir, stack.SecretFile)
 	}
-	secret, err := os.ReadFile(secretFile)
+	secret, err := os.ReadFile(filepath.Clean(secretFile))
 	if err != nil {
 		return nil, usageError{fmt.Errorf("the bench signs its synthetic callers' tokens with the stack's secret: %w (pass --auth-secret-file)", err)}
 	}

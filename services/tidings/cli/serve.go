@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,11 +16,14 @@ import (
 func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve ROLE",
-		Short: "Run one gRPC service, the worker, or all of them, against external NATS and Redis",
+		Short: "Run one gRPC service, the worker, every service (api), or all of them, against external NATS and Redis",
 	}
 	for _, role := range stack.AllRoles() {
 		cmd.AddCommand(newRoleCmd(string(role), "Run the "+string(role)+" role", []stack.Role{role}))
 	}
+	// API replicas and workers scale apart: `serve api` is every gRPC
+	// service without the worker, `serve all` is everything.
+	cmd.AddCommand(newRoleCmd("api", "Run every gRPC service in one process, without the worker", slices.Clone(stack.ServiceRoles)))
 	cmd.AddCommand(newRoleCmd("all", "Run every service and the worker in one process", stack.AllRoles()))
 	return cmd
 }
