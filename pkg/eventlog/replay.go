@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// replayFetch is how many events a replay fetches from a stream at a time.
+// replayFetch is how many events a replay reads from a stream at a time.
 const replayFetch = 256
 
 // ReplayBatch is the most events of one stream a replay hands over at once.
@@ -112,17 +113,22 @@ type timedDelivery struct {
 }
 
 // replayCursor reads one stream of a replay through an ordered consumer,
-// up to the last sequence stored when it opened.
+// up to the last sequence stored when it opened. It pulls through one
+// Messages iterator: an ordered consumer used with Fetch makes a new
+// consumer for every fetch, and a pull sent right after one is made can
+// find no responder when the client is connected to another server of a
+// cluster than the consumer (the interest has not crossed the routes yet),
+// which failed rebuilds on R3 streams with "no responders".
 type replayCursor struct {
 	src     ReplaySource
 	stream  jetstream.Stream
 	cons    jetstream.Consumer
+	iter    jetstream.MessagesContext
 	last    uint64
 	pending []timedDelivery
 	head    timedDelivery
 	hasHead bool
 	done    bool
-	idle    bool
 }
 
 // openReplay opens a cursor on a source, or returns nil when its stream is
@@ -146,7 +152,11 @@ func (l *Log) openReplay(ctx context.Context, src ReplaySource) (*replayCursor, 
 	if err != nil {
 		return nil, fmt.Errorf("replay %s: %w", src.Stream, err)
 	}
-	return &replayCursor{src: src, stream: s, cons: cons, last: info.State.LastSeq}, nil
+	iter, err := cons.Messages(jetstream.PullMaxMessages(replayFetch))
+	if err != nil {
+		return nil, fmt.Errorf("replay %s: %w", src.Stream, err)
+	}
+	return &replayCursor{src: src, stream: s, cons: cons, iter: iter, last: info.State.LastSeq}, nil
 }
 
 // peek returns the cursor's next event without taking it; ok is false at
@@ -169,39 +179,34 @@ func (c *replayCursor) peek(ctx context.Context) (timedDelivery, bool, error) {
 
 func (c *replayCursor) pop() { c.hasHead = false }
 
-// fetch reads the next events of the stream into pending, and notes when
-// the last one of the replay was read.
+// fetch reads the next events of the stream into pending (up to
+// replayFetch, those that have arrived), and notes when the last one of the
+// replay was read.
 func (c *replayCursor) fetch(ctx context.Context) error {
-	var (
-		batch jetstream.MessageBatch
-		err   error
-	)
-	if c.idle {
-		batch, err = c.cons.Fetch(replayFetch, jetstream.FetchMaxWait(100*time.Millisecond))
-	} else {
-		batch, err = c.cons.FetchNoWait(replayFetch)
-	}
-	if err != nil {
-		return err
-	}
-	// Drain the whole batch even past the end, so that no fetch is left
-	// running.
 	got := 0
-	var merr error
-	for m := range batch.Messages() {
-		got++
-		if c.done || merr != nil {
-			continue
+	for got < replayFetch && !c.done {
+		// Wait for the first event a little; take the others as they
+		// are there.
+		wait := 100 * time.Millisecond
+		if got > 0 {
+			wait = 10 * time.Millisecond
 		}
+		m, err := c.iter.Next(jetstream.NextMaxWait(wait))
+		if errors.Is(err, nats.ErrTimeout) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		got++
 		meta, err := m.Metadata()
 		if err != nil {
-			merr = err
-			continue
+			return err
 		}
 		seq := meta.Sequence.Stream
 		if seq > c.last {
 			c.done = true
-			continue
+			break
 		}
 		c.pending = append(c.pending, timedDelivery{
 			Delivery: Delivery{Subject: m.Subject(), Data: m.Data(), Sequence: seq, NumDelivered: 1},
@@ -209,14 +214,7 @@ func (c *replayCursor) fetch(ctx context.Context) error {
 		})
 		c.done = seq == c.last
 	}
-	if merr != nil {
-		return merr
-	}
-	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-		return err
-	}
-	c.idle = got == 0
-	if c.idle && !c.done {
+	if got == 0 && !c.done {
 		// Nothing more on the filter (the last message may be on another
 		// subject)?
 		info, err := c.cons.Info(ctx)
@@ -231,6 +229,7 @@ func (c *replayCursor) fetch(ctx context.Context) error {
 // close deletes the cursor's consumer, so that no replay consumer is left
 // behind in the stream's status.
 func (c *replayCursor) close(ctx context.Context) {
+	c.iter.Stop()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if info := c.cons.CachedInfo(); info != nil {
