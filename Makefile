@@ -37,7 +37,7 @@ run: deps build ## Run everything on embedded NATS + a local redis-server (data 
 .PHONY: test
 test: deps lint ## Lint, then run every test (real redis-server and JetStream, started by the tests)
 	$(GO) test $(TEST_FLAGS) ./...
-	cd deploy && $(GO) test -count=1 ./...   # Kubernetes manifests: rendered and validated offline (own module)
+	cd deploy && $(GO) test -mod=mod -count=1 ./...   # Kubernetes manifests: rendered and validated offline (own module, which follows the main one)
 	@echo "Full-size graph import/export (100,000 users, 2,000,000 edges; without -race):"
 	$(GO) test -count=1 -timeout 10m -run 'TestImportExportLargeGraph' -v ./services/admin/
 
@@ -93,7 +93,7 @@ proto: proto-deps ## Lint the API and regenerate its Go code and OpenAPI documen
 .PHONY: lint
 lint: proto-deps ## buf lint and golangci-lint (.golangci.yaml: vet, staticcheck, errorlint, gosec, revive, gofmt...)
 	$(GO) tool buf lint
-	$(GO) run $(GOLANGCI_LINT) run ./...
+	$(GO) run $(GOLANGCI_LINT) run --allow-parallel-runners ./...
 
 .PHONY: breaking
 breaking: proto-deps ## Check the API against the last release tag
