@@ -9,6 +9,10 @@ PROTOVALIDATE    := github.com/bufbuild/protovalidate@v1.2.2
 # golangci-lint is run at a pinned version with `go run`, outside go.mod: its
 # own dependencies would otherwise pin ours (as its authors advise).
 GOLANGCI_LINT    := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
+# google/api/{annotations,http}.proto (the HTTP/JSON mapping of the API), as
+# pinned in grpc-gateway v1's third_party/googleapis: a Go module the proxy
+# serves, so code generation needs no registry (see buf.yaml).
+GOOGLEAPIS       := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 TEST_FLAGS       ?= -race -timeout 12m
 BENCH            ?= .
 
@@ -17,8 +21,10 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install what Tidings needs beyond Go (redis-server, via apt-get when missing)
+deps: ## Install what Tidings needs beyond Go (redis-server, chromium via apt-get; axe-core from npm) when missing
 	@deploy/scripts/ensure-redis.sh
+	@deploy/scripts/ensure-chromium.sh
+	@deploy/scripts/ensure-axe.sh
 
 .PHONY: build
 build: ## Build bin/tidings
@@ -31,7 +37,7 @@ run: deps build ## Run everything on embedded NATS + a local redis-server (data 
 .PHONY: test
 test: deps lint ## Lint, then run every test (real redis-server and JetStream, started by the tests)
 	$(GO) test $(TEST_FLAGS) ./...
-	cd deploy && $(GO) test -count=1 ./...   # Kubernetes manifests: rendered and validated offline (own module)
+	cd deploy && $(GO) test -mod=mod -count=1 ./...   # Kubernetes manifests: rendered and validated offline (own module, which follows the main one)
 	@echo "Full-size graph import/export (100,000 users, 2,000,000 edges; without -race):"
 	$(GO) test -count=1 -timeout 10m -run 'TestImportExportLargeGraph' -v ./services/admin/
 
@@ -76,16 +82,18 @@ proto-deps:
 	@$(GO) mod download $(PROTOVALIDATE)
 	@mkdir -p .buf-deps
 	@ln -sfn "$$($(GO) env GOMODCACHE)/$(PROTOVALIDATE)/proto/protovalidate" .buf-deps/protovalidate
+	@$(GO) mod download $(GOOGLEAPIS)
+	@ln -sfn "$$($(GO) env GOMODCACHE)/$(GOOGLEAPIS)/third_party/googleapis" .buf-deps/googleapis
 
 .PHONY: proto
-proto: proto-deps ## Lint the API and regenerate its Go code
+proto: proto-deps ## Lint the API and regenerate its Go code and OpenAPI document
 	$(GO) tool buf lint
 	$(GO) tool buf generate
 
 .PHONY: lint
 lint: proto-deps ## buf lint and golangci-lint (.golangci.yaml: vet, staticcheck, errorlint, gosec, revive, gofmt...)
 	$(GO) tool buf lint
-	$(GO) run $(GOLANGCI_LINT) run ./...
+	$(GO) run $(GOLANGCI_LINT) run --allow-parallel-runners ./...
 
 .PHONY: breaking
 breaking: proto-deps ## Check the API against the last release tag

@@ -25,12 +25,12 @@ import (
 
 // BodyKey is the hash of an activity: its body, as a tidings.v1.Activity
 // message, is in the field BodyField.
-func BodyKey(id string) string { return redisx.Prefix + "act:{" + id + "}" }
+func (s *Store) BodyKey(id string) string { return s.ks.Key("act:{" + id + "}") }
 
 // BodyField is the field of BodyKey that holds the body.
 const BodyField = "pb"
 
-func idemKey(scope string) string { return redisx.Prefix + "idem:{" + scope + "}" }
+func (s *Store) idemKey(scope string) string { return s.ks.Key("idem:{" + scope + "}") }
 
 // IdempotencyTTL is how long an idempotency key is remembered in Redis; the
 // log's duplicate window covers the first minutes, this the rest.
@@ -59,10 +59,11 @@ return 1
 // Store reads and writes activity bodies.
 type Store struct {
 	rdb redis.UniversalClient
+	ks  *redisx.Keyspace
 }
 
-// New returns a Store.
-func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
+// New returns a Store over the keys of ks.
+func New(rdb redis.UniversalClient, ks *redisx.Keyspace) *Store { return &Store{rdb: rdb, ks: ks} }
 
 // Put stores a posted or edited activity at stream sequence seq, and
 // reports whether the activity is deleted (then nothing is stored).
@@ -80,7 +81,7 @@ func (s *Store) QueuePut(ctx context.Context, pipe redis.Pipeliner, seq uint64, 
 	if err != nil {
 		return func() (bool, error) { return false, fmt.Errorf("encode activity %s: %w", a.GetId(), err) }
 	}
-	cmd := applyScript.EvalSha(ctx, pipe, []string{BodyKey(a.GetId())}, seq, data, "0")
+	cmd := applyScript.EvalSha(ctx, pipe, []string{s.BodyKey(a.GetId())}, seq, data, "0")
 	return func() (bool, error) {
 		res, err := cmd.Int64()
 		if err != nil {
@@ -100,7 +101,7 @@ func (s *Store) Delete(ctx context.Context, seq uint64, id string) error {
 
 // QueueDelete queues Delete on pipe.
 func (s *Store) QueueDelete(ctx context.Context, pipe redis.Pipeliner, seq uint64, id string) redisx.Result[bool] {
-	cmd := applyScript.EvalSha(ctx, pipe, []string{BodyKey(id)}, seq, "", "1")
+	cmd := applyScript.EvalSha(ctx, pipe, []string{s.BodyKey(id)}, seq, "", "1")
 	return func() (bool, error) {
 		if err := cmd.Err(); err != nil {
 			return false, fmt.Errorf("delete activity %s: %w", id, err)
@@ -130,7 +131,7 @@ func (s *Store) GetMany(ctx context.Context, ids []string) ([]*tidingsv1.Activit
 	cmds := make([]*redis.StringCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = pipe.HGet(ctx, BodyKey(id), BodyField)
+			cmds[i] = pipe.HGet(ctx, s.BodyKey(id), BodyField)
 		}
 		return nil
 	})
@@ -157,7 +158,7 @@ func (s *Store) GetMany(ctx context.Context, ids []string) ([]*tidingsv1.Activit
 
 // IsDeleted reports whether an activity has a tombstone.
 func (s *Store) IsDeleted(ctx context.Context, id string) (bool, error) {
-	v, err := s.rdb.HGet(ctx, BodyKey(id), "del").Result()
+	v, err := s.rdb.HGet(ctx, s.BodyKey(id), "del").Result()
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}
@@ -169,7 +170,7 @@ func (s *Store) IsDeleted(ctx context.Context, id string) (bool, error) {
 
 // IdempotentID returns the activity id recorded for an idempotency scope.
 func (s *Store) IdempotentID(ctx context.Context, scope string) (string, bool, error) {
-	id, err := s.rdb.Get(ctx, idemKey(scope)).Result()
+	id, err := s.rdb.Get(ctx, s.idemKey(scope)).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}
@@ -190,7 +191,7 @@ func (s *Store) RememberIdempotent(ctx context.Context, scope, id string) error 
 // QueueRememberIdempotent queues RememberIdempotent on pipe; its result
 // tells whether the scope was new.
 func (s *Store) QueueRememberIdempotent(ctx context.Context, pipe redis.Pipeliner, scope, id string) redisx.Result[bool] {
-	cmd := pipe.SetNX(ctx, idemKey(scope), id, IdempotencyTTL)
+	cmd := pipe.SetNX(ctx, s.idemKey(scope), id, IdempotencyTTL)
 	return func() (bool, error) {
 		added, err := cmd.Result()
 		if err != nil {
@@ -203,7 +204,7 @@ func (s *Store) QueueRememberIdempotent(ctx context.Context, pipe redis.Pipeline
 // Wipe deletes bodies and idempotency keys, before a rebuild.
 func (s *Store) Wipe(ctx context.Context) error {
 	for _, p := range []string{"act:*", "idem:*"} {
-		if _, err := redisx.DeleteMatching(ctx, s.rdb, redisx.Prefix+p); err != nil {
+		if _, err := redisx.DeleteMatching(ctx, s.rdb, s.ks.Key(p)); err != nil {
 			return err
 		}
 	}

@@ -47,11 +47,11 @@ func Score(ms, v int64) float64 { return float64(ms*1000 + v%1000) }
 // ScoreTime returns the create time (Unix ms) encoded in a score.
 func ScoreTime(score float64) int64 { return int64(score) / 1000 }
 
-func followingKey(userID string) string    { return redisx.Prefix + "fing:{" + userID + "}" }
-func followingVerKey(userID string) string { return redisx.Prefix + "fingv:{" + userID + "}" }
-func followersKey(entityKey string) string { return redisx.Prefix + "fers:{" + entityKey + "}" }
-func followersVerKey(entityKey string) string {
-	return redisx.Prefix + "fersv:{" + entityKey + "}"
+func (s *Store) followingKey(userID string) string    { return s.ks.Key("fing:{" + userID + "}") }
+func (s *Store) followingVerKey(userID string) string { return s.ks.Key("fingv:{" + userID + "}") }
+func (s *Store) followersKey(entityKey string) string { return s.ks.Key("fers:{" + entityKey + "}") }
+func (s *Store) followersVerKey(entityKey string) string {
+	return s.ks.Key("fersv:{" + entityKey + "}")
 }
 
 // applyScript applies changes to one side. ARGV holds groups of four:
@@ -89,10 +89,11 @@ type Change struct {
 // Store reads and writes the graph projection.
 type Store struct {
 	rdb redis.UniversalClient
+	ks  *redisx.Keyspace
 }
 
-// New returns a Store.
-func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
+// New returns a Store over the keys of ks.
+func New(rdb redis.UniversalClient, ks *redisx.Keyspace) *Store { return &Store{rdb: rdb, ks: ks} }
 
 // maxArgsPerCall bounds one script call's changes.
 const maxArgsPerCall = 500
@@ -122,8 +123,8 @@ func (s *Store) Apply(ctx context.Context, changes []Change) error {
 		calls[i].args = append(calls[i].args, member, c.Version, follow, Score(c.CreateMs, c.Version))
 	}
 	for _, c := range changes {
-		add(followingKey(c.UserID), followingVerKey(c.UserID), c.Entity, c)
-		add(followersKey(c.Entity), followersVerKey(c.Entity), c.UserID, c)
+		add(s.followingKey(c.UserID), s.followingVerKey(c.UserID), c.Entity, c)
+		add(s.followersKey(c.Entity), s.followersVerKey(c.Entity), c.UserID, c)
 	}
 	scriptCalls := make([]redisx.ScriptCall, len(calls))
 	for i, c := range calls {
@@ -182,12 +183,12 @@ type Filter func(ctx context.Context, members []string) ([]bool, error)
 // Following pages through the entities a user follows, newest first, keeping
 // only those keep accepts (nil keeps all).
 func (s *Store) Following(ctx context.Context, userID string, after Cursor, limit int, keep Filter) ([]Edge, bool, error) {
-	return s.page(ctx, followingKey(userID), after, limit, keep)
+	return s.page(ctx, s.followingKey(userID), after, limit, keep)
 }
 
 // Followers pages through the users who follow an entity, newest first.
 func (s *Store) Followers(ctx context.Context, entityKey string, after Cursor, limit int) ([]Edge, bool, error) {
-	return s.page(ctx, followersKey(entityKey), after, limit, nil)
+	return s.page(ctx, s.followersKey(entityKey), after, limit, nil)
 }
 
 // maxPageRounds bounds the reads of one filtered page.
@@ -291,7 +292,7 @@ func (s *Store) IsFollowing(ctx context.Context, userID string, entityKeys []str
 
 // QueueIsFollowing queues IsFollowing on pipe.
 func (s *Store) QueueIsFollowing(ctx context.Context, pipe redis.Pipeliner, userID string, entityKeys []string) redisx.Result[[]bool] {
-	cmd := pipe.ZMScore(ctx, followingKey(userID), entityKeys...)
+	cmd := pipe.ZMScore(ctx, s.followingKey(userID), entityKeys...)
 	return func() ([]bool, error) {
 		scores, err := cmd.Result()
 		if err != nil {
@@ -307,7 +308,7 @@ func (s *Store) QueueIsFollowing(ctx context.Context, pipe redis.Pipeliner, user
 
 // FollowersOf reports, for each user, whether they follow the entity.
 func (s *Store) FollowersOf(ctx context.Context, entityKey string, userIDs []string) ([]bool, error) {
-	scores, err := s.rdb.ZMScore(ctx, followersKey(entityKey), userIDs...).Result()
+	scores, err := s.rdb.ZMScore(ctx, s.followersKey(entityKey), userIDs...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read followers of %s: %w", entityKey, err)
 	}
@@ -323,7 +324,7 @@ func (s *Store) FollowingCounts(ctx context.Context, userIDs []string) ([]int64,
 	cmds := make([]*redis.IntCmd, len(userIDs))
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, u := range userIDs {
-			cmds[i] = pipe.ZCard(ctx, followingKey(u))
+			cmds[i] = pipe.ZCard(ctx, s.followingKey(u))
 		}
 		return nil
 	})
@@ -346,7 +347,7 @@ func (s *Store) FollowerCount(ctx context.Context, entityKey string) (int64, err
 
 // QueueFollowerCount queues FollowerCount on pipe.
 func (s *Store) QueueFollowerCount(ctx context.Context, pipe redis.Pipeliner, entityKey string) redisx.Result[int64] {
-	cmd := pipe.ZCard(ctx, followersKey(entityKey))
+	cmd := pipe.ZCard(ctx, s.followersKey(entityKey))
 	return func() (int64, error) {
 		n, err := cmd.Result()
 		if err != nil {
@@ -361,7 +362,7 @@ func (s *Store) QueueFollowerCount(ctx context.Context, pipe redis.Pipeliner, en
 // for entities whose follower count was just found small, and
 // ScanFollowers for the rest.
 func (s *Store) QueueFollowers(ctx context.Context, pipe redis.Pipeliner, entityKey string) redisx.Result[[]string] {
-	cmd := pipe.ZRange(ctx, followersKey(entityKey), 0, -1)
+	cmd := pipe.ZRange(ctx, s.followersKey(entityKey), 0, -1)
 	return func() ([]string, error) {
 		users, err := cmd.Result()
 		if err != nil {
@@ -373,7 +374,7 @@ func (s *Store) QueueFollowers(ctx context.Context, pipe redis.Pipeliner, entity
 
 // FollowingCount returns how many entities a user follows.
 func (s *Store) FollowingCount(ctx context.Context, userID string) (int64, error) {
-	n, err := s.rdb.ZCard(ctx, followingKey(userID)).Result()
+	n, err := s.rdb.ZCard(ctx, s.followingKey(userID)).Result()
 	if err != nil {
 		return 0, fmt.Errorf("count follows of %s: %w", userID, err)
 	}
@@ -384,12 +385,12 @@ func (s *Store) FollowingCount(ctx context.Context, userID string) (int64, error
 // (user id and create ms), in no particular order, holding one batch in
 // memory at a time.
 func (s *Store) ScanFollowers(ctx context.Context, entityKey string, batch int, fn func([]Edge) error) error {
-	return s.scanSet(ctx, followersKey(entityKey), batch, fn)
+	return s.scanSet(ctx, s.followersKey(entityKey), batch, fn)
 }
 
 // ScanFollowing is ScanFollowers for the entities a user follows.
 func (s *Store) ScanFollowing(ctx context.Context, userID string, batch int, fn func([]Edge) error) error {
-	return s.scanSet(ctx, followingKey(userID), batch, fn)
+	return s.scanSet(ctx, s.followingKey(userID), batch, fn)
 }
 
 func (s *Store) scanSet(ctx context.Context, key string, batch int, fn func([]Edge) error) error {
@@ -427,7 +428,7 @@ func (s *Store) scanSet(ctx context.Context, key string, batch int, fn func([]Ed
 // ScanUsers calls fn with the ids of users who follow anything, in batches,
 // in no particular order; exports walk the graph with it.
 func (s *Store) ScanUsers(ctx context.Context, batch int, fn func(userIDs []string) error) error {
-	prefix := redisx.Prefix + "fing:{"
+	prefix := s.ks.Key("fing:{")
 	return redisx.ScanKeys(ctx, s.rdb, prefix+"*", int64(batch), func(keys []string) error {
 		ids := make([]string, 0, len(keys))
 		for _, k := range keys {
@@ -440,7 +441,7 @@ func (s *Store) ScanUsers(ctx context.Context, batch int, fn func(userIDs []stri
 // Wipe deletes the whole graph projection, before a rebuild.
 func (s *Store) Wipe(ctx context.Context) error {
 	for _, p := range []string{"fing:*", "fingv:*", "fers:*", "fersv:*"} {
-		if _, err := redisx.DeleteMatching(ctx, s.rdb, redisx.Prefix+p); err != nil {
+		if _, err := redisx.DeleteMatching(ctx, s.rdb, s.ks.Key(p)); err != nil {
 			return err
 		}
 	}
@@ -454,8 +455,8 @@ func (s *Store) Edge(ctx context.Context, userID, entityKey string) (Edge, bool,
 	var scoreCmd *redis.FloatCmd
 	var verCmd *redis.StringCmd
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		scoreCmd = pipe.ZScore(ctx, followingKey(userID), entityKey)
-		verCmd = pipe.HGet(ctx, followingVerKey(userID), entityKey)
+		scoreCmd = pipe.ZScore(ctx, s.followingKey(userID), entityKey)
+		verCmd = pipe.HGet(ctx, s.followingVerKey(userID), entityKey)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
@@ -480,7 +481,7 @@ func (s *Store) Exist(ctx context.Context, pairs []Pair) ([]bool, error) {
 	cmds := make([]*redis.FloatCmd, len(pairs))
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, p := range pairs {
-			cmds[i] = pipe.ZScore(ctx, followingKey(p.UserID), p.Entity)
+			cmds[i] = pipe.ZScore(ctx, s.followingKey(p.UserID), p.Entity)
 		}
 		return nil
 	})
@@ -500,7 +501,7 @@ func (s *Store) Versions(ctx context.Context, pairs []Pair) ([]int64, error) {
 	cmds := make([]*redis.StringCmd, len(pairs))
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, p := range pairs {
-			cmds[i] = pipe.HGet(ctx, followingVerKey(p.UserID), p.Entity)
+			cmds[i] = pipe.HGet(ctx, s.followingVerKey(p.UserID), p.Entity)
 		}
 		return nil
 	})

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
 )
 
@@ -18,7 +19,7 @@ func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 func TestApplyInAnyOrder(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	store := graphstore.New(env.RDB)
+	store := graphstore.New(env.RDB, redisx.NewKeyspace(0))
 	ctx := t.Context()
 	var changes []graphstore.Change
 	for seq := uint64(1); seq <= 30; seq++ {
@@ -45,7 +46,7 @@ func TestApplyInAnyOrder(t *testing.T) {
 func TestPagingNewestFirst(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	store := graphstore.New(env.RDB)
+	store := graphstore.New(env.RDB, redisx.NewKeyspace(0))
 	ctx := t.Context()
 	var changes []graphstore.Change
 	for i := range 2500 {

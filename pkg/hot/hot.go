@@ -24,9 +24,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/redisx"
 )
 
-// Key is the hash of pull ranges.
-const Key = redisx.Prefix + "pull"
-
 // MaxRanges bounds the ranges kept per entity; older ones have long left
 // every feed.
 const MaxRanges = 8
@@ -74,11 +71,17 @@ return 0
 // Store keeps the pull ranges.
 type Store struct {
 	rdb redis.UniversalClient
+	ks  *redisx.Keyspace
 	th  Thresholds
 }
 
-// New returns a Store.
-func New(rdb redis.UniversalClient, th Thresholds) *Store { return &Store{rdb: rdb, th: th} }
+// New returns a Store over the keys of ks.
+func New(rdb redis.UniversalClient, ks *redisx.Keyspace, th Thresholds) *Store {
+	return &Store{rdb: rdb, ks: ks, th: th}
+}
+
+// Key is the hash of pull ranges.
+func (s *Store) Key() string { return s.ks.Key("pull") }
 
 // Decide updates an entity's ranges for a post by the entity's follower
 // count and reports whether the post is pulled (not pushed to followers).
@@ -92,7 +95,7 @@ func (s *Store) Decide(ctx context.Context, entityKey string, id ids.ID, followe
 // effect in the order they are queued.
 func (s *Store) QueueDecide(ctx context.Context, pipe redis.Pipeliner, entityKey string, id ids.ID, followers int64) redisx.Result[bool] {
 	b := id.Bytes()
-	cmd := decideScript.EvalSha(ctx, pipe, []string{Key}, entityKey, b[:], followers, s.th.On, s.th.Off, MaxRanges)
+	cmd := decideScript.EvalSha(ctx, pipe, []string{s.Key()}, entityKey, b[:], followers, s.th.On, s.th.Off, MaxRanges)
 	return func() (bool, error) {
 		pulled, err := cmd.Int()
 		if err != nil {
@@ -117,7 +120,7 @@ func (s *Store) Pulled(ctx context.Context) (map[string][]Range, error) {
 
 // QueuePulled queues Pulled on pipe.
 func (s *Store) QueuePulled(ctx context.Context, pipe redis.Pipeliner) redisx.Result[map[string][]Range] {
-	cmd := pipe.HGetAll(ctx, Key)
+	cmd := pipe.HGetAll(ctx, s.Key())
 	return func() (map[string][]Range, error) {
 		all, err := cmd.Result()
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -134,7 +137,7 @@ func (s *Store) QueuePulled(ctx context.Context, pipe redis.Pipeliner) redisx.Re
 // QueueRanges queues, on pipe, a read of one entity's ranges (none when it
 // was never pulled).
 func (s *Store) QueueRanges(ctx context.Context, pipe redis.Pipeliner, entityKey string) redisx.Result[[]Range] {
-	cmd := pipe.HGet(ctx, Key, entityKey)
+	cmd := pipe.HGet(ctx, s.Key(), entityKey)
 	return func() ([]Range, error) {
 		v, err := cmd.Result()
 		if errors.Is(err, redis.Nil) {
@@ -166,4 +169,4 @@ func InRanges(rs []Range, id ids.ID) bool {
 }
 
 // Wipe deletes the ranges, before a rebuild.
-func (s *Store) Wipe(ctx context.Context) error { return s.rdb.Del(ctx, Key).Err() }
+func (s *Store) Wipe(ctx context.Context) error { return s.rdb.Del(ctx, s.Key()).Err() }

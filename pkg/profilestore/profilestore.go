@@ -28,21 +28,19 @@ import (
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
-const (
-	keyAll        = redisx.Prefix + "profiles:all"
-	keyPattern    = redisx.Prefix + "profile*"
-	maxListRounds = 4
-)
+const maxListRounds = 4
 
 // Key is the hash of a user's profile: the tidings.v1.Profile message is in
 // its field Field.
-func Key(userID string) string { return redisx.Prefix + "profile:{" + userID + "}" }
+func (s *Store) Key(userID string) string { return s.ks.Key("profile:{" + userID + "}") }
+
+func (s *Store) keyAll() string { return s.ks.Key("profiles:all") }
 
 // Field is the field of Key that holds the profile.
 const Field = "pb"
 
-func deptKey(dept string) string   { return redisx.Prefix + "profiles:dept:{" + dept + "}" }
-func managerKey(mgr string) string { return redisx.Prefix + "profiles:mgr:{" + mgr + "}" }
+func (s *Store) deptKey(dept string) string   { return s.ks.Key("profiles:dept:{" + dept + "}") }
+func (s *Store) managerKey(mgr string) string { return s.ks.Key("profiles:mgr:{" + mgr + "}") }
 
 // applyScript stores a profile unless a newer event was applied already. It
 // returns {applied, dept, manager}: the department and manager stored before
@@ -60,10 +58,11 @@ return {1, cur[2] or '', cur[3] or ''}
 // Store reads and writes the profile projection.
 type Store struct {
 	rdb redis.UniversalClient
+	ks  *redisx.Keyspace
 }
 
-// New returns a Store.
-func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
+// New returns a Store over the keys of ks.
+func New(rdb redis.UniversalClient, ks *redisx.Keyspace) *Store { return &Store{rdb: rdb, ks: ks} }
 
 // Apply projects one profile event at stream sequence seq.
 func (s *Store) Apply(ctx context.Context, seq uint64, p *tidingsv1.Profile) error {
@@ -71,7 +70,7 @@ func (s *Store) Apply(ctx context.Context, seq uint64, p *tidingsv1.Profile) err
 	if err != nil {
 		return fmt.Errorf("encode profile %s: %w", p.GetUserId(), err)
 	}
-	res, err := applyScript.Run(ctx, s.rdb, []string{Key(p.GetUserId())},
+	res, err := applyScript.Run(ctx, s.rdb, []string{s.Key(p.GetUserId())},
 		seq, data, p.GetDepartment(), p.GetManagerId(), boolFlag(p.GetActive())).Slice()
 	if err != nil {
 		return fmt.Errorf("apply profile %s: %w", p.GetUserId(), err)
@@ -85,18 +84,18 @@ func (s *Store) Apply(ctx context.Context, seq uint64, p *tidingsv1.Profile) err
 	}
 	id := p.GetUserId()
 	_, err = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.ZAdd(ctx, keyAll, redis.Z{Member: id})
+		pipe.ZAdd(ctx, s.keyAll(), redis.Z{Member: id})
 		if now[0] != "" {
-			pipe.ZAdd(ctx, deptKey(now[0]), redis.Z{Member: id})
+			pipe.ZAdd(ctx, s.deptKey(now[0]), redis.Z{Member: id})
 		}
 		if now[1] != "" {
-			pipe.ZAdd(ctx, managerKey(now[1]), redis.Z{Member: id})
+			pipe.ZAdd(ctx, s.managerKey(now[1]), redis.Z{Member: id})
 		}
 		if before[0] != "" && before[0] != now[0] {
-			pipe.ZRem(ctx, deptKey(before[0]), id)
+			pipe.ZRem(ctx, s.deptKey(before[0]), id)
 		}
 		if before[1] != "" && before[1] != now[1] {
-			pipe.ZRem(ctx, managerKey(before[1]), id)
+			pipe.ZRem(ctx, s.managerKey(before[1]), id)
 		}
 		return nil
 	})
@@ -118,7 +117,7 @@ var ErrNotFound = errors.New("profile not found")
 
 // Get returns one profile.
 func (s *Store) Get(ctx context.Context, userID string) (*tidingsv1.Profile, error) {
-	data, err := s.rdb.HGet(ctx, Key(userID), Field).Bytes()
+	data, err := s.rdb.HGet(ctx, s.Key(userID), Field).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
@@ -148,7 +147,7 @@ func (s *Store) GetMany(ctx context.Context, ids []string) (map[string]*tidingsv
 func (s *Store) QueueGetMany(ctx context.Context, pipe redis.Pipeliner, ids []string) redisx.Result[map[string]*tidingsv1.Profile] {
 	cmds := make([]*redis.StringCmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = pipe.HGet(ctx, Key(id), Field)
+		cmds[i] = pipe.HGet(ctx, s.Key(id), Field)
 	}
 	return func() (map[string]*tidingsv1.Profile, error) {
 		out := make(map[string]*tidingsv1.Profile, len(ids))
@@ -187,12 +186,12 @@ type ListQuery struct {
 // List returns up to q.Limit profiles ordered by user id, and whether more
 // may follow.
 func (s *Store) List(ctx context.Context, q ListQuery) (profiles []*tidingsv1.Profile, more bool, err error) {
-	index := keyAll
+	index := s.keyAll()
 	switch {
 	case q.Department != "":
-		index = deptKey(q.Department)
+		index = s.deptKey(q.Department)
 	case q.ManagerID != "":
-		index = managerKey(q.ManagerID)
+		index = s.managerKey(q.ManagerID)
 	}
 	after := q.After
 	for round := 0; round < maxListRounds && len(profiles) < q.Limit; round++ {
@@ -257,6 +256,6 @@ func (s *Store) getListed(ctx context.Context, ids []string, index string, q Lis
 
 // Wipe deletes the whole projection, before a rebuild.
 func (s *Store) Wipe(ctx context.Context) error {
-	_, err := redisx.DeleteMatching(ctx, s.rdb, keyPattern)
+	_, err := redisx.DeleteMatching(ctx, s.rdb, s.ks.Key("profile*"))
 	return err
 }

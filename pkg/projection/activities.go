@@ -14,7 +14,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/redisx"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -290,7 +289,7 @@ func (p *Projector) writeFeeds(ctx context.Context, work []*activityChange) (map
 	adds, removes := map[string][]ids.ID{}, map[string][]ids.ID{}
 	for _, c := range work {
 		for _, s := range c.srcs {
-			k := timelinestore.FeedKey(s)
+			k := p.st.Timelines.FeedKey(s)
 			if c.kind == deleted {
 				removes[k] = append(removes[k], c.id)
 			} else {

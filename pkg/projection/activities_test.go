@@ -68,10 +68,10 @@ func newBatchFanout(t *testing.T, log *eventlog.Log) (*projection.Projector, red
 	for i := 10; i < 30; i++ {
 		follow(user(i), entity.RecordKey(ref("big")))
 	}
-	g := graphstore.New(rdb)
+	g := graphstore.New(rdb, redisx.NewKeyspace(0))
 	require.NoError(t, g.Apply(ctx, changes))
 
-	records := recordstore.New(rdb)
+	records := recordstore.New(rdb, redisx.NewKeyspace(0))
 	for seq, r := range []*tidingsv1.Record{
 		{Ref: ref("open"), Title: "Open deal", OwnerId: "u05"},
 		{Ref: ref("secret"), Title: "Secret deal", OwnerId: "u06", Visibility: tidingsv1.Visibility_VISIBILITY_RESTRICTED, ReaderIds: []string{"u07"}},
@@ -86,8 +86,8 @@ func newBatchFanout(t *testing.T, log *eventlog.Log) (*projection.Projector, red
 	cfg.WriteBatch = 12
 	cfg.InactiveAfter = 0
 	f := projection.New(projection.Deps{Log: log, Stores: projection.Stores{
-		Graph: g, Records: records, Bodies: activitystore.New(rdb), Timelines: timelinestore.New(rdb),
-		Hot: hot.New(rdb, hot.Thresholds{On: 30, Off: 20}),
+		Graph: g, Records: records, Bodies: activitystore.New(rdb, redisx.NewKeyspace(0)), Timelines: timelinestore.New(rdb, redisx.NewKeyspace(0)),
+		Hot: hot.New(rdb, redisx.NewKeyspace(0), hot.Thresholds{On: 30, Off: 20}),
 	}, Config: cfg, Logger: testenv.Logger()})
 	return f, rdb
 }
@@ -159,7 +159,7 @@ func TestHandleActivitiesMatchesOneAtATime(t *testing.T) {
 	want := testenv.Snapshot(t, oneRDB)
 
 	home := func(u string) map[string]bool {
-		data, err := oneRDB.Get(ctx, timelinestore.HomeKey(u)).Bytes()
+		data, err := oneRDB.Get(ctx, one.Stores().Timelines.HomeKey(u)).Bytes()
 		require.NoError(t, err)
 		out := map[string]bool{}
 		for _, id := range timelinestore.Decode(data) {
@@ -201,7 +201,7 @@ func TestHandleActivitiesReportsBadEvents(t *testing.T) {
 	require.Len(t, errs, 2)
 	require.NoError(t, errs[0])
 	require.ErrorContains(t, errs[1], "decode activity event 99")
-	data, err := rdb.Get(t.Context(), timelinestore.HomeKey("u00")).Bytes()
+	data, err := rdb.Get(t.Context(), f.Stores().Timelines.HomeKey("u00")).Bytes()
 	require.NoError(t, err)
 	id, err := ids.Parse(named["by u01"])
 	require.NoError(t, err)

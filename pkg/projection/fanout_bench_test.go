@@ -28,7 +28,7 @@ const benchFollowers = 10_000
 // benchFollowers users following "star".
 func benchFanout(b *testing.B) (*projection.Projector, *testenv.Env) {
 	env := testenv.New(b)
-	g := graphstore.New(env.RDB)
+	g := graphstore.New(env.RDB, redisx.NewKeyspace(0))
 	changes := make([]graphstore.Change, benchFollowers)
 	for i := range changes {
 		changes[i] = graphstore.Change{UserID: fmt.Sprintf("u%05d", i), Entity: "u:star", Following: true,
@@ -38,7 +38,7 @@ func benchFanout(b *testing.B) (*projection.Projector, *testenv.Env) {
 	cfg := projection.DefaultConfig()
 	cfg.ChunkSize = 2 * benchFollowers // one step: measure the write path itself
 	f := projection.New(projection.Deps{Log: env.Log, Stores: projection.Stores{
-		Graph: g, Records: recordstore.New(env.RDB), Bodies: activitystore.New(env.RDB), Timelines: timelinestore.New(env.RDB),
+		Graph: g, Records: recordstore.New(env.RDB, redisx.NewKeyspace(0)), Bodies: activitystore.New(env.RDB, redisx.NewKeyspace(0)), Timelines: timelinestore.New(env.RDB, redisx.NewKeyspace(0)),
 	}, Config: cfg, Logger: env.Logger})
 	require.NoError(b, redisx.LoadScripts(b.Context(), env.RDB))
 	return f, env
@@ -125,7 +125,7 @@ func BenchmarkBaselineNaiveZAdd(b *testing.B) {
 func BenchmarkSmallAudiences(b *testing.B) {
 	const users, followers, posts = 2000, 15, 256
 	env := testenv.New(b)
-	g := graphstore.New(env.RDB)
+	g := graphstore.New(env.RDB, redisx.NewKeyspace(0))
 	var changes []graphstore.Change
 	for i := range users {
 		for d := 1; d <= followers; d++ {
@@ -140,7 +140,7 @@ func BenchmarkSmallAudiences(b *testing.B) {
 	cfg := projection.DefaultConfig()
 	cfg.InactiveAfter = 0
 	f := projection.New(projection.Deps{Log: env.Log, Stores: projection.Stores{
-		Graph: g, Records: recordstore.New(env.RDB), Bodies: activitystore.New(env.RDB), Timelines: timelinestore.New(env.RDB),
+		Graph: g, Records: recordstore.New(env.RDB, redisx.NewKeyspace(0)), Bodies: activitystore.New(env.RDB, redisx.NewKeyspace(0)), Timelines: timelinestore.New(env.RDB, redisx.NewKeyspace(0)),
 	}, Config: cfg, Logger: env.Logger})
 	gen := ids.NewGenerator()
 	seq := uint64(0)

@@ -11,7 +11,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/ids"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -142,7 +141,7 @@ func (p *Projector) newBackfill(ctx context.Context, entityKey string) (*backfil
 	if p.cfg.BackfillCount == 0 {
 		return b, nil
 	}
-	recent, _, err := p.st.Timelines.Page(ctx, timelinestore.FeedKey(entityKey), 0, p.cfg.BackfillCount)
+	recent, _, err := p.st.Timelines.Page(ctx, p.st.Timelines.FeedKey(entityKey), 0, p.cfg.BackfillCount)
 	if err != nil || len(recent) == 0 {
 		return b, err
 	}
@@ -189,11 +188,11 @@ func (b *backfill) visibleTo(userID string) []ids.ID {
 // keeping those that are there for another reason: the user still follows
 // the activity's other source, wrote it, or is mentioned in it.
 func (p *Projector) takeBack(ctx context.Context, userID, entityKey string) error {
-	home, err := p.st.Timelines.All(ctx, timelinestore.HomeKey(userID))
+	home, err := p.st.Timelines.All(ctx, p.st.Timelines.HomeKey(userID))
 	if err != nil || len(home) == 0 {
 		return err
 	}
-	feed, err := p.st.Timelines.All(ctx, timelinestore.FeedKey(entityKey))
+	feed, err := p.st.Timelines.All(ctx, p.st.Timelines.FeedKey(entityKey))
 	if err != nil {
 		return err
 	}
@@ -228,7 +227,7 @@ func (p *Projector) takeBack(ctx context.Context, userID, entityKey string) erro
 			drop = append(drop, candidates[i])
 		}
 	}
-	return p.st.Timelines.Remove(ctx, []string{timelinestore.HomeKey(userID)}, drop)
+	return p.st.Timelines.Remove(ctx, []string{p.st.Timelines.HomeKey(userID)}, drop)
 }
 
 // stillReaches reports whether an activity reaches a user other than

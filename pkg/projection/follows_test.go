@@ -16,6 +16,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/projection"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -28,7 +29,7 @@ import (
 func TestFollowsOutOfOrderAndDuplicateDeliveries(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	stores := projection.NewStores(env.RDB, hot.Thresholds{On: 10000, Off: 8000})
+	stores := projection.NewStores(env.RDB, redisx.NewKeyspace(0), hot.Thresholds{On: 10000, Off: 8000})
 	store := stores.Graph
 	p := projection.New(projection.Deps{Log: env.Log, Stores: stores, Config: projection.DefaultConfig(), Logger: env.Logger})
 	ctx := t.Context()

@@ -8,7 +8,6 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/redisx"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 )
 
 // homeWrites are the home timeline writes of a batch, by user: ids to
@@ -58,7 +57,7 @@ func (p *Projector) writeHomes(ctx context.Context, h *homeWrites) error {
 		err := redisx.Pipeline(ctx, p.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
 			for i, w := range part {
 				if w.remove {
-					p.st.Timelines.QueueRemove(ctx, pipe, timelinestore.HomeKey(w.user), w.ids)
+					p.st.Timelines.QueueRemove(ctx, pipe, p.st.Timelines.HomeKey(w.user), w.ids)
 					continue
 				}
 				added[i] = p.st.Timelines.QueueInsertHome(ctx, pipe, w.user, p.cfg.HomeCap, since, w.ids)

@@ -43,6 +43,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 )
 
@@ -57,16 +58,17 @@ type Stores struct {
 	Hot *hot.Store
 }
 
-// NewStores returns every store over one Redis client; th are the follower
-// counts that make an entity hot.
-func NewStores(rdb redis.UniversalClient, th hot.Thresholds) Stores {
+// NewStores returns every store over one Redis client and the keys of ks
+// (one generation of the projections); th are the follower counts that
+// make an entity hot.
+func NewStores(rdb redis.UniversalClient, ks *redisx.Keyspace, th hot.Thresholds) Stores {
 	return Stores{
-		Profiles:  profilestore.New(rdb),
-		Records:   recordstore.New(rdb),
-		Graph:     graphstore.New(rdb),
-		Bodies:    activitystore.New(rdb),
-		Timelines: timelinestore.New(rdb),
-		Hot:       hot.New(rdb, th),
+		Profiles:  profilestore.New(rdb, ks),
+		Records:   recordstore.New(rdb, ks),
+		Graph:     graphstore.New(rdb, ks),
+		Bodies:    activitystore.New(rdb, ks),
+		Timelines: timelinestore.New(rdb, ks),
+		Hot:       hot.New(rdb, ks, th),
 	}
 }
 

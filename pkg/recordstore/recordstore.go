@@ -23,14 +23,14 @@ import (
 
 // Key is the hash of a record: the tidings.v1.Record message is in its
 // field Field.
-func Key(ref *tidingsv1.RecordRef) string {
-	return redisx.Prefix + "record:{" + ref.GetType() + ":" + ref.GetExternalId() + "}"
+func (s *Store) Key(ref *tidingsv1.RecordRef) string {
+	return s.ks.Key("record:{" + ref.GetType() + ":" + ref.GetExternalId() + "}")
 }
 
 // Field is the field of Key that holds the record.
 const Field = "pb"
 
-func typeKey(typ string) string { return redisx.Prefix + "records:type:{" + typ + "}" }
+func (s *Store) typeKey(typ string) string { return s.ks.Key("records:type:{" + typ + "}") }
 
 // applyScript stores a record (ARGV[3] == "0") or its tombstone unless a
 // newer event was applied. It returns {applied, deleted now}.
@@ -51,10 +51,11 @@ return {1, 0}
 // Store reads and writes the record projection.
 type Store struct {
 	rdb redis.UniversalClient
+	ks  *redisx.Keyspace
 }
 
-// New returns a Store.
-func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
+// New returns a Store over the keys of ks.
+func New(rdb redis.UniversalClient, ks *redisx.Keyspace) *Store { return &Store{rdb: rdb, ks: ks} }
 
 // Apply projects one record event at stream sequence seq.
 func (s *Store) Apply(ctx context.Context, seq uint64, ev *tidingsv1.RecordEvent) error {
@@ -67,15 +68,15 @@ func (s *Store) Apply(ctx context.Context, seq uint64, ev *tidingsv1.RecordEvent
 	if ev.GetDeleted() {
 		del = "1"
 	}
-	res, err := applyScript.Run(ctx, s.rdb, []string{Key(ref)}, seq, data, del).Int64Slice()
+	res, err := applyScript.Run(ctx, s.rdb, []string{s.Key(ref)}, seq, data, del).Int64Slice()
 	if err != nil {
 		return fmt.Errorf("apply record %s/%s: %w", ref.GetType(), ref.GetExternalId(), err)
 	}
 	// Whether applied now or earlier, the index follows the stored state.
 	if res[1] == 1 {
-		err = s.rdb.ZRem(ctx, typeKey(ref.GetType()), ref.GetExternalId()).Err()
+		err = s.rdb.ZRem(ctx, s.typeKey(ref.GetType()), ref.GetExternalId()).Err()
 	} else {
-		err = s.rdb.ZAdd(ctx, typeKey(ref.GetType()), redis.Z{Member: ref.GetExternalId()}).Err()
+		err = s.rdb.ZAdd(ctx, s.typeKey(ref.GetType()), redis.Z{Member: ref.GetExternalId()}).Err()
 	}
 	if err != nil {
 		return fmt.Errorf("index record %s/%s: %w", ref.GetType(), ref.GetExternalId(), err)
@@ -123,7 +124,7 @@ func (s *Store) GetMany(ctx context.Context, refs []*tidingsv1.RecordRef) ([]*ti
 
 // QueueGet queues Get on pipe; its result is the record, or ErrNotFound.
 func (s *Store) QueueGet(ctx context.Context, pipe redis.Pipeliner, ref *tidingsv1.RecordRef) redisx.Result[*tidingsv1.Record] {
-	cmd := pipe.HGet(ctx, Key(ref), Field)
+	cmd := pipe.HGet(ctx, s.Key(ref), Field)
 	return func() (*tidingsv1.Record, error) {
 		data, err := cmd.Bytes()
 		if errors.Is(err, redis.Nil) {
@@ -153,7 +154,7 @@ func (s *Store) List(ctx context.Context, typ, after string, limit int, keep fun
 			from = "(" + last
 		}
 		want := limit - len(out)
-		ids, err := s.rdb.ZRangeByLex(ctx, typeKey(typ), &redis.ZRangeBy{Min: from, Max: "+", Count: int64(want + 1)}).Result()
+		ids, err := s.rdb.ZRangeByLex(ctx, s.typeKey(typ), &redis.ZRangeBy{Min: from, Max: "+", Count: int64(want + 1)}).Result()
 		if err != nil {
 			return nil, "", false, fmt.Errorf("list records of %s: %w", typ, err)
 		}
@@ -188,7 +189,7 @@ func (s *Store) List(ctx context.Context, typ, after string, limit int, keep fun
 // Wipe deletes the whole projection, before a rebuild.
 func (s *Store) Wipe(ctx context.Context) error {
 	for _, p := range []string{"record:*", "records:*"} {
-		if _, err := redisx.DeleteMatching(ctx, s.rdb, redisx.Prefix+p); err != nil {
+		if _, err := redisx.DeleteMatching(ctx, s.rdb, s.ks.Key(p)); err != nil {
 			return err
 		}
 	}

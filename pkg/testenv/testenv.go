@@ -166,6 +166,9 @@ func (e *Env) StreamLastSeq(t testing.TB, stream string) uint64 {
 // Server is a gRPC server started for a test.
 type Server struct {
 	Addr string
+	// GRPC is the server itself, for handlers that serve it in process
+	// (the HTTP/JSON transcoder).
+	GRPC *grpcserver.Server
 }
 
 // Serve starts a gRPC server with the production interceptors and policy,
@@ -202,7 +205,7 @@ func Serve(t testing.TB, register func(s *grpcserver.Server)) *Server {
 		srv.Stop()
 		<-done
 	})
-	return &Server{Addr: ln.Addr().String()}
+	return &Server{Addr: ln.Addr().String(), GRPC: srv}
 }
 
 // Token mints a token for id, valid for an hour.

@@ -7,6 +7,8 @@
 //	tidings:home:{<user id>}      home timeline
 //	tidings:feed:{<entity key>}   an entity's own feed
 //
+// (in the first generation; see redisx.Keyspace)
+//
 // Ids are time-sortable (pkg/ids) and assigned at the source, so a feed is
 // ordered by id, never by arrival. Insert and remove are one script each,
 // on the keys of one hash tag (a home insert also reads the user's read
@@ -31,13 +33,14 @@ import (
 )
 
 // HomeKey is the key of a user's home timeline.
-func HomeKey(userID string) string { return redisx.Prefix + "home:{" + userID + "}" }
+func (s *Store) HomeKey(userID string) string { return s.ks.Key("home:{" + userID + "}") }
 
 // FeedKey is the key of an entity's own feed.
-func FeedKey(entityKey string) string { return redisx.Prefix + "feed:{" + entityKey + "}" }
+func (s *Store) FeedKey(entityKey string) string { return s.ks.Key("feed:{" + entityKey + "}") }
 
 // SeenKey holds when a user last read their home timeline (Unix seconds);
-// it shares the home timeline's hash tag.
+// it shares the home timeline's hash tag. It is not derived from the log,
+// so it lives outside generations (redisx.Keyspace).
 func SeenKey(userID string) string { return redisx.Prefix + "seen:{" + userID + "}" }
 
 // InsertSource is the Lua source of the insert: it inserts ARGV[3..]
@@ -118,10 +121,11 @@ return string.sub(s, lo * 8 + 1, (lo + tonumber(ARGV[2])) * 8)
 // Store reads and writes feeds.
 type Store struct {
 	rdb redis.UniversalClient
+	ks  *redisx.Keyspace
 }
 
-// New returns a Store.
-func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
+// New returns a Store over the keys of ks.
+func New(rdb redis.UniversalClient, ks *redisx.Keyspace) *Store { return &Store{rdb: rdb, ks: ks} }
 
 // Client returns the Redis client.
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
@@ -154,7 +158,7 @@ func (s *Store) Insert(ctx context.Context, keys []string, limit int, list []ids
 func (s *Store) InsertHomes(ctx context.Context, users []string, limit int, activeSince int64, list []ids.ID) (int64, error) {
 	calls := make([][]string, len(users))
 	for i, u := range users {
-		calls[i] = homeKeys(u)
+		calls[i] = s.homeKeys(u)
 	}
 	return s.insert(ctx, calls, limit, activeSince, list)
 }
@@ -191,11 +195,11 @@ func (s *Store) QueueInsert(ctx context.Context, pipe redis.Pipeliner, key strin
 // QueueInsertHome queues InsertHomes for one user on pipe; its result is
 // how many ids were new (0 for a user inactive since activeSince).
 func (s *Store) QueueInsertHome(ctx context.Context, pipe redis.Pipeliner, userID string, limit int, activeSince int64, list []ids.ID) redisx.Result[int64] {
-	return queueInsert(ctx, pipe, homeKeys(userID), idArgs(limit, activeSince, list))
+	return queueInsert(ctx, pipe, s.homeKeys(userID), idArgs(limit, activeSince, list))
 }
 
 // homeKeys are the keys of a home insert: the timeline and the read time.
-func homeKeys(userID string) []string { return []string{HomeKey(userID), SeenKey(userID)} }
+func (s *Store) homeKeys(userID string) []string { return []string{s.HomeKey(userID), SeenKey(userID)} }
 
 func queueInsert(ctx context.Context, pipe redis.Pipeliner, keys []string, args []any) redisx.Result[int64] {
 	cmd := insertScript.EvalSha(ctx, pipe, keys, args...)
@@ -341,7 +345,7 @@ func Decode(data []byte) []ids.ID {
 func (s *Store) Wipe(ctx context.Context) error {
 	// Read times are not derived from the log: they stay.
 	for _, p := range []string{"home:*", "feed:*"} {
-		if _, err := redisx.DeleteMatching(ctx, s.rdb, redisx.Prefix+p); err != nil {
+		if _, err := redisx.DeleteMatching(ctx, s.rdb, s.ks.Key(p)); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 )
@@ -17,7 +18,7 @@ func newStore(t *testing.T) *timelinestore.Store {
 	rs := testenv.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
-	return timelinestore.New(rdb)
+	return timelinestore.New(rdb, redisx.NewKeyspace(0))
 }
 
 func TestInsertOrdersDedupesAndCaps(t *testing.T) {
@@ -32,7 +33,7 @@ func TestInsertOrdersDedupesAndCaps(t *testing.T) {
 	shuffled := slices.Clone(all)
 	rng := rand.New(rand.NewPCG(1, 1))
 	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-	key := timelinestore.HomeKey("ana")
+	key := s.HomeKey("ana")
 	const limit = 100
 	// Out of order, one at a time and in batches, and every id twice.
 	for i := 0; i < len(shuffled); i += 7 {
@@ -64,7 +65,7 @@ func TestPageWithCursorStableUnderInserts(t *testing.T) {
 	s := newStore(t)
 	ctx := t.Context()
 	g := ids.NewGenerator()
-	key := timelinestore.FeedKey("u:bo")
+	key := s.FeedKey("u:bo")
 	var first []ids.ID
 	for range 40 {
 		first = append(first, g.Next())

@@ -14,7 +14,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
 )
@@ -52,9 +51,9 @@ func TestListAndReplayDeadLetters(t *testing.T) {
 	s.WaitCaughtUp(t)
 	id, err := ids.Parse(post.GetActivity().GetId())
 	require.NoError(t, err)
-	timelines := timelinestore.New(s.Env.RDB)
+	timelines := s.Stores().Timelines
 	home := func() []ids.ID {
-		got, err := timelines.All(ctx, timelinestore.HomeKey("bo"))
+		got, err := timelines.All(ctx, timelines.HomeKey("bo"))
 		require.NoError(t, err)
 		return got
 	}
@@ -62,7 +61,7 @@ func TestListAndReplayDeadLetters(t *testing.T) {
 
 	// The fan-out of the post "failed": the entry is not in bo's feed, and
 	// a dead letter of the fanout consumer points at the event.
-	require.NoError(t, timelines.Remove(ctx, []string{timelinestore.HomeKey("bo")}, []ids.ID{id}))
+	require.NoError(t, timelines.Remove(ctx, []string{timelines.HomeKey("bo")}, []ids.ID{id}))
 	require.NotContains(t, home(), id)
 	last, found, err := s.Env.Log.LastOnSubject(ctx, eventlog.StreamActivities, eventlog.ActivitySubject(post.GetActivity().GetId()))
 	require.NoError(t, err)

@@ -9,7 +9,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tidingshq/tidings/pkg/ids"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -84,7 +83,7 @@ func countHolding(ctx context.Context, rdb redis.UniversalClient, users []string
 		cmds := make([]*redis.StringCmd, len(part))
 		if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, u := range part {
-				cmds[i] = p.GetRange(ctx, timelinestore.HomeKey(u), 0, 7)
+				cmds[i] = p.GetRange(ctx, keys.Timelines.HomeKey(u), 0, 7)
 			}
 			return nil
 		}); err != nil {

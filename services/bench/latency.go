@@ -234,7 +234,7 @@ func probe(ctx context.Context, c *client, p *poster, rng *rand.Rand, org *Org, 
 					return nil
 				}
 				if time.Now().After(deadline) {
-					raw, _ := c.rdb.Get(gctx, timelinestore.HomeKey(user)).Bytes()
+					raw, _ := c.rdb.Get(gctx, keys.Timelines.HomeKey(user)).Bytes()
 					list := timelinestore.Decode(raw)
 					in := false
 					for _, x := range list {

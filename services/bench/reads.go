@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -98,7 +97,7 @@ func fullest(ctx context.Context, c *client, org *Org, want, atLeast int) ([]str
 		cmds := make([]*redis.IntCmd, len(part))
 		if _, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, u := range part {
-				cmds[i] = p.StrLen(ctx, timelinestore.HomeKey(u))
+				cmds[i] = p.StrLen(ctx, keys.Timelines.HomeKey(u))
 			}
 			return nil
 		}); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/recordstore"
@@ -266,12 +267,17 @@ func redisRSS(ctx context.Context, rdb redis.UniversalClient) (float64, error) {
 	return 0, errors.New("redis info has no used_memory_rss")
 }
 
+// keys names the keys of the stacks the bench starts: their projections'
+// first generation (only the stores' key methods are used; they hold no
+// client).
+var keys = projection.NewStores(nil, redisx.NewKeyspace(0), hot.Thresholds{})
+
 // rawHomeRead does the Redis reads of a 50-item home timeline read from a
 // plain client: the ids, then the bodies, then the authors' profiles and
 // the records, each in one pipeline. It is the baseline of the read figure,
 // and returns how many items it read.
 func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) (int, error) {
-	data, err := rdb.GetRange(ctx, timelinestore.HomeKey(user), 0, 50*8-1).Bytes()
+	data, err := rdb.GetRange(ctx, keys.Timelines.HomeKey(user), 0, 50*8-1).Bytes()
 	if err != nil {
 		return 0, fmt.Errorf("raw read ids: %w", err)
 	}
@@ -279,7 +285,7 @@ func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) (i
 	bodies := make([]*redis.StringCmd, len(list))
 	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range list {
-			bodies[i] = p.HGet(ctx, activitystore.BodyKey(id.String()), activitystore.BodyField)
+			bodies[i] = p.HGet(ctx, keys.Bodies.BodyKey(id.String()), activitystore.BodyField)
 		}
 		return nil
 	}); err != nil && !errors.Is(err, redis.Nil) {
@@ -297,10 +303,10 @@ func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) (i
 			return 0, fmt.Errorf("raw read: decode body: %w", err)
 		}
 		if u := entity.ActorUser(a); u != "" {
-			users[profilestore.Key(u)] = true
+			users[keys.Profiles.Key(u)] = true
 		}
 		if r := a.GetRecord(); r != nil {
-			records[recordstore.Key(r)] = true
+			records[keys.Records.Key(r)] = true
 		}
 	}
 	if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {

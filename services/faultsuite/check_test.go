@@ -70,7 +70,8 @@ func TestExpectFollowsOnlyFollowedAuthorsAndDropsDeletes(t *testing.T) {
 	l.deleted["3"] = true
 	l.ambiguousIDs["4"] = true
 	e := l.expect([]string{"ana"})
-	require.Equal(t, set("1"), e.want)
+	got := e.want
+	require.Equal(t, set("1"), got)
 	require.True(t, e.deleted["3"])
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/projection"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/profiles"
@@ -36,7 +37,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	env := testenv.New(t)
-	stores := projection.NewStores(env.RDB, hot.Thresholds{On: 10000, Off: 8000})
+	stores := projection.NewStores(env.RDB, redisx.NewKeyspace(0), hot.Thresholds{On: 10000, Off: 8000})
 	store := stores.Profiles
 	proj := projection.New(projection.Deps{Log: env.Log, Stores: stores, Config: projection.DefaultConfig(), Logger: env.Logger})
 	srv := testenv.Serve(t, func(s *grpcserver.Server) {

@@ -13,6 +13,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/live"
 	"github.com/tidingshq/tidings/pkg/projection"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
 	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
@@ -72,7 +73,7 @@ func ProjectionConfig(cfg config.Config) projection.Config {
 // newComponents builds the components; metrics, if set, counts the
 // fan-out's deliveries.
 func newComponents(d *deps, cfg config.Config, logger *slog.Logger, metrics *projection.Metrics) *Components {
-	st := projection.NewStores(d.rdb, hot.Thresholds{On: cfg.HotOn, Off: cfg.HotOff})
+	st := projection.NewStores(d.rdb, redisx.NewKeyspace(0), hot.Thresholds{On: cfg.HotOn, Off: cfg.HotOff})
 	proj := projection.New(projection.Deps{
 		Log: d.log, Stores: st, Config: ProjectionConfig(cfg),
 		Live: live.NewPublisher(d.log.JetStream().Conn()), Metrics: metrics, Logger: logger,

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -43,18 +44,23 @@ const (
 	RoleTimelines  Role = "timelines"
 	RoleAdmin      Role = "admin"
 	RoleWorker     Role = "worker"
+	// RoleWeb serves the reference web page on the HTTP listener.
+	RoleWeb Role = "web"
 )
 
 // ServiceRoles are the roles that serve gRPC.
 var ServiceRoles = []Role{RoleProfiles, RoleFollows, RoleRecords, RoleActivities, RoleTimelines, RoleAdmin}
 
 // AllRoles is everything, as `tidings dev` runs it.
-func AllRoles() []Role { return append(slices.Clone(ServiceRoles), RoleWorker) }
+func AllRoles() []Role { return append(slices.Clone(ServiceRoles), RoleWorker, RoleWeb) }
 
 // Addrs are where a running process listens.
 type Addrs struct {
 	GRPC string
+	// HTTP serves the JSON API, the web page and /healthz.
 	HTTP string
+	// Debug serves /metrics, /debug/pprof and /healthz.
+	Debug string
 }
 
 // Options configure Run.
@@ -66,6 +72,9 @@ type Options struct {
 	OnReady func(Addrs)
 	// HealthInterval is how often health is re-checked; 2s when zero.
 	HealthInterval time.Duration
+	// DevTokens, when set, gives the web page its development sign-in
+	// (tidings dev only).
+	DevTokens func(kind auth.Kind, id string) (string, error)
 }
 
 // startupTimeout bounds how long a process waits for JetStream to accept
@@ -209,15 +218,32 @@ func Run(ctx context.Context, opts Options) error {
 		g.Go(func() error { return w.Run(gctx) })
 	}
 
-	if cfg.HTTPAddr != "" {
-		hs, err := telemetry.NewHTTPServer(cfg.HTTPAddr, reg, d.health)
+	front, closeFront, err := frontHandler(ctx, opts, srv, addrs.GRPC, d.health)
+	if err != nil {
+		return err
+	}
+	defer closeFront()
+	for _, l := range []struct {
+		addr string
+		h    http.Handler
+		out  *string
+		stop func()
+	}{
+		{cfg.HTTPAddr, front.handler, &addrs.HTTP, front.close},
+		{cfg.DebugAddr, telemetry.DebugHandler(reg, d.health), &addrs.Debug, func() {}},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		hs, err := telemetry.NewHTTPServer(l.addr, l.h, int(cfg.MaxHeaderBytes))
 		if err != nil {
 			return err
 		}
-		addrs.HTTP = hs.Addr()
+		*l.out = hs.Addr()
 		g.Go(hs.Serve)
 		g.Go(func() error {
 			<-gctx.Done()
+			l.stop()
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
 			defer cancel()
 			return hs.Shutdown(sctx)
@@ -236,7 +262,7 @@ func Run(ctx context.Context, opts Options) error {
 		})
 	}
 
-	logger.Info("tidings started", "roles", joinRoles(opts.Roles), "grpc", addrs.GRPC, "http", addrs.HTTP)
+	logger.Info("tidings started", "roles", joinRoles(opts.Roles), "grpc", addrs.GRPC, "http", addrs.HTTP, "debug", addrs.Debug)
 	if opts.OnReady != nil {
 		opts.OnReady(addrs)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/projection"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/profiles"
@@ -83,7 +84,7 @@ func TestNoStreamLeaderIsUnavailable(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	log := eventlog.New(js)
 	srv := testenv.Serve(t, func(s *grpcserver.Server) {
-		proj := projection.New(projection.Deps{Log: log, Stores: projection.NewStores(rdb, hot.Thresholds{On: 10000, Off: 8000}),
+		proj := projection.New(projection.Deps{Log: log, Stores: projection.NewStores(rdb, redisx.NewKeyspace(0), hot.Thresholds{On: 10000, Off: 8000}),
 			Config: projection.DefaultConfig(), Logger: testenv.Logger()})
 		tidingsv1.RegisterProfileServiceServer(s, profiles.NewServer(profiles.Deps{Log: log, Projector: proj, Logger: testenv.Logger()}))
 	})

@@ -70,6 +70,10 @@ func (s *Stack) Rebuild(t testing.TB) {
 	require.NoError(t, err)
 }
 
+// Stores returns the projections the stack's services read and its worker
+// writes.
+func (s *Stack) Stores() projection.Stores { return s.Components.Projector().Stores() }
+
 // StartWorker runs the worker until the test ends.
 func (s *Stack) StartWorker(t testing.TB) {
 	t.Helper()

@@ -24,6 +24,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisserver"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
@@ -51,7 +52,7 @@ func newFaultEnv(t *testing.T, persistRedis bool) *faultEnv {
 		t.Cleanup(func() { _ = env.RDB.Close() })
 	}
 	proj := projection.New(projection.Deps{
-		Log: env.Log, Stores: projection.NewStores(env.RDB, hot.Thresholds{On: 10000, Off: 8000}),
+		Log: env.Log, Stores: projection.NewStores(env.RDB, redisx.NewKeyspace(0), hot.Thresholds{On: 10000, Off: 8000}),
 		Config: projection.DefaultConfig(), Logger: env.Logger,
 	})
 	return &faultEnv{
@@ -99,7 +100,8 @@ func (e *faultEnv) startWorker(t *testing.T, extra ...string) *workerProcess {
 		"--nats-url", e.NATS.ClientURL(),
 		"--redis-addr", e.redis.Addr(),
 		"--auth-secret", faultSecret,
-		"--http-addr", httpAddr,
+		"--http-addr", "",
+		"--debug-addr", httpAddr,
 		"--ack-wait", "2s",
 	}, extra...)
 	out := &syncBuffer{}
@@ -124,7 +126,8 @@ func (w *workerProcess) kill() {
 	}
 }
 
-// metric reads a counter summed over its labels from the worker's /metrics.
+// metric reads a counter summed over its labels from the worker's /metrics
+// (on its debug address).
 func (w *workerProcess) metric(t *testing.T, name string) float64 {
 	resp, err := http.Get("http://" + w.httpAddr + "/metrics")
 	if err != nil {
@@ -165,13 +168,14 @@ func (e *faultEnv) occurrences(t *testing.T, users []string, id string) map[int]
 	t.Helper()
 	want, err := ids.Parse(id)
 	require.NoError(t, err)
+	ts := timelinestore.New(e.RDB, redisx.NewKeyspace(0))
 	byCount := map[int][]string{}
 	for start := 0; start < len(users); start += 1000 {
 		batch := users[start:min(start+1000, len(users))]
 		cmds := make([]*redis.StringCmd, len(batch))
 		_, err := e.RDB.Pipelined(t.Context(), func(p redis.Pipeliner) error {
 			for i, u := range batch {
-				cmds[i] = p.Get(t.Context(), timelinestore.HomeKey(u))
+				cmds[i] = p.Get(t.Context(), ts.HomeKey(u))
 			}
 			return nil
 		})
@@ -256,7 +260,8 @@ func TestPoisonEventIsDeadLettered(t *testing.T) {
 	w := e.startWorker(t, "--max-deliver", "3", "--home-cap", "2000")
 	e.waitFanout(t, 120*time.Second)
 
-	got, err := timelinestore.New(e.RDB).All(t.Context(), timelinestore.HomeKey("f000000"))
+	ts := timelinestore.New(e.RDB, redisx.NewKeyspace(0))
+	got, err := ts.All(t.Context(), ts.HomeKey("f000000"))
 	require.NoError(t, err)
 	require.Len(t, got, len(posted), "every post delivered")
 	require.InDelta(t, 1, w.metric(t, "tidings_consumer_events_dead_lettered_total"), 0)

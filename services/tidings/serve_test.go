@@ -62,7 +62,7 @@ func TestServeAPIAndWorkerScaleApart(t *testing.T) {
 
 	// The worker's metrics are registered before /metrics serves, so their
 	// absence says the API process runs no worker.
-	require.False(t, strings.Contains(metricsText(t, httpAddr), "tidings_fanout_deliveries_total"), "serve api registered the worker's metrics")
+	require.NotContains(t, metricsText(t, httpAddr), "tidings_fanout_deliveries_total", "serve api registered the worker's metrics")
 	require.Contains(t, out.String(), "roles=profiles,follows,records,activities,timelines,admin")
 
 	token := func(id auth.Identity) string {
@@ -101,7 +101,7 @@ func TestServeAPIAndWorkerScaleApart(t *testing.T) {
 		}
 		return false
 	}, "the worker process did not fan the post out:\n%s", w.out.String())
-	require.True(t, strings.Contains(metricsText(t, w.httpAddr), "tidings_fanout_deliveries_total"), "the worker has no fan-out metric")
+	require.Contains(t, metricsText(t, w.httpAddr), "tidings_fanout_deliveries_total", "the worker has no fan-out metric")
 
 	// With Redis gone the API process is not ready, but still alive: a
 	// liveness probe must not restart replicas for a dependency's outage.

@@ -15,8 +15,8 @@ import (
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/live"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
 	"github.com/tidingshq/tidings/services/timelines"
@@ -30,7 +30,7 @@ func BenchmarkHomeReadHotEntities(b *testing.B) {
 		b.Run(fmt.Sprintf("hot=%d", n), func(b *testing.B) {
 			s := stacktest.Start(b)
 			ctx := context.Background()
-			p := s.Components.Projector().Stores()
+			p := s.Stores()
 			s.Users(b, "reader", "author")
 			gen := ids.NewGenerator()
 			// A full home timeline of the author's posts, bodies included.
@@ -42,10 +42,10 @@ func BenchmarkHomeReadHotEntities(b *testing.B) {
 				require.NoError(b, err)
 				homeIDs = append(homeIDs, id)
 			}
-			_, err := p.Timelines.Insert(ctx, []string{timelinestore.HomeKey("reader")}, 800, homeIDs)
+			_, err := p.Timelines.Insert(ctx, []string{s.Stores().Timelines.HomeKey("reader")}, 800, homeIDs)
 			require.NoError(b, err)
 			// n hot entities the reader follows, each with 200 posts.
-			hs := hot.New(s.Env.RDB, hot.Thresholds{On: 1, Off: 0})
+			hs := hot.New(s.Env.RDB, redisx.NewKeyspace(0), hot.Thresholds{On: 1, Off: 0})
 			for h := range n {
 				key := entity.UserKey(fmt.Sprintf("hot%02d", h))
 				require.NoError(b, p.Graph.Apply(ctx, []graphstore.Change{{UserID: "reader", Entity: key, Following: true, Version: graphstore.Version(uint64(h+1), 0), CreateMs: 1}}))
@@ -59,7 +59,7 @@ func BenchmarkHomeReadHotEntities(b *testing.B) {
 				}
 				_, err := hs.Decide(ctx, key, feed[0], 2)
 				require.NoError(b, err)
-				_, err = p.Timelines.Insert(ctx, []string{timelinestore.FeedKey(key)}, 3000, feed)
+				_, err = p.Timelines.Insert(ctx, []string{s.Stores().Timelines.FeedKey(key)}, 3000, feed)
 				require.NoError(b, err)
 			}
 			srv := timelines.NewServer(timelines.Deps{Timelines: p.Timelines, Bodies: p.Bodies, Profiles: p.Profiles,

@@ -47,7 +47,7 @@ func TestHotEntitySwitchesBothWays(t *testing.T) {
 	}
 	postBoth(3) // 9 followers > 6: pulled
 	s.WaitCaughtUp(t)
-	stored, err := s.Components.Projector().Stores().Timelines.All(ctx, timelinestore.HomeKey("reader"))
+	stored, err := s.Stores().Timelines.All(ctx, s.Stores().Timelines.HomeKey("reader"))
 	require.NoError(t, err)
 	require.Len(t, stored, 3+3+3, "while hot, star's posts are not pushed")
 
@@ -153,7 +153,7 @@ func TestInactiveUserIsSkippedAndRebuilt(t *testing.T) {
 		posted = append(posted, post(t, s, []string{"ana", "bo", "cy"}[i%3], fmt.Sprintf("while away %d", i)).GetId())
 	}
 	s.WaitCaughtUp(t)
-	stored, err := s.Components.Projector().Stores().Timelines.All(ctx, timelinestore.HomeKey("away"))
+	stored, err := s.Stores().Timelines.All(ctx, s.Stores().Timelines.HomeKey("away"))
 	require.NoError(t, err)
 	require.Empty(t, stored, "the fan-out skipped the inactive user")
 
@@ -161,7 +161,7 @@ func TestInactiveUserIsSkippedAndRebuilt(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, resp.GetItems(), 5, "a full first page at once")
 	require.Equal(t, posted[8], resp.GetItems()[0].GetActivity().GetId())
-	stored, err = s.Components.Projector().Stores().Timelines.All(ctx, timelinestore.HomeKey("away"))
+	stored, err = s.Stores().Timelines.All(ctx, s.Stores().Timelines.HomeKey("away"))
 	require.NoError(t, err)
 	require.Len(t, stored, 9, "the timeline was rebuilt")
 

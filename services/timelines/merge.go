@@ -12,7 +12,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/redisx"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 )
 
 // pager returns up to limit ids older than before, newest first, and
@@ -95,7 +94,7 @@ func (s *Server) readHome(ctx context.Context, userID string, markRead bool) ([]
 		prev   redisx.Result[int64]
 	)
 	err := redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
-		home = s.st.Timelines.QueueAll(ctx, pipe, timelinestore.HomeKey(userID))
+		home = s.st.Timelines.QueueAll(ctx, pipe, s.st.Timelines.HomeKey(userID))
 		if s.st.Hot != nil {
 			ranges = s.st.Hot.QueuePulled(ctx, pipe)
 		}
@@ -136,7 +135,7 @@ func (s *Server) readHome(ctx context.Context, userID string, markRead bool) ([]
 	if len(recent) > s.st.HomeCap {
 		recent = recent[:s.st.HomeCap]
 	}
-	key := timelinestore.HomeKey(userID)
+	key := s.st.Timelines.HomeKey(userID)
 	if _, err := s.st.Timelines.Insert(ctx, []string{key}, s.st.HomeCap, recent); err != nil {
 		return nil, nil, err
 	}
@@ -164,7 +163,7 @@ func (s *Server) pulledFor(ctx context.Context, userID string, ranges map[string
 	}
 	feeds := make([]string, len(keys))
 	for i, k := range keys {
-		feeds[i] = timelinestore.FeedKey(k)
+		feeds[i] = s.st.Timelines.FeedKey(k)
 	}
 	var (
 		following redisx.Result[[]bool]
@@ -238,7 +237,7 @@ func (s *Server) followedFeeds(ctx context.Context, userID string, before ids.ID
 	var feeds []string
 	err := s.st.Graph.ScanFollowing(ctx, userID, 1000, func(edges []graphstore.Edge) error {
 		for _, e := range edges {
-			feeds = append(feeds, timelinestore.FeedKey(e.Member))
+			feeds = append(feeds, s.st.Timelines.FeedKey(e.Member))
 		}
 		return nil
 	})

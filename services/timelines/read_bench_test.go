@@ -37,7 +37,7 @@ func benchHome(b *testing.B) (*stacktest.Stack, *timelines.Server) {
 		require.NoError(b, err)
 	}
 	s.WaitCaughtUp(b)
-	p := s.Components.Projector().Stores()
+	p := s.Stores()
 	return s, timelines.NewServer(timelines.Deps{Timelines: p.Timelines, Bodies: p.Bodies, Profiles: p.Profiles, Records: p.Records})
 }
 
@@ -65,7 +65,7 @@ func BenchmarkBaselineRawRead(b *testing.B) {
 	rdb := s.Env.RDB
 	b.ReportAllocs()
 	for b.Loop() {
-		data, err := rdb.GetRange(ctx, timelinestore.HomeKey("reader"), 0, 50*8-1).Bytes()
+		data, err := rdb.GetRange(ctx, s.Stores().Timelines.HomeKey("reader"), 0, 50*8-1).Bytes()
 		if err != nil || len(data) != 400 {
 			b.Fatalf("read: %v, %d bytes", err, len(data))
 		}

@@ -108,7 +108,7 @@ func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTime
 		return nil, apierr.PermissionDenied("an employee may read only their own home timeline")
 	}
 	scope := "home|" + req.GetUserId()
-	items, next, err := s.read(ctx, s.homePager(req.GetUserId(), req.GetPageToken() == ""), timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), employee(req.GetUserId()), true)
+	items, next, err := s.read(ctx, s.homePager(req.GetUserId(), req.GetPageToken() == ""), s.st.Timelines.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), employee(req.GetUserId()), true)
 	if err != nil {
 		return nil, err
 	}
@@ -122,7 +122,7 @@ func (s *Server) GetEntityFeed(ctx context.Context, req *tidingsv1.GetEntityFeed
 		return nil, err
 	}
 	key := entity.Key(req.GetEntity())
-	items, next, err := s.read(ctx, s.feedPager(timelinestore.FeedKey(key)), timelinestore.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), id, false)
+	items, next, err := s.read(ctx, s.feedPager(s.st.Timelines.FeedKey(key)), s.st.Timelines.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), id, false)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
 )
@@ -122,8 +121,8 @@ func TestUnfollowDeleteAndEdit(t *testing.T) {
 	_, err = s.Activities(t, testenv.Employee("cy")).GetActivity(t.Context(), &tidingsv1.GetActivityRequest{Id: first.GetId()})
 	testenv.RequireCode(t, err, codes.NotFound)
 	s.WaitCaughtUp(t)
-	for _, key := range []string{timelinestore.HomeKey("ana"), timelinestore.HomeKey("cy"), timelinestore.FeedKey("u:ana")} {
-		all, err := s.Components.Projector().Stores().Timelines.All(t.Context(), key)
+	for _, key := range []string{s.Stores().Timelines.HomeKey("ana"), s.Stores().Timelines.HomeKey("cy"), s.Stores().Timelines.FeedKey("u:ana")} {
+		all, err := s.Stores().Timelines.All(t.Context(), key)
 		require.NoError(t, err)
 		require.NotContains(t, all, mustID(t, first.GetId()), key)
 	}
@@ -196,7 +195,7 @@ func TestBackfillOnFollowAndCap(t *testing.T) {
 		posted = append(posted, post(t, s, "ana", fmt.Sprintf("after %d", i)).GetId())
 	}
 	s.WaitCaughtUp(t)
-	stored, err := s.Components.Projector().Stores().Timelines.All(t.Context(), timelinestore.HomeKey("bo"))
+	stored, err := s.Stores().Timelines.All(t.Context(), s.Stores().Timelines.HomeKey("bo"))
 	require.NoError(t, err)
 	require.Len(t, stored, 10, "the stored timeline holds its cap")
 	require.Equal(t, mustID(t, posted[len(posted)-1]), stored[0])
@@ -295,9 +294,9 @@ func TestBigAudienceIsChunked(t *testing.T) {
 	a := post(t, s, "star", "hello, all 450 of you")
 	s.WaitCaughtUp(t)
 	testenv.Eventually(t, 30*time.Second, func() bool { return s.CaughtUp(t, projection.ChunksConsumer) }, "chunks not done")
-	ts := s.Components.Projector().Stores().Timelines
+	ts := s.Stores().Timelines
 	for _, f := range fans {
-		got, err := ts.All(t.Context(), timelinestore.HomeKey(f))
+		got, err := ts.All(t.Context(), s.Stores().Timelines.HomeKey(f))
 		require.NoError(t, err)
 		require.Equal(t, []ids.ID{mustID(t, a.GetId())}, got, f)
 	}
@@ -383,11 +382,11 @@ func TestBackfillLeavesOutRestricted(t *testing.T) {
 	follow(t, s, "rita", entity.User("olga"))
 	follow(t, s, "nick", entity.User("olga"))
 	s.WaitCaughtUp(t)
-	ts := s.Components.Projector().Stores().Timelines
-	rita, err := ts.All(ctx, timelinestore.HomeKey("rita"))
+	ts := s.Stores().Timelines
+	rita, err := ts.All(ctx, s.Stores().Timelines.HomeKey("rita"))
 	require.NoError(t, err)
 	require.Equal(t, []ids.ID{mustID(t, open.GetId()), mustID(t, hidden.GetActivity().GetId())}, rita)
-	nick, err := ts.All(ctx, timelinestore.HomeKey("nick"))
+	nick, err := ts.All(ctx, s.Stores().Timelines.HomeKey("nick"))
 	require.NoError(t, err)
 	require.Equal(t, []ids.ID{mustID(t, open.GetId())}, nick)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/projection"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/profiles"
@@ -51,7 +52,7 @@ func TestRebuildProfilesEqualsOriginal(t *testing.T) {
 	env := testenv.New(t)
 	newProjector := func(e *testenv.Env) *projection.Projector {
 		return projection.New(projection.Deps{
-			Log: env.Log, Stores: projection.NewStores(e.RDB, hot.Thresholds{On: 10000, Off: 8000}),
+			Log: env.Log, Stores: projection.NewStores(e.RDB, redisx.NewKeyspace(0), hot.Thresholds{On: 10000, Off: 8000}),
 			Config: projection.DefaultConfig(), Logger: env.Logger,
 		})
 	}
