@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tidingshq/tidings/pkg/faults"
 )
 
 // replayFetch is how many events a replay reads from a stream at a time.
@@ -112,23 +113,28 @@ type timedDelivery struct {
 	time time.Time
 }
 
-// replayCursor reads one stream of a replay through an ordered consumer,
-// up to the last sequence stored when it opened. It pulls through one
-// Messages iterator: an ordered consumer used with Fetch makes a new
-// consumer for every fetch, and a pull sent right after one is made can
-// find no responder when the client is connected to another server of a
-// cluster than the consumer (the interest has not crossed the routes yet),
-// which failed rebuilds on R3 streams with "no responders".
+// replayCursor reads one stream of a replay through an ephemeral pull
+// consumer of its own, up to the last sequence stored when it opened.
+//
+// Not an ordered consumer: one used with Fetch makes a new consumer for
+// every fetch, and a pull sent right after a consumer is made can find no
+// responder when the client is connected to another server of a cluster
+// than the consumer (its interest has not crossed the routes yet), which
+// failed rebuilds on R3 streams with "no responders". This cursor makes
+// one consumer, retries a pull that meets a transient failure, and checks
+// that the consumer's sequence has no gap (events are not acknowledged, so
+// one lost on the way would otherwise go unnoticed).
 type replayCursor struct {
 	src     ReplaySource
 	stream  jetstream.Stream
 	cons    jetstream.Consumer
-	iter    jetstream.MessagesContext
 	last    uint64
+	cseq    uint64 // the consumer sequence of the last event read
 	pending []timedDelivery
 	head    timedDelivery
 	hasHead bool
 	done    bool
+	idle    bool
 }
 
 // openReplay opens a cursor on a source, or returns nil when its stream is
@@ -145,18 +151,20 @@ func (l *Log) openReplay(ctx context.Context, src ReplaySource) (*replayCursor, 
 	if info.State.Msgs == 0 {
 		return nil, nil
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: src.Filter,
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckNonePolicy,
+		FilterSubjects: src.Filter,
+		// Deleted when the replay ends; this is for a replay whose process
+		// died.
+		InactiveThreshold: 5 * time.Minute,
+		Replicas:          1,
+		MemoryStorage:     true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replay %s: %w", src.Stream, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(replayFetch))
-	if err != nil {
-		return nil, fmt.Errorf("replay %s: %w", src.Stream, err)
-	}
-	return &replayCursor{src: src, stream: s, cons: cons, iter: iter, last: info.State.LastSeq}, nil
+	return &replayCursor{src: src, stream: s, cons: cons, last: info.State.LastSeq}, nil
 }
 
 // peek returns the cursor's next event without taking it; ok is false at
@@ -179,42 +187,27 @@ func (c *replayCursor) peek(ctx context.Context) (timedDelivery, bool, error) {
 
 func (c *replayCursor) pop() { c.hasHead = false }
 
-// fetch reads the next events of the stream into pending (up to
-// replayFetch, those that have arrived), and notes when the last one of the
-// replay was read.
+// fetch reads the next events of the stream into pending, and notes when
+// the last one of the replay was read. A pull that meets a transient
+// failure (no responder yet, a timeout) is tried again, a few times.
 func (c *replayCursor) fetch(ctx context.Context) error {
-	got := 0
-	for got < replayFetch && !c.done {
-		// Wait for the first event a little; take the others as they
-		// are there.
-		wait := 100 * time.Millisecond
-		if got > 0 {
-			wait = 10 * time.Millisecond
-		}
-		m, err := c.iter.Next(jetstream.NextMaxWait(wait))
-		if errors.Is(err, nats.ErrTimeout) {
-			break
-		}
-		if err != nil {
+	bo := newBackoff(20*time.Millisecond, time.Second)
+	for attempt := 1; ; attempt++ {
+		got, err := c.fetchOnce()
+		if err != nil && (!faults.IsTransient(err) || attempt == 8) {
 			return err
 		}
-		got++
-		meta, err := m.Metadata()
-		if err != nil {
-			return err
-		}
-		seq := meta.Sequence.Stream
-		if seq > c.last {
-			c.done = true
+		if err == nil || got > 0 {
+			// What a failed pull brought is kept; the next pull goes on
+			// from there (the consumer's sequence shows any gap).
+			c.idle = got == 0
 			break
 		}
-		c.pending = append(c.pending, timedDelivery{
-			Delivery: Delivery{Subject: m.Subject(), Data: m.Data(), Sequence: seq, NumDelivered: 1},
-			time:     meta.Timestamp,
-		})
-		c.done = seq == c.last
+		if !bo.wait(ctx) {
+			return fmt.Errorf("%w (retrying: %w)", ctx.Err(), err)
+		}
 	}
-	if got == 0 && !c.done {
+	if c.idle && !c.done {
 		// Nothing more on the filter (the last message may be on another
 		// subject)?
 		info, err := c.cons.Info(ctx)
@@ -226,10 +219,62 @@ func (c *replayCursor) fetch(ctx context.Context) error {
 	return nil
 }
 
+// fetchOnce sends one pull and reads what it brings into pending.
+func (c *replayCursor) fetchOnce() (int, error) {
+	var (
+		batch jetstream.MessageBatch
+		err   error
+	)
+	if c.idle {
+		batch, err = c.cons.Fetch(replayFetch, jetstream.FetchMaxWait(100*time.Millisecond))
+	} else {
+		batch, err = c.cons.FetchNoWait(replayFetch)
+	}
+	if err != nil {
+		return 0, err
+	}
+	// Drain the whole batch even past the end, so that no fetch is left
+	// running.
+	got := 0
+	var merr error
+	for m := range batch.Messages() {
+		got++
+		if c.done || merr != nil {
+			continue
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			merr = err
+			continue
+		}
+		if meta.Sequence.Consumer != c.cseq+1 {
+			merr = fmt.Errorf("events missing between consumer sequences %d and %d", c.cseq, meta.Sequence.Consumer)
+			continue
+		}
+		c.cseq = meta.Sequence.Consumer
+		seq := meta.Sequence.Stream
+		if seq > c.last {
+			c.done = true
+			continue
+		}
+		c.pending = append(c.pending, timedDelivery{
+			Delivery: Delivery{Subject: m.Subject(), Data: m.Data(), Sequence: seq, NumDelivered: 1},
+			time:     meta.Timestamp,
+		})
+		c.done = seq == c.last
+	}
+	if merr != nil {
+		return got, merr
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+		return got, err
+	}
+	return got, nil
+}
+
 // close deletes the cursor's consumer, so that no replay consumer is left
 // behind in the stream's status.
 func (c *replayCursor) close(ctx context.Context) {
-	c.iter.Stop()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if info := c.cons.CachedInfo(); info != nil {
