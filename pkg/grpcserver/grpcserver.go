@@ -5,7 +5,11 @@
 // Interceptors run in this order, outermost first:
 //
 //	request id → recovery → metrics → logging → deadline cap → auth →
-//	validation (unknown fields, protovalidate) → error mapping → handler
+//	validation (undecodable messages, unknown fields, protovalidate) →
+//	error mapping → handler
+//
+// The server's codec marks requests that do not decode instead of failing
+// (grpc-go would answer Internal); validation answers them InvalidArgument.
 package grpcserver
 
 import (
@@ -21,7 +25,6 @@ import (
 	"buf.build/go/protovalidate"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
-	protovalidatemw "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -64,7 +67,7 @@ type Server struct {
 
 // New builds the server. Register services on it, then call SetServing.
 func New(opts Options) (*Server, error) {
-	validator, err := protovalidate.New()
+	pv, err := protovalidate.New()
 	if err != nil {
 		return nil, fmt.Errorf("build validator: %w", err)
 	}
@@ -94,9 +97,12 @@ func New(opts Options) (*Server, error) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
 	errs := errorMapper{log: log}
+	validate := validator{v: pv, log: log}
 
 	const streamWorkers = 64
 	srv := grpc.NewServer(
+		// Requests that do not decode get InvalidArgument, not Internal.
+		grpc.ForceServerCodecV2(newCodec()),
 		grpc.MaxRecvMsgSize(opts.Limits.MaxRecvBytes),
 		grpc.MaxSendMsgSize(opts.Limits.MaxSendBytes),
 		grpc.MaxConcurrentStreams(opts.Limits.MaxConcurrentStreams),
@@ -115,7 +121,7 @@ func New(opts Options) (*Server, error) {
 			deadlineCap(opts.Limits.MaxDeadline),
 			opts.Authorizer.UnaryInterceptor(),
 			rejectUnknownFieldsUnary,
-			protovalidatemw.UnaryServerInterceptor(validator),
+			validate.unary,
 			errs.unary,
 		),
 		grpc.ChainStreamInterceptor(
@@ -125,7 +131,7 @@ func New(opts Options) (*Server, error) {
 			logging.StreamServerInterceptor(logger, logOpts...),
 			opts.Authorizer.StreamInterceptor(),
 			rejectUnknownFieldsStream,
-			protovalidatemw.StreamServerInterceptor(validator),
+			validate.stream,
 			errs.stream,
 		),
 	)

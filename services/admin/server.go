@@ -385,11 +385,11 @@ func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStat
 	for _, cfg := range eventlog.StreamConfigs(eventlog.StreamOptions{}) {
 		st, err := js.Stream(ctx, cfg.Name)
 		if err != nil {
-			return nil, apierr.Unavailable("stream %s: %v", cfg.Name, err)
+			return nil, fmt.Errorf("read stream %s: %w", cfg.Name, err)
 		}
 		info, err := st.Info(ctx)
 		if err != nil {
-			return nil, apierr.Unavailable("stream %s: %v", cfg.Name, err)
+			return nil, fmt.Errorf("read stream %s: %w", cfg.Name, err)
 		}
 		resp.Streams = append(resp.Streams, &tidingsv1.StreamStatus{
 			Name: cfg.Name, Messages: info.State.Msgs, Bytes: info.State.Bytes,
@@ -400,7 +400,7 @@ func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStat
 			resp.Consumers = append(resp.Consumers, consumerStatus(cfg.Name, ci))
 		}
 		if err := consumers.Err(); err != nil {
-			return nil, apierr.Unavailable("consumers of %s: %v", cfg.Name, err)
+			return nil, fmt.Errorf("list consumers of %s: %w", cfg.Name, err)
 		}
 	}
 	return resp, nil

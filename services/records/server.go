@@ -155,7 +155,7 @@ func (s *Server) update(ctx context.Context, ref *tidingsv1.RecordRef,
 		Mutate:      mutate,
 	})
 	if errors.Is(err, eventlog.ErrTooMuchContention) {
-		return res, apierr.Aborted("record %s is being changed concurrently; retry", entity.RecordKey(ref))
+		return res, apierr.Aborted("record %s is being changed concurrently; retry", entity.RecordName(ref))
 	}
 	return res, err
 }
@@ -195,13 +195,13 @@ func (s *Server) autoFollowOwner(ctx context.Context, r *tidingsv1.Record, prevO
 func (s *Server) visible(ctx context.Context, ref *tidingsv1.RecordRef) (*tidingsv1.Record, error) {
 	r, err := s.records.Get(ctx, ref)
 	if errors.Is(err, recordstore.ErrNotFound) {
-		return nil, apierr.NotFound("no record %s", entity.RecordKey(ref))
+		return nil, apierr.NotFound("no record %s", entity.RecordName(ref))
 	}
 	if err != nil {
 		return nil, err
 	}
 	if id, _ := auth.FromContext(ctx); !recordstore.CanSee(r, id) {
-		return nil, apierr.NotFound("no record %s", entity.RecordKey(ref))
+		return nil, apierr.NotFound("no record %s", entity.RecordName(ref))
 	}
 	return r, nil
 }
@@ -309,7 +309,7 @@ func (s *Server) PostRecordActivity(ctx context.Context, req *tidingsv1.PostReco
 		return nil, err
 	}
 	if _, err := s.records.Get(ctx, ref); errors.Is(err, recordstore.ErrNotFound) {
-		return nil, apierr.NotFound("no record %s", entity.RecordKey(ref))
+		return nil, apierr.NotFound("no record %s", entity.RecordName(ref))
 	} else if err != nil {
 		return nil, err
 	}
