@@ -5,8 +5,11 @@
 // Interceptors run in this order, outermost first:
 //
 //	request id → recovery → metrics → logging → deadline cap → auth →
+//	audit → rate limit → stream limits →
 //	validation (undecodable messages, unknown fields, protovalidate) →
 //	error mapping → handler
+//
+// Audit, rate limit and stream limits are on when their options are set.
 //
 // The server's codec marks requests that do not decode instead of failing
 // (grpc-go would answer Internal); validation answers them InvalidArgument.
@@ -15,6 +18,7 @@ package grpcserver
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -29,6 +33,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -57,6 +62,16 @@ type Options struct {
 	Authorizer *auth.Authorizer
 	Limits     Limits
 	Reflection bool
+
+	// TLS, when set, serves TLS (and mutual TLS, as its client settings
+	// say); plaintext when nil.
+	TLS *tls.Config
+	// Audit, when set, records audited calls (auth.Audited).
+	Audit Auditor
+	// RateLimit, when set, refuses calls of callers over their budget.
+	RateLimit RateLimiter
+	// Streams bound concurrent long-lived streams.
+	Streams StreamLimits
 }
 
 // Server is a gRPC server with its health service.
@@ -99,8 +114,37 @@ func New(opts Options) (*Server, error) {
 	errs := errorMapper{log: log}
 	validate := validator{v: pv, log: log}
 
+	unary := []grpc.UnaryServerInterceptor{
+		requestIDUnary,
+		recovery.UnaryServerInterceptor(recoveryOpt),
+		metrics.UnaryServerInterceptor(),
+		logging.UnaryServerInterceptor(logger, logOpts...),
+		deadlineCap(opts.Limits.MaxDeadline),
+		opts.Authorizer.UnaryInterceptor(),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		requestIDStream,
+		recovery.StreamServerInterceptor(recoveryOpt),
+		metrics.StreamServerInterceptor(),
+		logging.StreamServerInterceptor(logger, logOpts...),
+		opts.Authorizer.StreamInterceptor(),
+	}
+	if opts.Audit != nil {
+		a := auditing{rec: opts.Audit}
+		unary, stream = append(unary, a.unary), append(stream, a.stream)
+	}
+	if opts.RateLimit != nil {
+		r := rateLimiting{l: opts.RateLimit}
+		unary, stream = append(unary, r.unary), append(stream, r.stream)
+	}
+	if len(opts.Streams.Methods) > 0 {
+		stream = append(stream, newStreamLimiter(opts.Streams).stream)
+	}
+	unary = append(unary, rejectUnknownFieldsUnary, validate.unary, errs.unary)
+	stream = append(stream, rejectUnknownFieldsStream, validate.stream, errs.stream)
+
 	const streamWorkers = 64
-	srv := grpc.NewServer(
+	serverOpts := []grpc.ServerOption{
 		// Requests that do not decode get InvalidArgument, not Internal.
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.MaxRecvMsgSize(opts.Limits.MaxRecvBytes),
@@ -113,28 +157,13 @@ func New(opts Options) (*Server, error) {
 		grpc.MaxHeaderListSize(opts.Limits.MaxHeaderBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
-		grpc.ChainUnaryInterceptor(
-			requestIDUnary,
-			recovery.UnaryServerInterceptor(recoveryOpt),
-			metrics.UnaryServerInterceptor(),
-			logging.UnaryServerInterceptor(logger, logOpts...),
-			deadlineCap(opts.Limits.MaxDeadline),
-			opts.Authorizer.UnaryInterceptor(),
-			rejectUnknownFieldsUnary,
-			validate.unary,
-			errs.unary,
-		),
-		grpc.ChainStreamInterceptor(
-			requestIDStream,
-			recovery.StreamServerInterceptor(recoveryOpt),
-			metrics.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(logger, logOpts...),
-			opts.Authorizer.StreamInterceptor(),
-			rejectUnknownFieldsStream,
-			validate.stream,
-			errs.stream,
-		),
-	)
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+	}
+	if opts.TLS != nil {
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+	}
+	srv := grpc.NewServer(serverOpts...)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
@@ -186,7 +215,16 @@ func withRequestID(ctx context.Context) context.Context {
 		id = hex.EncodeToString(b[:])
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, id))
+	ctx = context.WithValue(ctx, requestIDKey{}, id)
 	return logging.InjectFields(ctx, logging.Fields{"request_id", id})
+}
+
+type requestIDKey struct{}
+
+// RequestID returns the request id of the call ctx belongs to.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
 }
 
 func requestIDUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

@@ -19,7 +19,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/fanout"
@@ -27,6 +26,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
 	"github.com/tidingshq/tidings/pkg/telemetry"
+	"github.com/tidingshq/tidings/pkg/tlsfiles"
 	"github.com/tidingshq/tidings/services/worker"
 )
 
@@ -146,17 +146,16 @@ func Run(ctx context.Context, opts Options) error {
 	var addrs Addrs
 
 	var srv *grpcserver.Server
+	var sec *security
 	if hasAny(opts.Roles, ServiceRoles...) {
-		verifier, err := auth.NewVerifier(auth.TokenConfig{
-			Secret: []byte(cfg.AuthSecret), Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience, Leeway: 30 * time.Second,
-		})
+		sec, err = newSecurity(ctx, cfg, d, reg, logger)
 		if err != nil {
 			return err
 		}
-		srv, err = grpcserver.New(grpcserver.Options{
+		defer sec.shutdown()
+		sopts := grpcserver.Options{
 			Logger:     logger,
 			Registry:   reg,
-			Authorizer: auth.NewAuthorizer(verifier, auth.DefaultPolicy(), logger),
 			Reflection: cfg.Reflection,
 			Limits: grpcserver.Limits{
 				MaxRecvBytes:         cfg.MaxRecvBytes,
@@ -165,10 +164,13 @@ func Run(ctx context.Context, opts Options) error {
 				MaxHeaderBytes:       cfg.MaxHeaderBytes,
 				MaxDeadline:          cfg.MaxDeadline,
 			},
-		})
+		}
+		sec.serverOptions(&sopts, logger)
+		srv, err = grpcserver.New(sopts)
 		if err != nil {
 			return err
 		}
+		sec.run(gctx, g, cfg)
 		if err := c.Register(srv, opts.Roles); err != nil {
 			return err
 		}
@@ -204,6 +206,16 @@ func Run(ctx context.Context, opts Options) error {
 		hs, err := telemetry.NewHTTPServer(cfg.HTTPAddr, reg, d.health)
 		if err != nil {
 			return err
+		}
+		if sec != nil && sec.httpTLS() != nil {
+			hs.UseTLS(sec.httpTLS())
+		} else if cfg.TLSCertFile != "" {
+			src, err := tlsfiles.New(tlsfiles.Files{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile}, logger)
+			if err != nil {
+				return err
+			}
+			hs.UseTLS(src.ServerConfig())
+			g.Go(func() error { src.Watch(gctx, cfg.TLSReload); return nil })
 		}
 		addrs.HTTP = hs.Addr()
 		g.Go(hs.Serve)

@@ -35,6 +35,9 @@ type Stack struct {
 type Options struct {
 	// Configure, if set, changes the default configuration.
 	Configure func(*config.Config)
+	// Server, if set, changes the gRPC server's options (TLS, audit, rate
+	// and stream limits).
+	Server func(*grpcserver.Options)
 }
 
 // Start serves every service for the test.
@@ -44,16 +47,30 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	st, err := settings.Open(t.Context(), env.JS, 1)
 	require.NoError(t, err)
 	cfg := config.Default()
+	var server func(*grpcserver.Options)
 	for _, o := range opts {
 		if o.Configure != nil {
 			o.Configure(&cfg)
 		}
+		if o.Server != nil {
+			server = o.Server
+		}
 	}
 	c := stack.Wire(env.Log, env.RDB, st, cfg, env.Logger)
-	srv := testenv.Serve(t, func(s *grpcserver.Server) {
+	srv := testenv.ServeWith(t, server, func(s *grpcserver.Server) {
 		require.NoError(t, c.Register(s, stack.ServiceRoles))
 	})
 	return &Stack{Env: env, Server: srv, Components: c, Settings: st, Config: cfg}
+}
+
+// AnotherServer serves the same services on a second server over the same
+// JetStream and Redis, as a second API replica would; configure, if set,
+// changes its options.
+func (s *Stack) AnotherServer(t testing.TB, configure func(*grpcserver.Options)) *testenv.Server {
+	t.Helper()
+	return testenv.ServeWith(t, configure, func(srv *grpcserver.Server) {
+		require.NoError(t, s.Components.Register(srv, stack.ServiceRoles))
+	})
 }
 
 // Rebuild rebuilds every projection, as AdminService.RebuildProjections does.
