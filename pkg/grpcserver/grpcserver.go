@@ -138,7 +138,11 @@ func New(opts Options) (*Server, error) {
 		unary, stream = append(unary, r.unary), append(stream, r.stream)
 	}
 	if len(opts.Streams.Methods) > 0 {
-		stream = append(stream, newStreamLimiter(opts.Streams).stream)
+		sl, err := newStreamLimiter(opts.Streams, opts.Registry)
+		if err != nil {
+			return nil, err
+		}
+		stream = append(stream, sl.stream)
 	}
 	unary = append(unary, rejectUnknownFieldsUnary, validate.unary, errs.unary)
 	stream = append(stream, rejectUnknownFieldsStream, validate.stream, errs.stream)

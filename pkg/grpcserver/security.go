@@ -2,9 +2,11 @@ package grpcserver
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -158,17 +160,34 @@ func (r rateLimiting) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServer
 type streamLimiter struct {
 	limits   StreamLimits
 	methods  map[string]bool
+	open     prometheus.Gauge
+	refused  prometheus.Counter
 	mu       sync.Mutex
 	total    int
 	byCaller map[string]int
 }
 
-func newStreamLimiter(l StreamLimits) *streamLimiter {
-	s := &streamLimiter{limits: l, methods: map[string]bool{}, byCaller: map[string]int{}}
+func newStreamLimiter(l StreamLimits, reg prometheus.Registerer) (*streamLimiter, error) {
+	s := &streamLimiter{
+		limits: l, methods: map[string]bool{}, byCaller: map[string]int{},
+		open: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tidings_grpc_limited_streams_open",
+			Help: "Open streams of the methods whose concurrency is limited (Watch).",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tidings_grpc_limited_streams_refused_total",
+			Help: "Streams refused because a caller or the process held its limit.",
+		}),
+	}
 	for _, m := range l.Methods {
 		s.methods[m] = true
 	}
-	return s
+	for _, c := range []prometheus.Collector{s.open, s.refused} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register stream limit metrics: %w", err)
+		}
+	}
+	return s, nil
 }
 
 // acquire takes a slot for caller, or says which limit is full.
@@ -176,13 +195,16 @@ func (s *streamLimiter) acquire(caller string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.limits.PerProcess > 0 && s.total >= s.limits.PerProcess {
+		s.refused.Inc()
 		return apierr.LimitExceeded("this server holds its limit of %d streams; retry later or elsewhere", s.limits.PerProcess)
 	}
 	if s.limits.PerCaller > 0 && s.byCaller[caller] >= s.limits.PerCaller {
+		s.refused.Inc()
 		return apierr.LimitExceeded("%s holds its limit of %d open streams; close one first", caller, s.limits.PerCaller)
 	}
 	s.total++
 	s.byCaller[caller]++
+	s.open.Inc()
 	return nil
 }
 
@@ -190,6 +212,7 @@ func (s *streamLimiter) release(caller string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.total--
+	s.open.Dec()
 	if s.byCaller[caller]--; s.byCaller[caller] <= 0 {
 		delete(s.byCaller, caller)
 	}

@@ -36,8 +36,8 @@ type Options struct {
 	// Configure, if set, changes the default configuration.
 	Configure func(*config.Config)
 	// Server, if set, changes the gRPC server's options (TLS, audit, rate
-	// and stream limits).
-	Server func(*grpcserver.Options)
+	// and stream limits); env is the test's JetStream and Redis.
+	Server func(env *testenv.Env, o *grpcserver.Options)
 }
 
 // Start serves every service for the test.
@@ -53,7 +53,8 @@ func Start(t testing.TB, opts ...Options) *Stack {
 			o.Configure(&cfg)
 		}
 		if o.Server != nil {
-			server = o.Server
+			configure := o.Server
+			server = func(so *grpcserver.Options) { configure(env, so) }
 		}
 	}
 	c := stack.Wire(env.Log, env.RDB, st, cfg, env.Logger)
