@@ -160,11 +160,11 @@ func (r *Recorder) publish(ctx context.Context, e *tidingsv1.AuditEvent) {
 const (
 	maxSummary      = 512
 	maxSummaryValue = 64
-	maxSummaryDepth = 2
+	maxSummaryDepth = 3
 )
 
 // Summarize describes a request for the audit trail: scalar fields (strings
-// cut to 64 characters), nested messages to two levels, and the length of
+// cut to 64 characters), nested messages to three levels, and the length of
 // lists and maps, at most 512 characters.
 func Summarize(m proto.Message) string {
 	if m == nil {
@@ -185,10 +185,16 @@ func Summarize(m proto.Message) string {
 
 func summarize(b *strings.Builder, m protoreflect.Message, depth int) {
 	first := true
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if b.Len() > maxSummary {
-			return false
+	fields := m.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if !m.Has(fd) {
+			continue
 		}
+		if b.Len() > maxSummary {
+			return
+		}
+		v := m.Get(fd)
 		if !first {
 			b.WriteByte(' ')
 		}
@@ -211,8 +217,7 @@ func summarize(b *strings.Builder, m protoreflect.Message, depth int) {
 		default:
 			b.WriteString(scalar(fd, v))
 		}
-		return true
-	})
+	}
 }
 
 func scalar(fd protoreflect.FieldDescriptor, v protoreflect.Value) string {

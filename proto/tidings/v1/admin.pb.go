@@ -1508,7 +1508,7 @@ type AuditEvent struct {
 	// The full gRPC method, such as "/tidings.v1.AdminService/BulkFollow".
 	Method string `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
 	// A short summary of the request: its scalar fields (strings cut to 64
-	// characters), nested messages to two levels, and the length of lists,
+	// characters), nested messages to three levels, and the length of lists,
 	// at most 512 characters. Requests carry no credentials (tokens travel in
 	// metadata, which is never recorded). For client streams, the first
 	// message and the number of messages.
