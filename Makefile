@@ -3,11 +3,16 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
 GO               ?= go
+# The toolchain go.mod pins (its toolchain line), fetched through the Go
+# module proxy when the local Go is older: govulncheck found the standard
+# library of go1.26.8 affected by vulnerabilities fixed in go1.26.9/10.
+export GOTOOLCHAIN ?= auto
 BIN              := bin/tidings
 # The protovalidate rules imported by the API, as a pinned Go module (see buf.yaml).
 PROTOVALIDATE    := github.com/bufbuild/protovalidate@v1.2.2
 TEST_FLAGS       ?= -race -timeout 12m
 BENCH            ?= .
+FUZZTIME         ?= 2m
 
 .PHONY: help
 help: ## Show this help
@@ -55,10 +60,18 @@ proto: proto-deps ## Lint the API and regenerate its Go code
 	$(GO) tool buf generate
 
 .PHONY: lint
-lint: proto-deps ## buf lint, go vet, gofmt
+lint: proto-deps vulncheck ## buf lint, go vet, gofmt, govulncheck
 	$(GO) tool buf lint
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+.PHONY: vulncheck
+vulncheck: ## govulncheck against a database built offline from golang.org/x/vulndb (pinned)
+	@GO=$(GO) deploy/scripts/govulncheck.sh
+
+.PHONY: fuzz
+fuzz: deps ## Fuzz every RPC of a real server (FUZZTIME=5m to change how long)
+	$(GO) test -run '^$$' -fuzz '^FuzzServer$$' -fuzztime $(FUZZTIME) ./services/stacktest/
 
 .PHONY: breaking
 breaking: proto-deps ## Check the API against the last release tag

@@ -151,6 +151,8 @@ func (e *Env) StreamLastSeq(t testing.TB, stream string) uint64 {
 // Server is a gRPC server started for a test.
 type Server struct {
 	Addr string
+	// GRPC is the server itself.
+	GRPC *grpcserver.Server
 }
 
 // Serve starts a gRPC server with the production interceptors and policy,
@@ -198,7 +200,7 @@ func ServeWith(t testing.TB, configure func(*grpcserver.Options), register func(
 		srv.Stop()
 		<-done
 	})
-	return &Server{Addr: ln.Addr().String()}
+	return &Server{Addr: ln.Addr().String(), GRPC: srv}
 }
 
 // Token mints a token for id, valid for an hour.
