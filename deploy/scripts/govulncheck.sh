@@ -29,5 +29,5 @@ if [ ! -f "${db}/index/db.json" ]; then
 	mv "${tmp}/db" "${db}"
 fi
 
-echo "govulncheck ${GOVULNCHECK_VERSION} against golang.org/x/vulndb@${VULNDB_VERSION} ($(ls "${db}/ID" | wc -l) reports), $("${GO}" version)"
+echo "govulncheck ${GOVULNCHECK_VERSION} against golang.org/x/vulndb@${VULNDB_VERSION} ($(ls "${db}/ID" | grep -c "\.json$") reports), $("${GO}" version)"
 exec "${GO}" run "golang.org/x/vuln/cmd/govulncheck@${GOVULNCHECK_VERSION}" -db "file://$(cd "${db}" && pwd)" ./...

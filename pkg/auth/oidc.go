@@ -83,8 +83,8 @@ type OIDCConfig struct {
 	// MinRefreshInterval bounds fetches caused by unknown key ids; a
 	// minute when zero.
 	MinRefreshInterval time.Duration
-	// HTTPClient fetches the discovery document and the keys;
-	// http.DefaultClient with a 10 s timeout when nil.
+	// HTTPClient fetches the discovery document and the keys; a client
+	// with a 10 s timeout when nil.
 	HTTPClient *http.Client
 	// Logger reports failed background refreshes.
 	Logger *slog.Logger
@@ -158,12 +158,24 @@ func (c *OIDCConfig) complete() error {
 		c.MinRefreshInterval = time.Minute
 	}
 	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+		c.HTTPClient = &http.Client{Timeout: defaultFetchTimeout}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
+}
+
+// defaultFetchTimeout bounds a fetch of the discovery document or the keys
+// when the HTTP client sets no timeout of its own.
+const defaultFetchTimeout = 10 * time.Second
+
+// fetchTimeout is how long a fetch may take.
+func (c *OIDCConfig) fetchTimeout() time.Duration {
+	if t := c.HTTPClient.Timeout; t > 0 {
+		return t
+	}
+	return defaultFetchTimeout
 }
 
 // discovery is the part of an OpenID Provider's metadata Tidings reads.
@@ -210,14 +222,14 @@ func NewOIDCVerifier(ctx context.Context, cfg OIDCConfig) (*OIDCVerifier, error)
 	fail := false
 	keys, err := keyfunc.NewDefaultOverrideCtx(kctx, []string{disc.JWKSURI}, keyfunc.Override{
 		Client:                    cfg.HTTPClient,
-		HTTPTimeout:               cfg.HTTPClient.Timeout,
+		HTTPTimeout:               cfg.fetchTimeout(),
 		NoErrorReturnFirstHTTPReq: &fail,
 		RefreshInterval:           cfg.RefreshInterval,
 		RefreshUnknownKID:         rate.NewLimiter(rate.Every(cfg.MinRefreshInterval), 1),
 		// A token with an unknown key id waits at most this long for the
 		// limiter and the fetch together: when the limiter has no refresh
 		// to give for longer, the token is refused at once.
-		RateLimitWaitMax: cfg.HTTPClient.Timeout,
+		RateLimitWaitMax: cfg.fetchTimeout(),
 		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 			return func(ctx context.Context, err error) {
 				cfg.Logger.WarnContext(ctx, "refresh oidc keys", "url", u, "error", err)
@@ -283,7 +295,7 @@ var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
 // Verify checks a token and returns the identity its claims map to.
 func (v *OIDCVerifier) Verify(token string) (Identity, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), v.cfg.HTTPClient.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), v.cfg.fetchTimeout())
 	defer cancel()
 	if c, ok := v.verified.Get(token); ok {
 		if v.now().Before(c.until) {

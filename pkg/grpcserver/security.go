@@ -3,6 +3,7 @@ package grpcserver
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -95,7 +96,7 @@ func (a auditing) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerI
 	err := handler(srv, cs)
 	summary := cs.first
 	if info.IsClientStream {
-		summary = cs.first + " (" + itoa(cs.n) + " messages)"
+		summary = cs.first + " (" + strconv.Itoa(cs.n) + " messages)"
 	}
 	a.rec.Record(a.event(ctx, info.FullMethod, id, summary, start, err))
 	return err
@@ -120,19 +121,6 @@ func (s *countingStream) RecvMsg(m any) error {
 		s.n++
 	}
 	return err
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	for ; n > 0; n /= 10 {
-		i--
-		b[i] = byte('0' + n%10)
-	}
-	return string(b[i:])
 }
 
 // rateLimiting refuses calls of callers over their budget.
