@@ -2,7 +2,8 @@
 // and deleted, for employees' posts (ActivityService) and apps' record
 // events (RecordService) alike: it assigns time-sortable ids, resolves
 // @mentions, makes posts idempotent, appends to the ACTIVITIES stream and
-// writes the body through.
+// writes the body through to the projection (pkg/projection, which the
+// worker also applies the event with, and fans it out).
 package activity
 
 import (
@@ -21,6 +22,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -52,15 +54,24 @@ func Mentions(text string) []string {
 // Poster posts activities.
 type Poster struct {
 	log      *eventlog.Log
+	proj     *projection.Projector
 	bodies   *activitystore.Store
 	profiles *profilestore.Store
 	logger   *slog.Logger
 	ids      *ids.Generator
 }
 
+// Deps are what a Poster uses.
+type Deps struct {
+	Log       *eventlog.Log
+	Projector *projection.Projector
+	Logger    *slog.Logger
+}
+
 // NewPoster returns a Poster.
-func NewPoster(log *eventlog.Log, bodies *activitystore.Store, profiles *profilestore.Store, logger *slog.Logger) *Poster {
-	return &Poster{log: log, bodies: bodies, profiles: profiles, logger: logger, ids: ids.NewGenerator()}
+func NewPoster(d Deps) *Poster {
+	st := d.Projector.Stores()
+	return &Poster{log: d.Log, proj: d.Projector, bodies: st.Bodies, profiles: st.Profiles, logger: d.Logger, ids: ids.NewGenerator()}
 }
 
 // Bodies returns the body store.
@@ -152,31 +163,11 @@ func (p *Poster) resolveMentions(ctx context.Context, text string) ([]string, er
 }
 
 // writeThrough stores the body at once so the poster reads its write; the
-// fan-out applies the same event.
+// worker applies the same event and fans it out.
 func (p *Poster) writeThrough(ctx context.Context, seq uint64, ev *tidingsv1.ActivityEvent) {
-	if _, err := Apply(ctx, p.bodies, seq, ev); err != nil {
+	if err := p.proj.ApplyBody(ctx, seq, ev); err != nil {
 		p.logger.WarnContext(ctx, "activity write-through failed; the worker will apply it", "seq", seq, "error", err)
 	}
-}
-
-// Apply projects one ACTIVITIES event onto the body store and reports
-// whether the activity is deleted (by this event or an earlier one).
-func Apply(ctx context.Context, bodies *activitystore.Store, seq uint64, ev *tidingsv1.ActivityEvent) (deleted bool, err error) {
-	switch c := ev.GetChange().(type) {
-	case *tidingsv1.ActivityEvent_Posted:
-		if deleted, err = bodies.Put(ctx, seq, c.Posted); err != nil {
-			return false, err
-		}
-		if ev.GetIdempotencyScope() != "" {
-			return deleted, bodies.RememberIdempotent(ctx, ev.GetIdempotencyScope(), c.Posted.GetId())
-		}
-		return deleted, nil
-	case *tidingsv1.ActivityEvent_Edited:
-		return bodies.Put(ctx, seq, c.Edited)
-	case *tidingsv1.ActivityEvent_DeletedId:
-		return true, bodies.Delete(ctx, seq, c.DeletedId)
-	}
-	return false, fmt.Errorf("activity event %d has no change", seq)
 }
 
 // Edit replaces an activity's text (and so its mentions) and appends the
@@ -216,13 +207,4 @@ func (p *Poster) Delete(ctx context.Context, a *tidingsv1.Activity, caller *tidi
 	}
 	p.writeThrough(ctx, appended.Sequence, ev)
 	return nil
-}
-
-// ActorUser returns the user an activity is by: its employee author, or
-// the user an app acted for ("" when an app acted for no one).
-func ActorUser(a *tidingsv1.Activity) string {
-	if k := a.GetActor().GetKind(); k == tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE || k == tidingsv1.CallerKind_CALLER_KIND_ADMIN {
-		return a.GetActor().GetId()
-	}
-	return a.GetOnBehalfOf()
 }

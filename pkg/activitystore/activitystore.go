@@ -92,10 +92,21 @@ func (s *Store) QueuePut(ctx context.Context, pipe redis.Pipeliner, seq uint64, 
 
 // Delete leaves a tombstone for an activity deleted at stream sequence seq.
 func (s *Store) Delete(ctx context.Context, seq uint64, id string) error {
-	if err := applyScript.Run(ctx, s.rdb, []string{BodyKey(id)}, seq, "", "1").Err(); err != nil {
-		return fmt.Errorf("delete activity %s: %w", id, err)
+	_, err := redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[bool] {
+		return s.QueueDelete(ctx, pipe, seq, id)
+	})
+	return err
+}
+
+// QueueDelete queues Delete on pipe.
+func (s *Store) QueueDelete(ctx context.Context, pipe redis.Pipeliner, seq uint64, id string) redisx.Result[bool] {
+	cmd := applyScript.EvalSha(ctx, pipe, []string{BodyKey(id)}, seq, "", "1")
+	return func() (bool, error) {
+		if err := cmd.Err(); err != nil {
+			return false, fmt.Errorf("delete activity %s: %w", id, err)
+		}
+		return true, nil
 	}
-	return nil
 }
 
 // ErrNotFound means there is no such activity, or it was deleted.

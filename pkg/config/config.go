@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-
-	"github.com/tidingshq/tidings/pkg/fanout"
 )
 
 // EnvPrefix prefixes the environment variable of every flag: --redis-addr is
@@ -24,8 +22,20 @@ const EnvPrefix = "TIDINGS_"
 type Config struct {
 	// GRPCAddr is where the gRPC server listens.
 	GRPCAddr string
-	// HTTPAddr is where /metrics and /healthz are served; empty turns them off.
+	// HTTPAddr is the employee-facing HTTP listener: the HTTP/JSON API
+	// (/v1/), the web page of the web role, and /healthz. Empty turns it off.
 	HTTPAddr string
+	// DebugAddr is the operators' HTTP listener: /metrics, /debug/pprof and
+	// /healthz. Keep it off public networks. Empty turns it off.
+	DebugAddr string
+	// WebAPIAddr and WebAPIURL are, for a web role that runs without the
+	// API services in its process, the API's gRPC address (for rendering
+	// pages) and HTTP base URL (for the browser's /v1/ calls, proxied).
+	WebAPIAddr string
+	WebAPIURL  string
+	// WebSecureCookies marks the session cookie Secure even when the
+	// request did not come over TLS (TLS ends at a proxy in front).
+	WebSecureCookies bool
 	// NATSURL is the NATS server (or comma-separated cluster) to use.
 	NATSURL string
 	// RedisAddrs are the Redis server, or the seeds of a Redis Cluster.
@@ -101,19 +111,14 @@ type Config struct {
 	Security
 }
 
-// Fanout returns the fan-out sizes of the configuration.
-func (c *Config) Fanout() fanout.Config {
-	d := fanout.DefaultConfig()
-	d.HomeCap, d.FeedCap, d.ChunkSize, d.BackfillCount = c.HomeCap, c.FeedCap, c.FanoutChunk, c.Backfill
-	d.InactiveAfter = c.InactiveAfter
-	return d
-}
-
 // Default returns the configuration of a single development process.
 func Default() Config {
 	return Config{
 		GRPCAddr:             "127.0.0.1:7400",
 		HTTPAddr:             "127.0.0.1:7401",
+		DebugAddr:            "127.0.0.1:7402",
+		WebAPIAddr:           "127.0.0.1:7400",
+		WebAPIURL:            "http://127.0.0.1:7401",
 		NATSURL:              "nats://127.0.0.1:4222",
 		RedisAddrs:           []string{"127.0.0.1:6379"},
 		AuthIssuer:           "tidings",
@@ -148,7 +153,11 @@ func Default() Config {
 // defaults.
 func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "gRPC listen address")
-	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP address for /metrics and /healthz (empty: off)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP address of the JSON API, the web page and /healthz (empty: off)")
+	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "operators' HTTP address: /metrics, /debug/pprof, /healthz (empty: off; keep off public networks)")
+	fs.StringVar(&c.WebAPIAddr, "web-api-addr", c.WebAPIAddr, "web role without the API in process: the API's gRPC address")
+	fs.StringVar(&c.WebAPIURL, "web-api-url", c.WebAPIURL, "web role without the API in process: the API's HTTP base URL")
+	fs.BoolVar(&c.WebSecureCookies, "web-secure-cookies", c.WebSecureCookies, "mark the web session cookie Secure (TLS ends at a proxy in front)")
 	fs.StringVar(&c.NATSURL, "nats-url", c.NATSURL, "NATS server URL(s), comma-separated")
 	fs.StringSliceVar(&c.RedisAddrs, "redis-addr", c.RedisAddrs, "Redis address, or Redis Cluster seed addresses")
 	fs.StringVar(&c.RedisPassword, "redis-password", c.RedisPassword, "Redis password")
@@ -229,6 +238,11 @@ func (c *Config) Validate() error {
 	if c.HTTPAddr != "" {
 		_, _, err := net.SplitHostPort(c.HTTPAddr)
 		check(err == nil, "http-addr %q: want host:port", c.HTTPAddr)
+	}
+	if c.DebugAddr != "" {
+		_, _, err := net.SplitHostPort(c.DebugAddr)
+		check(err == nil, "debug-addr %q: want host:port", c.DebugAddr)
+		check(c.DebugAddr != c.HTTPAddr || strings.HasSuffix(c.DebugAddr, ":0"), "debug-addr and http-addr must differ")
 	}
 	check(c.NATSURL != "", "nats-url must be set")
 	check(len(c.RedisAddrs) > 0, "redis-addr must be set")

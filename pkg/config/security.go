@@ -162,7 +162,7 @@ func (s *Security) validate(c *Config) []error {
 	}
 	check(s.TLSReload >= 100*time.Millisecond, "tls-reload must be at least 100ms")
 	if s.TLSCertFile == "" && !s.PlaintextOK {
-		for _, a := range []struct{ flag, addr string }{{"grpc-addr", c.GRPCAddr}, {"http-addr", c.HTTPAddr}} {
+		for _, a := range []struct{ flag, addr string }{{"grpc-addr", c.GRPCAddr}, {"http-addr", c.HTTPAddr}, {"debug-addr", c.DebugAddr}} {
 			if a.addr == "" {
 				continue
 			}

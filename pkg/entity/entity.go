@@ -69,3 +69,25 @@ func App(recordType string) string {
 	app, _, _ := strings.Cut(recordType, ".")
 	return app
 }
+
+// ActorUser returns the user an activity is by: its employee (or admin)
+// author, or the user an app acted for ("" when an app acted for no one).
+func ActorUser(a *tidingsv1.Activity) string {
+	if k := a.GetActor().GetKind(); k == tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE || k == tidingsv1.CallerKind_CALLER_KIND_ADMIN {
+		return a.GetActor().GetId()
+	}
+	return a.GetOnBehalfOf()
+}
+
+// Sources returns the keys of the entities whose feeds hold an activity,
+// and whose followers receive it: its actor (when a user) and its record.
+func Sources(a *tidingsv1.Activity) []string {
+	out := make([]string, 0, 2)
+	if u := ActorUser(a); u != "" {
+		out = append(out, UserKey(u))
+	}
+	if r := a.GetRecord(); r != nil {
+		out = append(out, RecordKey(r))
+	}
+	return out
+}

@@ -46,16 +46,16 @@ type Append struct {
 	MsgID string
 	Event proto.Message
 	// ExpectLastSubjectSeq, when set, makes the append conditional on the
-	// subject's last sequence (optimistic concurrency); 0 with
-	// ExpectNew means the subject must have no event yet.
+	// subject's last sequence (optimistic concurrency); a pointer to 0 means
+	// the subject must have no event yet. A failed condition is ErrConflict.
 	ExpectLastSubjectSeq *uint64
 }
 
-// Publish appends one event and waits until JetStream has stored it.
-func (l *Log) Publish(ctx context.Context, a Append) (Appended, error) {
+// message encodes an append as a JetStream message and its options.
+func (a Append) message() (*nats.Msg, []jetstream.PublishOpt, error) {
 	data, err := proto.Marshal(a.Event)
 	if err != nil {
-		return Appended{}, fmt.Errorf("encode %s: %w", a.Event.ProtoReflect().Descriptor().FullName(), err)
+		return nil, nil, fmt.Errorf("encode %s: %w", a.Event.ProtoReflect().Descriptor().FullName(), err)
 	}
 	msg := &nats.Msg{Subject: a.Subject, Data: data, Header: nats.Header{}}
 	msg.Header.Set(HeaderEventType, string(a.Event.ProtoReflect().Descriptor().FullName()))
@@ -66,13 +66,28 @@ func (l *Log) Publish(ctx context.Context, a Append) (Appended, error) {
 	if a.ExpectLastSubjectSeq != nil {
 		opts = append(opts, jetstream.WithExpectLastSequencePerSubject(*a.ExpectLastSubjectSeq))
 	}
+	return msg, opts, nil
+}
+
+// publishError names a failed append: ErrConflict when its condition on
+// the subject's last sequence failed.
+func publishError(subject string, err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		return ErrConflict
+	}
+	return fmt.Errorf("publish %s: %w", subject, err)
+}
+
+// Publish appends one event and waits until JetStream has stored it.
+func (l *Log) Publish(ctx context.Context, a Append) (Appended, error) {
+	msg, opts, err := a.message()
+	if err != nil {
+		return Appended{}, err
+	}
 	ack, err := l.js.PublishMsg(ctx, msg, opts...)
 	if err != nil {
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-			return Appended{}, ErrConflict
-		}
-		return Appended{}, fmt.Errorf("publish %s: %w", a.Subject, err)
+		return Appended{}, publishError(a.Subject, err)
 	}
 	return Appended{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
@@ -107,19 +122,13 @@ func (l *Log) LastOnSubject(ctx context.Context, stream, subject string) (last L
 func (l *Log) PublishAll(ctx context.Context, appends []Append) ([]Appended, error) {
 	futures := make([]jetstream.PubAckFuture, len(appends))
 	for i, a := range appends {
-		data, err := proto.Marshal(a.Event)
+		msg, opts, err := a.message()
 		if err != nil {
-			return nil, fmt.Errorf("encode %s: %w", a.Event.ProtoReflect().Descriptor().FullName(), err)
-		}
-		msg := &nats.Msg{Subject: a.Subject, Data: data, Header: nats.Header{}}
-		msg.Header.Set(HeaderEventType, string(a.Event.ProtoReflect().Descriptor().FullName()))
-		var opts []jetstream.PublishOpt
-		if a.MsgID != "" {
-			opts = append(opts, jetstream.WithMsgID(a.MsgID))
+			return nil, err
 		}
 		f, err := l.js.PublishMsgAsync(msg, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("publish %s: %w", a.Subject, err)
+			return nil, publishError(a.Subject, err)
 		}
 		futures[i] = f
 	}
@@ -129,7 +138,7 @@ func (l *Log) PublishAll(ctx context.Context, appends []Append) ([]Appended, err
 		case ack := <-f.Ok():
 			out[i] = Appended{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}
 		case err := <-f.Err():
-			return nil, fmt.Errorf("publish %s: %w", appends[i].Subject, err)
+			return nil, publishError(appends[i].Subject, err)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("publish %s: %w", appends[i].Subject, ctx.Err())
 		}

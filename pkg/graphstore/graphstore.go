@@ -175,9 +175,13 @@ func ParseCursor(s string) (Cursor, error) {
 	return Cursor{}, errors.New("malformed cursor")
 }
 
+// Filter reports, for each member of a page (entity keys or user ids),
+// whether to keep it; one call may read what it needs for all of them.
+type Filter func(ctx context.Context, members []string) ([]bool, error)
+
 // Following pages through the entities a user follows, newest first, keeping
 // only those keep accepts (nil keeps all).
-func (s *Store) Following(ctx context.Context, userID string, after Cursor, limit int, keep func(member string) bool) ([]Edge, bool, error) {
+func (s *Store) Following(ctx context.Context, userID string, after Cursor, limit int, keep Filter) ([]Edge, bool, error) {
 	return s.page(ctx, followingKey(userID), after, limit, keep)
 }
 
@@ -189,42 +193,36 @@ func (s *Store) Followers(ctx context.Context, entityKey string, after Cursor, l
 // maxPageRounds bounds the reads of one filtered page.
 const maxPageRounds = 8
 
-func (s *Store) page(ctx context.Context, key string, after Cursor, limit int, keep func(string) bool) ([]Edge, bool, error) {
+func (s *Store) page(ctx context.Context, key string, after Cursor, limit int, keep Filter) ([]Edge, bool, error) {
 	var out []Edge
 	cur := after
 	for round := 0; round < maxPageRounds && len(out) < limit; round++ {
-		max := "+inf"
+		top := "+inf"
 		if !cur.IsZero() {
-			max = strconv.FormatFloat(cur.Score, 'f', -1, 64)
+			top = strconv.FormatFloat(cur.Score, 'f', -1, 64)
 		}
 		// Fetch a margin for ties at the cursor's score and for filtering.
 		want := int64(limit - len(out) + 1 + 16)
-		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: max, Min: "-inf", Count: want}).Result()
+		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: top, Min: "-inf", Count: want}).Result()
 		if err != nil {
 			return nil, false, fmt.Errorf("read %s: %w", key, err)
 		}
-		progressed := false
+		// Same score as the cursor: members come in descending order;
+		// those not below the cursor's were on earlier pages.
+		fresh := zs[:0:0]
 		for _, z := range zs {
-			member := z.Member.(string)
-			// Same score as the cursor: members come in descending order;
-			// those not below the cursor's were on earlier pages.
-			if !cur.IsZero() && z.Score == cur.Score && member >= cur.Member {
-				continue
+			if cur.IsZero() || z.Score != cur.Score || z.Member.(string) < cur.Member {
+				fresh = append(fresh, z)
 			}
-			progressed = true
-			cur = Cursor{Score: z.Score, Member: member}
-			if keep != nil && !keep(member) {
-				continue
-			}
-			if len(out) == limit {
-				return out, true, nil
-			}
-			out = append(out, Edge{Member: member, Score: z.Score, CreateMs: ScoreTime(z.Score)})
+		}
+		var full bool
+		if out, cur, full, err = keepEdges(ctx, fresh, keep, limit, out, cur); err != nil || full {
+			return out, full, err
 		}
 		if int64(len(zs)) < want {
 			return out, false, nil
 		}
-		if !progressed {
+		if len(fresh) == 0 {
 			// A run of ties longer than the margin: widen by paging
 			// within the score lexicographically.
 			return s.pageTies(ctx, key, cur, limit, keep, out)
@@ -233,26 +231,54 @@ func (s *Store) page(ctx context.Context, key string, after Cursor, limit int, k
 	return out, len(out) == limit, nil
 }
 
+// keepEdges appends to out the members of zs that keep accepts, up to
+// limit, and returns the cursor after the last member it looked at; full
+// is true when a member was left over (the page is full and more follow).
+func keepEdges(ctx context.Context, zs []redis.Z, keep Filter, limit int, out []Edge, cur Cursor) ([]Edge, Cursor, bool, error) {
+	kept := make([]bool, len(zs))
+	if keep != nil && len(zs) > 0 {
+		members := make([]string, len(zs))
+		for i, z := range zs {
+			members[i] = z.Member.(string)
+		}
+		var err error
+		if kept, err = keep(ctx, members); err != nil {
+			return nil, cur, false, err
+		}
+	}
+	for i, z := range zs {
+		member := z.Member.(string)
+		if keep != nil && !kept[i] {
+			cur = Cursor{Score: z.Score, Member: member}
+			continue
+		}
+		if len(out) == limit {
+			return out, cur, true, nil
+		}
+		cur = Cursor{Score: z.Score, Member: member}
+		out = append(out, Edge{Member: member, Score: z.Score, CreateMs: ScoreTime(z.Score)})
+	}
+	return out, cur, false, nil
+}
+
 // pageTies continues a page through a run of edges sharing one score.
-func (s *Store) pageTies(ctx context.Context, key string, cur Cursor, limit int, keep func(string) bool, out []Edge) ([]Edge, bool, error) {
+func (s *Store) pageTies(ctx context.Context, key string, cur Cursor, limit int, keep Filter, out []Edge) ([]Edge, bool, error) {
 	score := strconv.FormatFloat(cur.Score, 'f', -1, 64)
 	zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Max: score, Min: score}).Result()
 	if err != nil {
 		return nil, false, fmt.Errorf("read %s: %w", key, err)
 	}
+	fresh := zs[:0:0]
 	for _, z := range zs {
-		member := z.Member.(string)
-		if member >= cur.Member {
-			continue
+		if z.Member.(string) < cur.Member {
+			fresh = append(fresh, z)
 		}
-		if keep != nil && !keep(member) {
-			continue
-		}
-		if len(out) == limit {
-			return out, true, nil
-		}
-		out = append(out, Edge{Member: member, Score: z.Score, CreateMs: ScoreTime(z.Score)})
 	}
+	out, _, _, err = keepEdges(ctx, fresh, keep, limit, out, cur)
+	if err != nil {
+		return nil, false, err
+	}
+	// Edges with lower scores may follow the run.
 	return out, true, nil
 }
 

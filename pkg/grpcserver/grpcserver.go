@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"regexp"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -79,6 +80,13 @@ type Server struct {
 	*grpc.Server
 	Health *health.Server
 }
+
+// LivenessService is a health service name that answers SERVING for as long
+// as the process serves gRPC, whatever its dependencies do. Liveness probes
+// ask for it, readiness probes for "" (Redis answers, the streams exist): an
+// outage of Redis or NATS takes replicas out of rotation without restarting
+// them.
+const LivenessService = "tidings.liveness"
 
 // New builds the server. Register services on it, then call SetServing.
 func New(opts Options) (*Server, error) {
@@ -170,6 +178,7 @@ func New(opts Options) (*Server, error) {
 	srv := grpc.NewServer(serverOpts...)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
 	if opts.Reflection {
 		reflection.Register(srv)
@@ -208,19 +217,16 @@ const requestIDHeader = "x-request-id"
 
 var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
-func withRequestID(ctx context.Context) context.Context {
+// requestID returns the request id of the call: the client's, when it sent
+// a valid one, or a new one.
+func requestID(ctx context.Context) string {
 	md, _ := metadata.FromIncomingContext(ctx)
-	id := ""
 	if v := md.Get(requestIDHeader); len(v) > 0 && validRequestID.MatchString(v[0]) {
-		id = v[0]
-	} else {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		id = hex.EncodeToString(b[:])
+		return v[0]
 	}
-	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, id))
-	ctx = context.WithValue(ctx, requestIDKey{}, id)
-	return logging.InjectFields(ctx, logging.Fields{"request_id", id})
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 type requestIDKey struct{}
@@ -232,19 +238,53 @@ func RequestID(ctx context.Context) string {
 }
 
 func requestIDUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return handler(withRequestID(ctx), req)
+	id := requestID(ctx)
+	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, id))
+	ctx = context.WithValue(ctx, requestIDKey{}, id)
+	return handler(logging.InjectFields(ctx, logging.Fields{"request_id", id}), req)
 }
 
+// requestIDStream sends the request id with the stream's headers when the
+// handler sends any, and in the trailers otherwise. A stream refused at once
+// (bad token, bad request) thus ends without headers (a trailers-only
+// response), which tells clients such as the server-sent-events adapter of
+// pkg/httpapi that it never opened.
 func requestIDStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	return handler(srv, &ctxStream{ServerStream: ss, ctx: withRequestID(ss.Context())})
+	id := requestID(ss.Context())
+	ctx := context.WithValue(ss.Context(), requestIDKey{}, id)
+	s := &ctxStream{ServerStream: ss, ctx: logging.InjectFields(ctx, logging.Fields{"request_id", id}), id: id}
+	err := handler(srv, s)
+	if !s.headerSet.Load() {
+		ss.SetTrailer(metadata.Pairs(requestIDHeader, id))
+	}
+	return err
 }
 
 type ctxStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx       context.Context
+	id        string
+	headerSet atomic.Bool
 }
 
 func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// withID adds the request id to the headers about to be sent.
+func (s *ctxStream) withID() {
+	if !s.headerSet.Swap(true) {
+		_ = s.SetHeader(metadata.Pairs(requestIDHeader, s.id))
+	}
+}
+
+func (s *ctxStream) SendHeader(md metadata.MD) error {
+	s.withID()
+	return s.ServerStream.SendHeader(md)
+}
+
+func (s *ctxStream) SendMsg(m any) error {
+	s.withID()
+	return s.ServerStream.SendMsg(m)
+}
 
 // deadlineCap gives every unary call a deadline no later than max from now.
 func deadlineCap(maxDeadline time.Duration) grpc.UnaryServerInterceptor {

@@ -1,5 +1,5 @@
 // Package hot decides which activities are pushed into followers' home
-// timelines and which are pulled by readers at read time (DESIGN.md,
+// timelines and which are pulled by readers at read time (docs/architecture.md,
 // invariant 5). An entity whose follower count rises above On becomes hot:
 // from the id of the post that found it so, its activities are not fanned
 // out, and readers merge its feed into their home timeline instead. Below
@@ -125,12 +125,44 @@ func (s *Store) QueuePulled(ctx context.Context, pipe redis.Pipeliner) redisx.Re
 		}
 		out := make(map[string][]Range, len(all))
 		for k, v := range all {
-			for i := 0; i+16 <= len(v); i += 16 {
-				out[k] = append(out[k], Range{From: ids.FromBytes([]byte(v[i : i+8])), To: ids.FromBytes([]byte(v[i+8 : i+16]))})
-			}
+			out[k] = decodeRanges(v)
 		}
 		return out, nil
 	}
+}
+
+// QueueRanges queues, on pipe, a read of one entity's ranges (none when it
+// was never pulled).
+func (s *Store) QueueRanges(ctx context.Context, pipe redis.Pipeliner, entityKey string) redisx.Result[[]Range] {
+	cmd := pipe.HGet(ctx, Key, entityKey)
+	return func() ([]Range, error) {
+		v, err := cmd.Result()
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read pull ranges of %s: %w", entityKey, err)
+		}
+		return decodeRanges(v), nil
+	}
+}
+
+func decodeRanges(v string) []Range {
+	var out []Range
+	for i := 0; i+16 <= len(v); i += 16 {
+		out = append(out, Range{From: ids.FromBytes([]byte(v[i : i+8])), To: ids.FromBytes([]byte(v[i+8 : i+16]))})
+	}
+	return out
+}
+
+// InRanges reports whether id is in any of the ranges.
+func InRanges(rs []Range, id ids.ID) bool {
+	for _, r := range rs {
+		if r.Contains(id) {
+			return true
+		}
+	}
+	return false
 }
 
 // Wipe deletes the ranges, before a rebuild.

@@ -197,12 +197,12 @@ func (s *Store) List(ctx context.Context, q ListQuery) (profiles []*tidingsv1.Pr
 	after := q.After
 	for round := 0; round < maxListRounds && len(profiles) < q.Limit; round++ {
 		want := q.Limit - len(profiles)
-		min := "-"
+		from := "-"
 		if after != "" {
-			min = "(" + after
+			from = "(" + after
 		}
 		// One extra id tells whether more follow.
-		ids, err := s.rdb.ZRangeByLex(ctx, index, &redis.ZRangeBy{Min: min, Max: "+", Count: int64(want + 1)}).Result()
+		ids, err := s.rdb.ZRangeByLex(ctx, index, &redis.ZRangeBy{Min: from, Max: "+", Count: int64(want + 1)}).Result()
 		if err != nil {
 			return nil, false, fmt.Errorf("list profiles: %w", err)
 		}

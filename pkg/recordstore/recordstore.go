@@ -13,12 +13,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -150,12 +148,12 @@ func (s *Store) List(ctx context.Context, typ, after string, limit int, keep fun
 	last := after
 	const maxRounds = 8
 	for round := 0; round < maxRounds && len(out) < limit; round++ {
-		min := "-"
+		from := "-"
 		if last != "" {
-			min = "(" + last
+			from = "(" + last
 		}
 		want := limit - len(out)
-		ids, err := s.rdb.ZRangeByLex(ctx, typeKey(typ), &redis.ZRangeBy{Min: min, Max: "+", Count: int64(want + 1)}).Result()
+		ids, err := s.rdb.ZRangeByLex(ctx, typeKey(typ), &redis.ZRangeBy{Min: from, Max: "+", Count: int64(want + 1)}).Result()
 		if err != nil {
 			return nil, "", false, fmt.Errorf("list records of %s: %w", typ, err)
 		}
@@ -195,25 +193,4 @@ func (s *Store) Wipe(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// CanSee reports whether a caller may see a record: public records are seen
-// by everyone; restricted ones by their owner, their readers, apps and
-// admins.
-func CanSee(r *tidingsv1.Record, id auth.Identity) bool {
-	if r.GetVisibility() != tidingsv1.Visibility_VISIBILITY_RESTRICTED {
-		return true
-	}
-	if id.Kind != auth.KindEmployee {
-		return true
-	}
-	return UserMaySee(r, id.ID)
-}
-
-// UserMaySee reports whether an employee may see a record.
-func UserMaySee(r *tidingsv1.Record, userID string) bool {
-	if r.GetVisibility() != tidingsv1.Visibility_VISIBILITY_RESTRICTED {
-		return true
-	}
-	return r.GetOwnerId() == userID || slices.Contains(r.GetReaderIds(), userID)
 }

@@ -104,7 +104,7 @@ func (s *Server) start(ctx context.Context) error {
 	for i := 0; i+1 < len(s.opts.Args); i += 2 {
 		args = append(args, "--"+s.opts.Args[i], s.opts.Args[i+1])
 	}
-	cmd := exec.Command("redis-server", args...)
+	cmd := exec.Command("redis-server", args...) //nolint:gosec // G204: a fixed binary with the server's own options
 	logs := &lockedWriter{}
 	cmd.Stdout = logs
 	cmd.Stderr = logs

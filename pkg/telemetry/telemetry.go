@@ -1,5 +1,6 @@
-// Package telemetry builds the logger, the Prometheus registry and the small
-// HTTP server that exposes /metrics, /healthz and /debug/pprof.
+// Package telemetry builds the logger, the Prometheus registry, the
+// operators' HTTP handler (/metrics, /debug/pprof, /healthz) and the HTTP
+// servers of a process.
 package telemetry
 
 import (
@@ -50,17 +51,15 @@ func NewRegistry() *prometheus.Registry {
 // HealthFunc reports whether the process can serve; a nil error is healthy.
 type HealthFunc func(ctx context.Context) error
 
-// HTTPServer serves /metrics and /healthz.
+// HTTPServer is one HTTP listener of a process.
 type HTTPServer struct {
 	srv *http.Server
 	ln  net.Listener
 }
 
-// NewHTTPServer listens on addr.
-func NewHTTPServer(addr string, reg *prometheus.Registry, health HealthFunc) (*HTTPServer, error) {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+// HealthHandler answers /healthz: 200 "ok" when health passes, 503 when not.
+func HealthHandler(health HealthFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := health(ctx); err != nil {
@@ -69,20 +68,48 @@ func NewHTTPServer(addr string, reg *prometheus.Registry, health HealthFunc) (*H
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	// Profiles, for finding where time goes (`go tool pprof
-	// http://<http-addr>/debug/pprof/profile`). The HTTP address is an
-	// operator's port, on loopback by default.
+}
+
+// LiveHandler answers /livez: 200 "ok" while the process answers at all,
+// whatever its dependencies do (/healthz says whether it can serve).
+func LiveHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+}
+
+// DebugHandler serves the operators' pages: Prometheus /metrics, Go's
+// /debug/pprof profiles (`go tool pprof http://<debug-addr>/debug/pprof/profile`),
+// /healthz and /livez. It belongs on the debug address, never on a listener
+// employees reach.
+func DebugHandler(reg *prometheus.Registry, health HealthFunc) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /healthz", HealthHandler(health))
+	mux.Handle("GET /livez", LiveHandler())
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	return mux
+}
+
+// NewHTTPServer listens on addr and will serve h. Requests' headers are
+// limited to maxHeaderBytes (http.DefaultMaxHeaderBytes when 0). No write
+// timeout is set: event streams stay open.
+func NewHTTPServer(addr string, h http.Handler, maxHeaderBytes int) (*HTTPServer, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http %s: %w", addr, err)
 	}
 	return &HTTPServer{
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
-		ln:  ln,
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 5 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    maxHeaderBytes,
+		},
+		ln: ln,
 	}, nil
 }
 

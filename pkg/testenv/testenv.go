@@ -15,6 +15,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -32,6 +35,7 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/natsserver"
 	"github.com/tidingshq/tidings/pkg/redisserver"
@@ -151,7 +155,8 @@ func (e *Env) StreamLastSeq(t testing.TB, stream string) uint64 {
 // Server is a gRPC server started for a test.
 type Server struct {
 	Addr string
-	// GRPC is the server itself.
+	// GRPC is the server itself, for handlers that serve it in process
+	// (the HTTP/JSON transcoder).
 	GRPC *grpcserver.Server
 }
 
@@ -282,6 +287,57 @@ func Snapshot(t testing.TB, rdb redis.UniversalClient) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// Edge names one follow edge: a user and an entity key.
+type Edge struct{ User, Entity string }
+
+// RequireGraph fails unless each edge is live (true) or not (false) on both
+// sides of the graph projection.
+func RequireGraph(t testing.TB, store *graphstore.Store, want map[Edge]bool) {
+	t.Helper()
+	ctx := t.Context()
+	for e, following := range want {
+		got, err := store.IsFollowing(ctx, e.User, []string{e.Entity})
+		require.NoError(t, err)
+		require.Equal(t, following, got[0], "following side of %v", e)
+		back, err := store.FollowersOf(ctx, e.Entity, []string{e.User})
+		require.NoError(t, err)
+		require.Equal(t, following, back[0], "followers side of %v", e)
+	}
+}
+
+// RequireSameSnapshot fails unless two snapshots (see Snapshot) hold the
+// same keys with the same values, naming the keys that differ (at most 20)
+// rather than printing both whole.
+func RequireSameSnapshot(t testing.TB, want, got map[string]any, msg string) {
+	t.Helper()
+	var diff []string
+	keys := make([]string, 0, len(want)+len(got))
+	for k := range want {
+		keys = append(keys, k)
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		w, inWant := want[k]
+		g, inGot := got[k]
+		switch {
+		case !inGot:
+			diff = append(diff, fmt.Sprintf("%s: missing (want %.120v)", k, w))
+		case !inWant:
+			diff = append(diff, fmt.Sprintf("%s: unexpected (got %.120v)", k, g))
+		case !reflect.DeepEqual(w, g):
+			diff = append(diff, fmt.Sprintf("%s: want %.120v, got %.120v", k, w, g))
+		}
+	}
+	if len(diff) > 0 {
+		t.Fatalf("%s: %d of %d keys differ:\n%s", msg, len(diff), len(keys), strings.Join(diff[:min(len(diff), 20)], "\n"))
+	}
 }
 
 // VerifyNoLeaks runs a package's tests and fails if goroutines outlive them,

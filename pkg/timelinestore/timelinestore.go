@@ -8,10 +8,11 @@
 //	tidings:feed:{<entity key>}   an entity's own feed
 //
 // Ids are time-sortable (pkg/ids) and assigned at the source, so a feed is
-// ordered by id, never by arrival. Insert and remove are one script each on
-// one key: the insert keeps the order, skips an id already present, and
-// trims to the cap in the same step, so duplicates and out-of-order
-// deliveries leave the same feed. Deleted activities are not resurrected by
+// ordered by id, never by arrival. Insert and remove are one script each,
+// on the keys of one hash tag (a home insert also reads the user's read
+// time, under the same tag): the insert keeps the order, skips an id
+// already present, and trims to the cap in the same step, so duplicates and
+// out-of-order deliveries leave the same feed. Deleted activities are not resurrected by
 // a late insert in a way anyone sees: their bodies keep tombstones, and
 // reads drop ids whose bodies are gone.
 package timelinestore
@@ -125,10 +126,10 @@ func New(rdb redis.UniversalClient) *Store { return &Store{rdb: rdb} }
 // Client returns the Redis client.
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
 
-func idArgs(cap int, activeSince int64, list []ids.ID) []any {
+func idArgs(limit int, activeSince int64, list []ids.ID) []any {
 	args := make([]any, 0, len(list)+2)
-	if cap > 0 {
-		args = append(args, cap, activeSince)
+	if limit > 0 {
+		args = append(args, limit, activeSince)
 	}
 	for _, id := range list {
 		b := id.Bytes()
@@ -137,33 +138,33 @@ func idArgs(cap int, activeSince int64, list []ids.ID) []any {
 	return args
 }
 
-// Insert adds the ids to every feed in keys, each trimmed to cap, in one
+// Insert adds the ids to every feed in keys, each trimmed to limit, in one
 // pipeline. It returns how many (feed, id) pairs were new.
-func (s *Store) Insert(ctx context.Context, keys []string, cap int, list []ids.ID) (int64, error) {
+func (s *Store) Insert(ctx context.Context, keys []string, limit int, list []ids.ID) (int64, error) {
 	calls := make([][]string, len(keys))
 	for i, k := range keys {
 		calls[i] = []string{k}
 	}
-	return s.insert(ctx, calls, cap, 0, list)
+	return s.insert(ctx, calls, limit, 0, list)
 }
 
 // InsertHomes adds the ids to the home timelines of users, skipping those
 // who have not read their timeline since activeSince (Unix seconds; 0 for
 // no such check).
-func (s *Store) InsertHomes(ctx context.Context, users []string, cap int, activeSince int64, list []ids.ID) (int64, error) {
+func (s *Store) InsertHomes(ctx context.Context, users []string, limit int, activeSince int64, list []ids.ID) (int64, error) {
 	calls := make([][]string, len(users))
 	for i, u := range users {
 		calls[i] = homeKeys(u)
 	}
-	return s.insert(ctx, calls, cap, activeSince, list)
+	return s.insert(ctx, calls, limit, activeSince, list)
 }
 
 // insert runs the insert of list on each call's keys, in one pipeline.
-func (s *Store) insert(ctx context.Context, calls [][]string, cap int, activeSince int64, list []ids.ID) (int64, error) {
+func (s *Store) insert(ctx context.Context, calls [][]string, limit int, activeSince int64, list []ids.ID) (int64, error) {
 	if len(calls) == 0 || len(list) == 0 {
 		return 0, nil
 	}
-	args := idArgs(cap, activeSince, list)
+	args := idArgs(limit, activeSince, list)
 	res := make([]redisx.Result[int64], len(calls))
 	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
 		for i, keys := range calls {
@@ -182,15 +183,15 @@ func (s *Store) insert(ctx context.Context, calls [][]string, cap int, activeSin
 }
 
 // QueueInsert queues, on pipe, the insert of the ids into one feed,
-// trimmed to cap; its result is how many ids were new.
-func (s *Store) QueueInsert(ctx context.Context, pipe redis.Pipeliner, key string, cap int, list []ids.ID) redisx.Result[int64] {
-	return queueInsert(ctx, pipe, []string{key}, idArgs(cap, 0, list))
+// trimmed to limit; its result is how many ids were new.
+func (s *Store) QueueInsert(ctx context.Context, pipe redis.Pipeliner, key string, limit int, list []ids.ID) redisx.Result[int64] {
+	return queueInsert(ctx, pipe, []string{key}, idArgs(limit, 0, list))
 }
 
 // QueueInsertHome queues InsertHomes for one user on pipe; its result is
 // how many ids were new (0 for a user inactive since activeSince).
-func (s *Store) QueueInsertHome(ctx context.Context, pipe redis.Pipeliner, userID string, cap int, activeSince int64, list []ids.ID) redisx.Result[int64] {
-	return queueInsert(ctx, pipe, homeKeys(userID), idArgs(cap, activeSince, list))
+func (s *Store) QueueInsertHome(ctx context.Context, pipe redis.Pipeliner, userID string, limit int, activeSince int64, list []ids.ID) redisx.Result[int64] {
+	return queueInsert(ctx, pipe, homeKeys(userID), idArgs(limit, activeSince, list))
 }
 
 // homeKeys are the keys of a home insert: the timeline and the read time.
@@ -233,15 +234,29 @@ func (s *Store) Remove(ctx context.Context, keys []string, list []ids.ID) error 
 	if len(keys) == 0 || len(list) == 0 {
 		return nil
 	}
-	args := idArgs(0, 0, list)
-	calls := make([]redisx.ScriptCall, len(keys))
-	for i, k := range keys {
-		calls[i] = redisx.ScriptCall{Keys: []string{k}, Args: args}
-	}
-	if _, err := redisx.RunScripts(ctx, s.rdb, removeScript, calls); err != nil {
+	err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		for _, k := range keys {
+			s.QueueRemove(ctx, pipe, k, list)
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("remove from %d feeds: %w", len(keys), err)
 	}
 	return nil
+}
+
+// QueueRemove queues, on pipe, the removal of the ids from one feed; its
+// result is how many were there.
+func (s *Store) QueueRemove(ctx context.Context, pipe redis.Pipeliner, key string, list []ids.ID) redisx.Result[int64] {
+	cmd := removeScript.EvalSha(ctx, pipe, []string{key}, idArgs(0, 0, list)...)
+	return func() (int64, error) {
+		n, err := cmd.Int64()
+		if err != nil {
+			return 0, fmt.Errorf("remove from %s: %w", key, err)
+		}
+		return n, nil
+	}
 }
 
 // Page returns up to limit ids of a feed older than before (all when before
@@ -249,7 +264,7 @@ func (s *Store) Remove(ctx context.Context, keys []string, list []ids.ID) error 
 // so one GET reads it whole; the page is cut here.
 func (s *Store) Page(ctx context.Context, key string, before ids.ID, limit int) ([]ids.ID, bool, error) {
 	data, err := s.rdb.Get(ctx, key).Bytes()
-	if err != nil && err != redis.Nil {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, false, fmt.Errorf("read feed %s: %w", key, err)
 	}
 	all := Decode(data)

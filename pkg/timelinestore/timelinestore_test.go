@@ -33,28 +33,28 @@ func TestInsertOrdersDedupesAndCaps(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
 	key := timelinestore.HomeKey("ana")
-	const cap = 100
+	const limit = 100
 	// Out of order, one at a time and in batches, and every id twice.
 	for i := 0; i < len(shuffled); i += 7 {
 		batch := shuffled[i:min(i+7, len(shuffled))]
-		_, err := s.Insert(ctx, []string{key}, cap, batch)
+		_, err := s.Insert(ctx, []string{key}, limit, batch)
 		require.NoError(t, err)
-		_, err = s.Insert(ctx, []string{key}, cap, batch[:1])
+		_, err = s.Insert(ctx, []string{key}, limit, batch[:1])
 		require.NoError(t, err)
 	}
 	got, err := s.All(ctx, key)
 	require.NoError(t, err)
 	want := slices.Clone(all)
 	slices.Reverse(want)
-	require.Equal(t, want[:cap], got, "the newest cap ids, newest first, once each")
+	require.Equal(t, want[:limit], got, "the newest ids up to the cap, newest first, once each")
 	n, err := s.Client().StrLen(ctx, key).Result()
 	require.NoError(t, err)
-	require.EqualValues(t, cap*8, n, "8 bytes an entry")
+	require.EqualValues(t, limit*8, n, "8 bytes an entry")
 
 	require.NoError(t, s.Remove(ctx, []string{key}, []ids.ID{want[0], want[50], all[0]}))
 	got, err = s.All(ctx, key)
 	require.NoError(t, err)
-	require.Len(t, got, cap-2)
+	require.Len(t, got, limit-2)
 	require.NotContains(t, got, want[0])
 	require.NotContains(t, got, want[50])
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/entity"
-	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -21,15 +21,21 @@ const VerbPosted = "posted"
 // Server implements tidingsv1.ActivityServiceServer.
 type Server struct {
 	tidingsv1.UnimplementedActivityServiceServer
-	poster  *activity.Poster
-	records *recordstore.Store
+	poster *activity.Poster
+	vis    *visibility.Checker
 }
 
 var _ tidingsv1.ActivityServiceServer = (*Server)(nil)
 
+// Deps are what the ActivityService uses.
+type Deps struct {
+	Poster     *activity.Poster
+	Visibility *visibility.Checker
+}
+
 // NewServer returns the ActivityService.
-func NewServer(poster *activity.Poster, records *recordstore.Store) *Server {
-	return &Server{poster: poster, records: records}
+func NewServer(d Deps) *Server {
+	return &Server{poster: d.Poster, vis: d.Visibility}
 }
 
 // PostActivity implements tidingsv1.ActivityServiceServer.
@@ -39,11 +45,8 @@ func (s *Server) PostActivity(ctx context.Context, req *tidingsv1.PostActivityRe
 		return nil, apierr.PermissionDenied("an employee may post only as themselves")
 	}
 	if ref := req.GetRecord(); ref != nil {
-		rec, err := s.records.Get(ctx, ref)
-		if errors.Is(err, recordstore.ErrNotFound) || (err == nil && !recordstore.UserMaySee(rec, req.GetActorUserId())) {
-			return nil, apierr.NotFound("no record %s", entity.RecordKey(ref))
-		}
-		if err != nil {
+		// The author must see the record, whoever calls.
+		if _, err := s.vis.Record(ctx, ref, auth.Identity{Kind: auth.KindEmployee, ID: req.GetActorUserId()}); err != nil {
 			return nil, err
 		}
 	}
@@ -65,45 +68,19 @@ func (s *Server) PostActivity(ctx context.Context, req *tidingsv1.PostActivityRe
 	return &tidingsv1.PostActivityResponse{Activity: posted}, nil
 }
 
-// visible returns NotFound unless the activity exists and the caller may
-// see it.
-func (s *Server) visible(ctx context.Context, activityID string) (*tidingsv1.Activity, error) {
-	a, err := s.poster.Bodies().Get(ctx, activityID)
-	if errors.Is(err, activitystore.ErrNotFound) {
-		return nil, apierr.NotFound("no activity %s", activityID)
-	}
-	if err != nil {
-		return nil, err
-	}
-	ok, err := s.canSee(ctx, a)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, apierr.NotFound("no activity %s", activityID)
-	}
-	return a, nil
-}
-
 func (s *Server) canSee(ctx context.Context, a *tidingsv1.Activity) (bool, error) {
-	ref := a.GetRecord()
-	if ref == nil {
-		return true, nil
-	}
-	rec, err := s.records.Get(ctx, ref)
-	if errors.Is(err, recordstore.ErrNotFound) {
-		return false, nil
-	}
+	id, _ := auth.FromContext(ctx)
+	seen, _, err := s.vis.Activities(ctx, []*tidingsv1.Activity{a}, id)
 	if err != nil {
 		return false, err
 	}
-	id, _ := auth.FromContext(ctx)
-	return recordstore.CanSee(rec, id), nil
+	return seen[0], nil
 }
 
 // GetActivity implements tidingsv1.ActivityServiceServer.
 func (s *Server) GetActivity(ctx context.Context, req *tidingsv1.GetActivityRequest) (*tidingsv1.GetActivityResponse, error) {
-	a, err := s.visible(ctx, req.GetId())
+	id, _ := auth.FromContext(ctx)
+	a, err := s.vis.Activity(ctx, req.GetId(), id)
 	if err != nil {
 		return nil, err
 	}
@@ -116,34 +93,14 @@ func (s *Server) BatchGetActivities(ctx context.Context, req *tidingsv1.BatchGet
 	if err != nil {
 		return nil, err
 	}
-	// The records the activities are about, in one read.
-	var refs []*tidingsv1.RecordRef
-	for _, a := range acts {
-		if r := a.GetRecord(); r != nil {
-			refs = append(refs, r)
-		}
-	}
-	records := map[string]*tidingsv1.Record{}
-	if len(refs) > 0 {
-		recs, err := s.records.GetMany(ctx, refs)
-		if err != nil {
-			return nil, err
-		}
-		for i, r := range recs {
-			if r != nil {
-				records[entity.RecordKey(refs[i])] = r
-			}
-		}
-	}
 	id, _ := auth.FromContext(ctx)
+	seen, _, err := s.vis.Activities(ctx, acts, id)
+	if err != nil {
+		return nil, err
+	}
 	resp := &tidingsv1.BatchGetActivitiesResponse{}
 	for i, a := range acts {
-		ok := a != nil
-		if r := a.GetRecord(); ok && r != nil {
-			rec := records[entity.RecordKey(r)]
-			ok = rec != nil && recordstore.CanSee(rec, id)
-		}
-		if ok {
+		if seen[i] {
 			resp.Activities = append(resp.Activities, a)
 		} else {
 			resp.MissingIds = append(resp.MissingIds, req.GetIds()[i])
@@ -154,11 +111,11 @@ func (s *Server) BatchGetActivities(ctx context.Context, req *tidingsv1.BatchGet
 
 // EditActivity implements tidingsv1.ActivityServiceServer.
 func (s *Server) EditActivity(ctx context.Context, req *tidingsv1.EditActivityRequest) (*tidingsv1.EditActivityResponse, error) {
-	a, err := s.visible(ctx, req.GetId())
+	id, _ := auth.FromContext(ctx)
+	a, err := s.vis.Activity(ctx, req.GetId(), id)
 	if err != nil {
 		return nil, err
 	}
-	id, _ := auth.FromContext(ctx)
 	author := a.GetActor().GetKind() == tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE && a.GetActor().GetId() == id.ID && id.Kind == auth.KindEmployee
 	if !author && !id.IsAdmin() {
 		return nil, apierr.PermissionDenied("only the author may edit an activity")

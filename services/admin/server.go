@@ -22,15 +22,13 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
-	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/profilestore"
-	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/settings"
+	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
-	"github.com/tidingshq/tidings/services/follows"
-	"github.com/tidingshq/tidings/services/worker"
 )
 
 // bulkChunk is how many users one step of a bulk change handles; it bounds
@@ -47,14 +45,14 @@ type ProfileActivator interface {
 
 // Deps are what the AdminService uses.
 type Deps struct {
-	Log          *eventlog.Log
-	RDB          redis.UniversalClient
-	Graph        *graph.Writer
-	Entities     *follows.Entities
-	Profiles     ProfileActivator
-	Settings     *settings.Store
-	Projections  worker.Projections
-	Fanout       fanout.Config
+	Log        *eventlog.Log
+	RDB        redis.UniversalClient
+	Graph      *graph.Writer
+	Visibility *visibility.Checker
+	Profiles   ProfileActivator
+	Settings   *settings.Store
+	// Projector rebuilds projections.
+	Projector    *projection.Projector
 	MaxFollowing int64
 	Logger       *slog.Logger
 }
@@ -62,19 +60,15 @@ type Deps struct {
 // Server implements tidingsv1.AdminServiceServer.
 type Server struct {
 	tidingsv1.UnimplementedAdminServiceServer
-	d         Deps
-	validator protovalidate.Validator
+	d        Deps
+	profiles *profilestore.Store
 }
 
 var _ tidingsv1.AdminServiceServer = (*Server)(nil)
 
 // NewServer returns the AdminService.
-func NewServer(d Deps) (*Server, error) {
-	v, err := protovalidate.New()
-	if err != nil {
-		return nil, fmt.Errorf("build validator: %w", err)
-	}
-	return &Server{d: d, validator: v}, nil
+func NewServer(d Deps) *Server {
+	return &Server{d: d, profiles: d.Projector.Stores().Profiles}
 }
 
 func caller(ctx context.Context) *tidingsv1.Caller {
@@ -95,7 +89,7 @@ func (s *Server) eachUserChunk(ctx context.Context, sel *tidingsv1.UserSelector,
 	}
 	q := profilestore.ListQuery{Department: sel.GetDepartment(), ManagerID: sel.GetManagerId(), Limit: bulkChunk}
 	for {
-		page, more, err := s.d.Entities.Profiles.List(ctx, q)
+		page, more, err := s.profiles.List(ctx, q)
 		if err != nil {
 			return err
 		}
@@ -119,7 +113,7 @@ func (s *Server) eachUserChunk(ctx context.Context, sel *tidingsv1.UserSelector,
 func (s *Server) BulkFollow(ctx context.Context, req *tidingsv1.BulkFollowRequest) (*tidingsv1.BulkFollowResponse, error) {
 	ref := req.GetEntity()
 	// A restricted record is followed only by the users who may see it.
-	record, err := s.d.Entities.Resolve(ctx, ref)
+	record, err := s.d.Visibility.Resolve(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +135,7 @@ func (s *Server) BulkFollow(ctx context.Context, req *tidingsv1.BulkFollowReques
 			case already[i]:
 				resp.UnchangedCount++
 			case ref.GetUserId() == u, counts[i] >= s.d.MaxFollowing,
-				record != nil && !recordstore.UserMaySee(record, u):
+				record != nil && !visibility.UserMaySee(record, u):
 				resp.SkippedCount++
 			default:
 				changes = append(changes, &tidingsv1.EdgeChange{UserId: u, Entity: ref, Following: true})
@@ -285,7 +279,7 @@ func (s *Server) ImportGraph(stream grpc.ClientStreamingServer[tidingsv1.ImportG
 // checkEdge returns why an imported edge is rejected, or "".
 func (s *Server) checkEdge(f *tidingsv1.Follow) string {
 	req := &tidingsv1.FollowRequest{UserId: f.GetUserId(), Entity: f.GetEntity()}
-	if err := s.validator.Validate(req); err != nil {
+	if err := protovalidate.Validate(req); err != nil {
 		return err.Error()
 	}
 	if f.GetEntity().GetUserId() == f.GetUserId() {
@@ -361,21 +355,19 @@ func (s *Server) UpdateAutoFollowRules(ctx context.Context, req *tidingsv1.Updat
 func (s *Server) RebuildProjections(ctx context.Context, req *tidingsv1.RebuildProjectionsRequest) (*tidingsv1.RebuildProjectionsResponse, error) {
 	which := req.GetProjections()
 	if len(which) == 0 {
-		which = worker.RebuildOrder
+		which = projection.RebuildOrder
 	}
-	resp := &tidingsv1.RebuildProjectionsResponse{}
-	for _, p := range which {
-		n, err := worker.Rebuild(ctx, s.d.Log, s.d.Projections, s.d.Fanout, s.d.Logger, p)
-		if errors.Is(err, worker.ErrNotRebuildable) {
-			return nil, apierr.FailedPrecondition("projection %s cannot be rebuilt yet", p)
-		}
-		if err != nil {
-			return nil, err
-		}
-		s.d.Logger.InfoContext(ctx, "projection rebuilt", "projection", p.String(), "events", n)
-		resp.Rebuilt = append(resp.Rebuilt, &tidingsv1.ProjectionRebuild{Projection: p, EventCount: n})
+	rebuilt, err := s.d.Projector.Rebuild(ctx, which)
+	if errors.Is(err, projection.ErrNotRebuildable) {
+		return nil, apierr.InvalidArgument("%v", err)
 	}
-	return resp, nil
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rebuilt {
+		s.d.Logger.InfoContext(ctx, "projection rebuilt", "projection", r.GetProjection().String(), "events", r.GetEventCount())
+	}
+	return &tidingsv1.RebuildProjectionsResponse{Rebuilt: rebuilt}, nil
 }
 
 // GetSystemStatus implements tidingsv1.AdminServiceServer.

@@ -23,7 +23,7 @@ func TestRunAgainstRunningStack(t *testing.T) {
 	ns, rs := testenv.NATS(t), testenv.Redis(t)
 	cfg := config.Default()
 	cfg.NATSURL, cfg.RedisAddrs = ns.ClientURL(), []string{rs.Addr()}
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GRPCAddr, cfg.HTTPAddr, cfg.DebugAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.AuthSecret = "bench-test-secret-of-at-least-32-bytes"
 	cfg.HotOn, cfg.HotOff = 100, 80                        // a few hot entities among 300 users
 	cfg.RateEmployee, cfg.RateApp, cfg.RateAdmin = 0, 0, 0 // as target.go runs the bench
@@ -45,7 +45,7 @@ func TestRunAgainstRunningStack(t *testing.T) {
 		t.Fatalf("stack did not start: %v", err)
 	}
 	target := &Target{
-		GRPCAddr: addrs.GRPC, MetricsURL: "http://" + addrs.HTTP + "/metrics", RedisAddr: rs.Addr(),
+		GRPCAddr: addrs.GRPC, MetricsURL: "http://" + addrs.Debug + "/metrics", RedisAddr: rs.Addr(),
 		Secret: cfg.AuthSecret, Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience,
 	}
 	// The stack reports healthy a moment after it listens.

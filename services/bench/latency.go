@@ -245,7 +245,7 @@ func probe(ctx context.Context, c *client, p *poster, rng *rand.Rand, org *Org, 
 					for _, it := range resp.GetItems() {
 						got = append(got, it.GetActivity().GetId())
 					}
-					return fmt.Errorf("probe %s not readable by %s after %s (in redis: %v, %d entries, newest %v; api: %v %v)", s.id, user, watchLimit, in, len(list), list[:min(3, len(list))], got[:min(3, len(got))], err)
+					return fmt.Errorf("probe %s not readable by %s after %s (in redis: %v, %d entries, newest %v; api: %v %w)", s.id, user, watchLimit, in, len(list), list[:min(3, len(list))], got[:min(3, len(got))], err)
 				}
 				select {
 				case <-time.After(wait):

@@ -17,10 +17,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/tidingshq/tidings/pkg/activity"
 	"github.com/tidingshq/tidings/pkg/activitystore"
-	"github.com/tidingshq/tidings/pkg/fanout"
+	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
@@ -152,12 +152,12 @@ ARGV[3] = struct.pack('>I6I2', tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumb
 	// redis-benchmark counts error replies as requests: make sure the
 	// script inserts before timing it.
 	probe := []string{benchKeyPrefix + "home:{probe}", benchKeyPrefix + "seen:{probe}"}
-	if added, err := rdb.EvalSha(ctx, sha, probe, fanout.DefaultConfig().HomeCap, 0, "000000001234").Int(); err != nil || added != 1 {
-		return Ceiling{}, fmt.Errorf("insert script: added %d, %v", added, err)
+	if added, err := rdb.EvalSha(ctx, sha, probe, projection.DefaultConfig().HomeCap, 0, "000000001234").Int(); err != nil || added != 1 {
+		return Ceiling{}, fmt.Errorf("insert script: added %d, %w", added, err)
 	}
 	if c.InsertPerSec, c.InsertCommand, err = run("EVALSHA", sha, "2",
 		benchKeyPrefix+"home:{__rand_int__}", benchKeyPrefix+"seen:{__rand_int__}",
-		strconv.Itoa(fanout.DefaultConfig().HomeCap), "0", "__rand_int__"); err != nil {
+		strconv.Itoa(projection.DefaultConfig().HomeCap), "0", "__rand_int__"); err != nil {
 		return Ceiling{}, err
 	}
 	return c, nil
@@ -296,7 +296,7 @@ func rawHomeRead(ctx context.Context, rdb redis.UniversalClient, user string) (i
 		if err := proto.Unmarshal(raw, a); err != nil {
 			return 0, fmt.Errorf("raw read: decode body: %w", err)
 		}
-		if u := activity.ActorUser(a); u != "" {
+		if u := entity.ActorUser(a); u != "" {
 			users[profilestore.Key(u)] = true
 		}
 		if r := a.GetRecord(); r != nil {

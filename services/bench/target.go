@@ -66,16 +66,19 @@ func startEmbedded(ctx context.Context, bin, parent string, spec StackSpec) (*em
 	if err != nil {
 		return nil, fmt.Errorf("create stack dir: %w", err)
 	}
-	ports, err := freePorts(4)
+	ports, err := freePorts(5)
 	if err != nil {
 		return nil, err
 	}
 	grpcAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	httpAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
+	debugAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[4]))
 	args := []string{"dev",
 		"--data-dir", dir,
 		"--grpc-addr", grpcAddr,
 		"--http-addr", httpAddr,
+		"--debug-addr", debugAddr,
+		"--demo=false",
 		"--nats-port", strconv.Itoa(ports[2]),
 		"--redis-port", strconv.Itoa(ports[3]),
 		"--log-level", "warn",
@@ -103,7 +106,7 @@ func startEmbedded(ctx context.Context, bin, parent string, spec StackSpec) (*em
 	}
 	e := &embedded{cmd: cmd, dir: dir, done: make(chan error, 1)}
 	go func() { e.done <- cmd.Wait() }()
-	e.GRPCAddr, e.MetricsURL = grpcAddr, "http://"+httpAddr+"/metrics"
+	e.GRPCAddr, e.MetricsURL = grpcAddr, "http://"+debugAddr+"/metrics"
 	e.RedisAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3]))
 	e.Issuer, e.Audience = "tidings", "tidings"
 	if err := e.waitServing(ctx, 60*time.Second); err != nil {
@@ -148,7 +151,7 @@ func (e *embedded) waitServing(ctx context.Context, limit time.Duration) error {
 		}
 		select {
 		case err := <-e.done:
-			return fmt.Errorf("stack exited before serving: %v", err)
+			return fmt.Errorf("stack exited before serving: %w", err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -164,10 +167,12 @@ func (e *embedded) waitServing(ctx context.Context, limit time.Duration) error {
 func (e *embedded) stop() {
 	_ = e.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-e.done:
+	case err := <-e.done:
+		_ = err // it exits as asked; its log says how
 	case <-time.After(30 * time.Second):
 		_ = e.cmd.Process.Kill()
-		<-e.done
+		err := <-e.done
+		_ = err
 	}
 	_ = os.RemoveAll(e.dir)
 }

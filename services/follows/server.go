@@ -6,7 +6,6 @@ package follows
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -20,8 +19,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/pagetoken"
-	"github.com/tidingshq/tidings/pkg/profilestore"
-	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -35,66 +33,28 @@ const defaultPageSize = 50
 type Server struct {
 	tidingsv1.UnimplementedFollowServiceServer
 	graph        *graph.Writer
-	entities     *Entities
+	store        *graphstore.Store
+	visible      *visibility.Checker
 	maxFollowing int64
 }
 
 var _ tidingsv1.FollowServiceServer = (*Server)(nil)
 
-// NewServer returns the FollowService. maxFollowing caps the entities one
-// user may follow.
-func NewServer(w *graph.Writer, entities *Entities, maxFollowing int64) *Server {
-	return &Server{graph: w, entities: entities, maxFollowing: maxFollowing}
+// Deps are what the FollowService uses.
+type Deps struct {
+	Graph      *graph.Writer
+	Visibility *visibility.Checker
+	// MaxFollowing caps the entities one user may follow;
+	// DefaultMaxFollowing when zero.
+	MaxFollowing int64
 }
 
-// Entities checks that followed entities exist and may be seen.
-type Entities struct {
-	Profiles *profilestore.Store
-	Records  *recordstore.Store
-}
-
-// Resolve returns NotFound unless ref exists; for a record it returns the
-// record (nil for a user).
-func (e *Entities) Resolve(ctx context.Context, ref *tidingsv1.EntityRef) (*tidingsv1.Record, error) {
-	if r := ref.GetRecord(); r != nil {
-		rec, err := e.Records.Get(ctx, r)
-		if errors.Is(err, recordstore.ErrNotFound) {
-			return nil, apierr.NotFound("no record %s", entity.RecordKey(r))
-		}
-		return rec, err
+// NewServer returns the FollowService.
+func NewServer(d Deps) *Server {
+	if d.MaxFollowing == 0 {
+		d.MaxFollowing = DefaultMaxFollowing
 	}
-	_, err := e.Profiles.Get(ctx, ref.GetUserId())
-	if errors.Is(err, profilestore.ErrNotFound) {
-		return nil, apierr.NotFound("no user %s", ref.GetUserId())
-	}
-	return nil, err
-}
-
-// CheckFollowable returns NotFound unless ref exists and userID may see it
-// (restricted records are visible to their owner and readers only).
-func (e *Entities) CheckFollowable(ctx context.Context, ref *tidingsv1.EntityRef, userID string) error {
-	rec, err := e.Resolve(ctx, ref)
-	if err != nil {
-		return err
-	}
-	if rec != nil && !recordstore.UserMaySee(rec, userID) {
-		return apierr.NotFound("no record %s", entity.RecordKey(rec.GetRef()))
-	}
-	return nil
-}
-
-// CheckVisible returns NotFound when ref is a record the caller may not see
-// (or that does not exist); users are always visible.
-func (e *Entities) CheckVisible(ctx context.Context, ref *tidingsv1.EntityRef, id auth.Identity) error {
-	r := ref.GetRecord()
-	if r == nil {
-		return nil
-	}
-	rec, err := e.Records.Get(ctx, r)
-	if errors.Is(err, recordstore.ErrNotFound) || (err == nil && !recordstore.CanSee(rec, id)) {
-		return apierr.NotFound("no record %s/%s", r.GetType(), r.GetExternalId())
-	}
-	return err
+	return &Server{graph: d.Graph, store: d.Graph.Store(), visible: d.Visibility, maxFollowing: d.MaxFollowing}
 }
 
 func actAs(ctx context.Context, userID string) (auth.Identity, error) {
@@ -114,11 +74,11 @@ func (s *Server) Follow(ctx context.Context, req *tidingsv1.FollowRequest) (*tid
 	if req.GetEntity().GetUserId() == req.GetUserId() {
 		return nil, apierr.InvalidArgument("a user cannot follow themselves")
 	}
-	if err := s.entities.CheckFollowable(ctx, req.GetEntity(), req.GetUserId()); err != nil {
+	if err := s.visible.Followable(ctx, req.GetEntity(), req.GetUserId()); err != nil {
 		return nil, err
 	}
 	key := entity.Key(req.GetEntity())
-	store := s.graph.Store()
+	store := s.store
 	edge, found, version, err := store.Edge(ctx, req.GetUserId(), key)
 	if err != nil {
 		return nil, err
@@ -149,7 +109,7 @@ func (s *Server) Unfollow(ctx context.Context, req *tidingsv1.UnfollowRequest) (
 		return nil, err
 	}
 	key := entity.Key(req.GetEntity())
-	_, found, version, err := s.graph.Store().Edge(ctx, req.GetUserId(), key)
+	_, found, version, err := s.store.Edge(ctx, req.GetUserId(), key)
 	if err != nil {
 		return nil, err
 	}
@@ -193,26 +153,35 @@ func decodeCursor(scope, token string) (graphstore.Cursor, error) {
 	return c, nil
 }
 
-// ListFollowing implements tidingsv1.FollowServiceServer.
+// ListFollowing implements tidingsv1.FollowServiceServer. Records the
+// caller may not see are left out, and not counted.
 func (s *Server) ListFollowing(ctx context.Context, req *tidingsv1.ListFollowingRequest) (*tidingsv1.ListFollowingResponse, error) {
 	scope := fmt.Sprintf("following|%s|%d", req.GetUserId(), req.GetKind())
 	cursor, err := decodeCursor(scope, req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
-	var keep func(string) bool
-	switch req.GetKind() {
-	case tidingsv1.EntityKind_ENTITY_KIND_USER:
-		keep = entity.IsUser
-	case tidingsv1.EntityKind_ENTITY_KIND_RECORD:
-		keep = func(k string) bool { return !entity.IsUser(k) }
+	id, _ := auth.FromContext(ctx)
+	keep := func(ctx context.Context, keys []string) ([]bool, error) {
+		seen, err := s.visible.Entities(ctx, keys, id)
+		if err != nil {
+			return nil, err
+		}
+		for i, k := range keys {
+			switch req.GetKind() {
+			case tidingsv1.EntityKind_ENTITY_KIND_USER:
+				seen[i] = seen[i] && entity.IsUser(k)
+			case tidingsv1.EntityKind_ENTITY_KIND_RECORD:
+				seen[i] = seen[i] && !entity.IsUser(k)
+			}
+		}
+		return seen, nil
 	}
-	store := s.graph.Store()
-	edges, more, err := store.Following(ctx, req.GetUserId(), cursor, pageSize(req.GetPageSize()), keep)
+	edges, more, err := s.store.Following(ctx, req.GetUserId(), cursor, pageSize(req.GetPageSize()), keep)
 	if err != nil {
 		return nil, err
 	}
-	total, err := store.FollowingCount(ctx, req.GetUserId())
+	total, err := s.followingCount(ctx, req.GetUserId(), id)
 	if err != nil {
 		return nil, err
 	}
@@ -231,10 +200,35 @@ func (s *Server) ListFollowing(ctx context.Context, req *tidingsv1.ListFollowing
 	return resp, nil
 }
 
+// followingCount returns how many entities a user follows that the caller
+// may see: all of them for the user and admins; for anyone else, the
+// restricted records hidden from them do not count.
+func (s *Server) followingCount(ctx context.Context, userID string, id auth.Identity) (int64, error) {
+	n, err := s.store.FollowingCount(ctx, userID)
+	if err != nil || id.ActsAsUser(userID) {
+		return n, err
+	}
+	var hidden int64
+	err = s.store.ScanFollowing(ctx, userID, 1000, func(edges []graphstore.Edge) error {
+		keys := make([]string, len(edges))
+		for i, e := range edges {
+			keys[i] = e.Member
+		}
+		seen, err := s.visible.Entities(ctx, keys, id)
+		for _, ok := range seen {
+			if !ok {
+				hidden++
+			}
+		}
+		return err
+	})
+	return n - hidden, err
+}
+
 // ListFollowers implements tidingsv1.FollowServiceServer.
 func (s *Server) ListFollowers(ctx context.Context, req *tidingsv1.ListFollowersRequest) (*tidingsv1.ListFollowersResponse, error) {
 	id, _ := auth.FromContext(ctx)
-	if err := s.entities.CheckVisible(ctx, req.GetEntity(), id); err != nil {
+	if err := s.visible.Entity(ctx, req.GetEntity(), id); err != nil {
 		return nil, err
 	}
 	key := entity.Key(req.GetEntity())
@@ -243,7 +237,7 @@ func (s *Server) ListFollowers(ctx context.Context, req *tidingsv1.ListFollowers
 	if err != nil {
 		return nil, err
 	}
-	store := s.graph.Store()
+	store := s.store
 	edges, more, err := store.Followers(ctx, key, cursor, pageSize(req.GetPageSize()))
 	if err != nil {
 		return nil, err
@@ -263,15 +257,24 @@ func (s *Server) ListFollowers(ctx context.Context, req *tidingsv1.ListFollowers
 	return resp, nil
 }
 
-// IsFollowing implements tidingsv1.FollowServiceServer.
+// IsFollowing implements tidingsv1.FollowServiceServer. A record the caller
+// may not see is reported as not followed.
 func (s *Server) IsFollowing(ctx context.Context, req *tidingsv1.IsFollowingRequest) (*tidingsv1.IsFollowingResponse, error) {
 	keys := make([]string, len(req.GetEntities()))
 	for i, e := range req.GetEntities() {
 		keys[i] = entity.Key(e)
 	}
-	got, err := s.graph.Store().IsFollowing(ctx, req.GetUserId(), keys)
+	got, err := s.store.IsFollowing(ctx, req.GetUserId(), keys)
 	if err != nil {
 		return nil, err
+	}
+	id, _ := auth.FromContext(ctx)
+	seen, err := s.visible.Entities(ctx, keys, id)
+	if err != nil {
+		return nil, err
+	}
+	for i := range got {
+		got[i] = got[i] && seen[i]
 	}
 	return &tidingsv1.IsFollowingResponse{Following: got}, nil
 }
@@ -279,17 +282,17 @@ func (s *Server) IsFollowing(ctx context.Context, req *tidingsv1.IsFollowingRequ
 // GetFollowCounts implements tidingsv1.FollowServiceServer.
 func (s *Server) GetFollowCounts(ctx context.Context, req *tidingsv1.GetFollowCountsRequest) (*tidingsv1.GetFollowCountsResponse, error) {
 	id, _ := auth.FromContext(ctx)
-	if err := s.entities.CheckVisible(ctx, req.GetEntity(), id); err != nil {
+	if err := s.visible.Entity(ctx, req.GetEntity(), id); err != nil {
 		return nil, err
 	}
-	store := s.graph.Store()
+	store := s.store
 	followers, err := store.FollowerCount(ctx, entity.Key(req.GetEntity()))
 	if err != nil {
 		return nil, err
 	}
 	resp := &tidingsv1.GetFollowCountsResponse{FollowerCount: followers}
 	if u := req.GetEntity().GetUserId(); u != "" {
-		if resp.FollowingCount, err = store.FollowingCount(ctx, u); err != nil {
+		if resp.FollowingCount, err = s.followingCount(ctx, u, id); err != nil {
 			return nil, err
 		}
 	}

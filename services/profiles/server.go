@@ -26,6 +26,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/pagetoken"
 	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/settings"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -40,32 +41,40 @@ const (
 type Server struct {
 	tidingsv1.UnimplementedProfileServiceServer
 	log    *eventlog.Log
+	proj   *projection.Projector
 	store  *profilestore.Store
 	logger *slog.Logger
 	now    func() time.Time
 
-	// With auto-follow wired, new employees may follow their manager.
+	// With both set, new employees may follow their manager (when an admin
+	// turns the rule on).
 	settings *settings.Store
 	graph    *graph.Writer
 }
 
 var _ tidingsv1.ProfileServiceServer = (*Server)(nil)
 
-// NewServer returns the ProfileService.
-func NewServer(log *eventlog.Log, store *profilestore.Store, logger *slog.Logger) *Server {
-	return &Server{log: log, store: store, logger: logger, now: time.Now}
+// Deps are what the ProfileService uses.
+type Deps struct {
+	Log       *eventlog.Log
+	Projector *projection.Projector
+	// Settings and Graph, when set, apply the "new employee follows their
+	// manager" rule.
+	Settings *settings.Store
+	Graph    *graph.Writer
+	Logger   *slog.Logger
 }
 
-// EnableAutoFollow lets the server apply the "new employee follows their
-// manager" rule, when an admin turns it on.
-func (s *Server) EnableAutoFollow(st *settings.Store, w *graph.Writer) {
-	s.settings, s.graph = st, w
+// NewServer returns the ProfileService.
+func NewServer(d Deps) *Server {
+	return &Server{log: d.Log, proj: d.Projector, store: d.Projector.Stores().Profiles, logger: d.Logger, now: time.Now,
+		settings: d.Settings, graph: d.Graph}
 }
 
 // followManager applies the "new employee follows their manager" rule.
 func (s *Server) followManager(ctx context.Context, p *tidingsv1.Profile) error {
 	mgr := p.GetManagerId()
-	if s.settings == nil || mgr == "" {
+	if s.settings == nil || s.graph == nil || mgr == "" {
 		return nil
 	}
 	rules, err := s.settings.AutoFollowRules(ctx)
@@ -80,20 +89,6 @@ func (s *Server) followManager(ctx context.Context, p *tidingsv1.Profile) error 
 	system := &tidingsv1.Caller{Kind: tidingsv1.CallerKind_CALLER_KIND_SYSTEM, Id: "auto-follow"}
 	return s.graph.Write(ctx, eventlog.FollowSubject(p.GetUserId()), "", system,
 		[]*tidingsv1.EdgeChange{{UserId: p.GetUserId(), Entity: entity.User(mgr), Following: true}})
-}
-
-// Projector returns the handler that applies PROFILES events to Redis.
-func Projector(store *profilestore.Store) eventlog.Handler {
-	return func(ctx context.Context, d eventlog.Delivery) error {
-		ev := &tidingsv1.ProfileEvent{}
-		if err := proto.Unmarshal(d.Data, ev); err != nil {
-			return fmt.Errorf("decode profile event %d: %w", d.Sequence, err)
-		}
-		if ev.GetProfile().GetUserId() == "" {
-			return fmt.Errorf("profile event %d has no user id", d.Sequence)
-		}
-		return store.Apply(ctx, d.Sequence, ev.GetProfile())
-	}
 }
 
 // outcome is what a change did.
@@ -147,7 +142,7 @@ func (s *Server) change(ctx context.Context, userID string, m mutation) (*tiding
 	// Project at once so the caller reads its write (also for a no-op, in
 	// case the projection is behind). Failure is not the caller's: the
 	// event is durable and the projector applies it.
-	if err := s.store.Apply(ctx, res.Sequence, res.Event.GetProfile()); err != nil {
+	if err := s.proj.ApplyProfile(ctx, res.Sequence, res.Event); err != nil {
 		s.logger.WarnContext(ctx, "profile write-through failed; the projector will apply it",
 			"user_id", userID, "seq", res.Sequence, "error", err)
 	}

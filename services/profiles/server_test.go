@@ -17,7 +17,9 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/profiles"
@@ -34,9 +36,11 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	env := testenv.New(t)
-	store := profilestore.New(env.RDB)
+	stores := projection.NewStores(env.RDB, hot.Thresholds{On: 10000, Off: 8000})
+	store := stores.Profiles
+	proj := projection.New(projection.Deps{Log: env.Log, Stores: stores, Config: projection.DefaultConfig(), Logger: env.Logger})
 	srv := testenv.Serve(t, func(s *grpcserver.Server) {
-		tidingsv1.RegisterProfileServiceServer(s, profiles.NewServer(env.Log, store, env.Logger))
+		tidingsv1.RegisterProfileServiceServer(s, profiles.NewServer(profiles.Deps{Log: env.Log, Projector: proj, Logger: env.Logger}))
 	})
 	return &fixture{env: env, srv: srv, store: store}
 }

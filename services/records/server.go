@@ -7,7 +7,6 @@ package records
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"time"
@@ -24,8 +23,10 @@ import (
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/pagetoken"
 	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/settings"
+	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -35,8 +36,10 @@ const defaultPageSize = 50
 type Server struct {
 	tidingsv1.UnimplementedRecordServiceServer
 	log      *eventlog.Log
+	proj     *projection.Projector
 	records  *recordstore.Store
 	profiles *profilestore.Store
+	visible  *visibility.Checker
 	graph    *graph.Writer
 	poster   *activity.Poster
 	settings *settings.Store
@@ -48,33 +51,20 @@ var _ tidingsv1.RecordServiceServer = (*Server)(nil)
 
 // Deps are what the RecordService uses.
 type Deps struct {
-	Log      *eventlog.Log
-	Records  *recordstore.Store
-	Profiles *profilestore.Store
-	Graph    *graph.Writer
-	Poster   *activity.Poster
-	Settings *settings.Store
-	Logger   *slog.Logger
+	Log        *eventlog.Log
+	Projector  *projection.Projector
+	Visibility *visibility.Checker
+	Graph      *graph.Writer
+	Poster     *activity.Poster
+	Settings   *settings.Store
+	Logger     *slog.Logger
 }
 
 // NewServer returns the RecordService.
 func NewServer(d Deps) *Server {
-	return &Server{log: d.Log, records: d.Records, profiles: d.Profiles, graph: d.Graph, poster: d.Poster,
-		settings: d.Settings, logger: d.Logger, now: time.Now}
-}
-
-// Projector returns the handler that applies RECORDS events to Redis.
-func Projector(store *recordstore.Store) eventlog.Handler {
-	return func(ctx context.Context, d eventlog.Delivery) error {
-		ev := &tidingsv1.RecordEvent{}
-		if err := proto.Unmarshal(d.Data, ev); err != nil {
-			return fmt.Errorf("decode record event %d: %w", d.Sequence, err)
-		}
-		if ev.GetRecord().GetRef().GetType() == "" {
-			return fmt.Errorf("record event %d has no record", d.Sequence)
-		}
-		return store.Apply(ctx, d.Sequence, ev)
-	}
+	st := d.Projector.Stores()
+	return &Server{log: d.Log, proj: d.Projector, records: st.Records, profiles: st.Profiles, visible: d.Visibility,
+		graph: d.Graph, poster: d.Poster, settings: d.Settings, logger: d.Logger, now: time.Now}
 }
 
 // ownNamespace returns PermissionDenied unless the caller may write records
@@ -130,7 +120,7 @@ func (s *Server) UpsertRecord(ctx context.Context, req *tidingsv1.UpsertRecordRe
 	if err != nil {
 		return nil, err
 	}
-	if err := s.records.Apply(ctx, res.Sequence, res.Event); err != nil {
+	if err := s.proj.ApplyRecord(ctx, res.Sequence, res.Event); err != nil {
 		s.logger.WarnContext(ctx, "record write-through failed; the projector will apply it", "seq", res.Sequence, "error", err)
 	}
 	created := res.Changed && !wasLive
@@ -191,24 +181,10 @@ func (s *Server) autoFollowOwner(ctx context.Context, r *tidingsv1.Record, prevO
 		[]*tidingsv1.EdgeChange{{UserId: owner, Entity: ref, Following: true}})
 }
 
-// visible returns the record unless it is missing or hidden from the caller.
-func (s *Server) visible(ctx context.Context, ref *tidingsv1.RecordRef) (*tidingsv1.Record, error) {
-	r, err := s.records.Get(ctx, ref)
-	if errors.Is(err, recordstore.ErrNotFound) {
-		return nil, apierr.NotFound("no record %s", entity.RecordName(ref))
-	}
-	if err != nil {
-		return nil, err
-	}
-	if id, _ := auth.FromContext(ctx); !recordstore.CanSee(r, id) {
-		return nil, apierr.NotFound("no record %s", entity.RecordName(ref))
-	}
-	return r, nil
-}
-
 // GetRecord implements tidingsv1.RecordServiceServer.
 func (s *Server) GetRecord(ctx context.Context, req *tidingsv1.GetRecordRequest) (*tidingsv1.GetRecordResponse, error) {
-	r, err := s.visible(ctx, req.GetRef())
+	id, _ := auth.FromContext(ctx)
+	r, err := s.visible.Record(ctx, req.GetRef(), id)
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +200,7 @@ func (s *Server) BatchGetRecords(ctx context.Context, req *tidingsv1.BatchGetRec
 	id, _ := auth.FromContext(ctx)
 	resp := &tidingsv1.BatchGetRecordsResponse{}
 	for i, r := range recs {
-		if r == nil || !recordstore.CanSee(r, id) {
+		if r == nil || !visibility.CanSee(r, id) {
 			resp.Missing = append(resp.Missing, req.GetRefs()[i])
 			continue
 		}
@@ -246,7 +222,7 @@ func (s *Server) ListRecords(ctx context.Context, req *tidingsv1.ListRecordsRequ
 	}
 	id, _ := auth.FromContext(ctx)
 	recs, last, more, err := s.records.List(ctx, req.GetType(), after, size, func(r *tidingsv1.Record) bool {
-		return recordstore.CanSee(r, id)
+		return visibility.CanSee(r, id)
 	})
 	if err != nil {
 		return nil, err
@@ -282,7 +258,7 @@ func (s *Server) DeleteRecord(ctx context.Context, req *tidingsv1.DeleteRecordRe
 	if !res.Found {
 		return &tidingsv1.DeleteRecordResponse{}, nil
 	}
-	if err := s.records.Apply(ctx, res.Sequence, res.Event); err != nil {
+	if err := s.proj.ApplyRecord(ctx, res.Sequence, res.Event); err != nil {
 		s.logger.WarnContext(ctx, "record write-through failed; the projector will apply it", "seq", res.Sequence, "error", err)
 	}
 	// Its follows go with it (also on a repeated delete, to finish one that

@@ -125,9 +125,16 @@ func TestRestrictedRecords(t *testing.T) {
 	for _, tc := range []struct {
 		who  string
 		sees bool
-	}{{"olga", true}, {"rita", true}, {"nick", false}} {
+		app  bool
+	}{{"olga", true, false}, {"rita", true, false}, {"nick", false, false}, {"crm", true, true}, {"ci", false, true}} {
 		t.Run(tc.who, func(t *testing.T) {
-			c := s.Records(t, testenv.Employee(tc.who))
+			id := testenv.Employee(tc.who)
+			if tc.app {
+				// Apps see the restricted records of their own namespace
+				// only.
+				id = testenv.App(tc.who)
+			}
+			c := s.Records(t, id)
 			_, err := c.GetRecord(ctx, &tidingsv1.GetRecordRequest{Ref: secret.GetRef()})
 			list, lerr := c.ListRecords(ctx, &tidingsv1.ListRecordsRequest{Type: "crm.opportunity"})
 			require.NoError(t, lerr)

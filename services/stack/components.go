@@ -1,24 +1,20 @@
 package stack
 
 import (
-	"fmt"
 	"log/slog"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tidingshq/tidings/pkg/activity"
-	"github.com/tidingshq/tidings/pkg/activitystore"
 
+	"github.com/tidingshq/tidings/pkg/activity"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graph"
-	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/live"
-	"github.com/tidingshq/tidings/pkg/profilestore"
-	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/settings"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
+	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/activities"
 	"github.com/tidingshq/tidings/services/admin"
@@ -26,93 +22,113 @@ import (
 	"github.com/tidingshq/tidings/services/profiles"
 	"github.com/tidingshq/tidings/services/records"
 	"github.com/tidingshq/tidings/services/timelines"
-	"github.com/tidingshq/tidings/services/worker"
 )
 
 // Components are the stores and writers a process shares between its
 // services and its worker. Constructors are explicit; there are few enough
 // parts that wiring them by hand stays readable.
 type Components struct {
-	deps        *deps
-	cfg         config.Config
-	logger      *slog.Logger
-	projections worker.Projections
-	graph       *graph.Writer
-	poster      *activity.Poster
-	entities    *follows.Entities
-	hub         *live.Hub
+	deps      *deps
+	cfg       config.Config
+	logger    *slog.Logger
+	overrides Overrides
+	projector *projection.Projector
+	graph     *graph.Writer
+	poster    *activity.Poster
+	visible   *visibility.Checker
+	hub       *live.Hub
+}
+
+// Overrides adjust how services are built beyond what config.Config says;
+// tests use them to reach paths that configuration does not.
+type Overrides struct {
+	// Timelines, if set, changes the TimelineService's dependencies.
+	Timelines func(*timelines.Deps)
 }
 
 // Wire builds the components over open connections; tests use it to serve
 // the services exactly as a process does.
-func Wire(log *eventlog.Log, rdb redis.UniversalClient, st *settings.Store, cfg config.Config, logger *slog.Logger) *Components {
-	return newComponents(&deps{log: log, js: log.JetStream(), rdb: rdb, settings: st}, cfg, logger)
+func Wire(log *eventlog.Log, rdb redis.UniversalClient, st *settings.Store, cfg config.Config, logger *slog.Logger, o Overrides) *Components {
+	c := newComponents(&deps{log: log, js: log.JetStream(), rdb: rdb, settings: st}, cfg, logger, nil)
+	c.overrides = o
+	return c
 }
 
 // Hub returns the live hub that Watch streams from.
 func (c *Components) Hub() *live.Hub { return c.hub }
 
-// Projections returns the stores the worker writes.
-func (c *Components) Projections() worker.Projections { return c.projections }
+// Projector returns the projections' apply functions, which the worker
+// runs and rebuilds replay through.
+func (c *Components) Projector() *projection.Projector { return c.projector }
 
-func newComponents(d *deps, cfg config.Config, logger *slog.Logger) *Components {
-	proj := worker.Projections{
-		Profiles:   profilestore.New(d.rdb),
-		Records:    recordstore.New(d.rdb),
-		Graph:      graphstore.New(d.rdb),
-		Activities: activitystore.New(d.rdb),
-		Timelines:  timelinestore.New(d.rdb),
-		Live:       live.NewPublisher(d.log.JetStream().Conn()),
-		Hot:        hot.New(d.rdb, hot.Thresholds{On: cfg.HotOn, Off: cfg.HotOff}),
-	}
+// ProjectionConfig returns the feed sizes of a configuration.
+func ProjectionConfig(cfg config.Config) projection.Config {
+	p := projection.DefaultConfig()
+	p.HomeCap, p.FeedCap, p.ChunkSize, p.BackfillCount = cfg.HomeCap, cfg.FeedCap, cfg.FanoutChunk, cfg.Backfill
+	p.InactiveAfter = cfg.InactiveAfter
+	return p
+}
+
+// newComponents builds the components; metrics, if set, counts the
+// fan-out's deliveries.
+func newComponents(d *deps, cfg config.Config, logger *slog.Logger, metrics *projection.Metrics) *Components {
+	st := projection.NewStores(d.rdb, hot.Thresholds{On: cfg.HotOn, Off: cfg.HotOff})
+	proj := projection.New(projection.Deps{
+		Log: d.log, Stores: st, Config: ProjectionConfig(cfg),
+		Live: live.NewPublisher(d.log.JetStream().Conn()), Metrics: metrics, Logger: logger,
+	})
 	return &Components{
-		deps:        d,
-		cfg:         cfg,
-		logger:      logger,
-		projections: proj,
-		graph:       graph.NewWriter(d.log, proj.Graph, logger),
-		poster:      activity.NewPoster(d.log, proj.Activities, proj.Profiles, logger),
-		entities:    &follows.Entities{Profiles: proj.Profiles, Records: proj.Records},
-		hub:         live.NewHub(d.log.JetStream().Conn()),
+		deps:      d,
+		cfg:       cfg,
+		logger:    logger,
+		projector: proj,
+		graph:     graph.NewWriter(graph.Deps{Log: d.log, Projector: proj, Logger: logger}),
+		poster:    activity.NewPoster(activity.Deps{Log: d.log, Projector: proj, Logger: logger}),
+		visible:   visibility.New(st.Profiles, st.Records, st.Bodies),
+		hub:       live.NewHub(d.log.JetStream().Conn()),
 	}
 }
 
 // Register adds the services of roles to srv.
-func (c *Components) Register(srv *grpcserver.Server, roles []Role) error {
+func (c *Components) Register(srv *grpcserver.Server, roles []Role) {
 	d := c.deps
-	profileServer := profiles.NewServer(d.log, c.projections.Profiles, c.logger)
-	profileServer.EnableAutoFollow(d.settings, c.graph)
+	st := c.projector.Stores()
+	profileServer := profiles.NewServer(profiles.Deps{
+		Log: d.log, Projector: c.projector, Settings: d.settings, Graph: c.graph, Logger: c.logger,
+	})
 	for _, r := range roles {
 		switch r {
 		case RoleProfiles:
 			tidingsv1.RegisterProfileServiceServer(srv, profileServer)
 		case RoleFollows:
-			tidingsv1.RegisterFollowServiceServer(srv, follows.NewServer(c.graph, c.entities, c.cfg.MaxFollowing))
+			tidingsv1.RegisterFollowServiceServer(srv, follows.NewServer(follows.Deps{
+				Graph: c.graph, Visibility: c.visible, MaxFollowing: c.cfg.MaxFollowing,
+			}))
 		case RoleRecords:
 			tidingsv1.RegisterRecordServiceServer(srv, records.NewServer(records.Deps{
-				Log: d.log, Records: c.projections.Records, Profiles: c.projections.Profiles,
+				Log: d.log, Projector: c.projector, Visibility: c.visible,
 				Graph: c.graph, Poster: c.poster, Settings: d.settings, Logger: c.logger,
 			}))
 		case RoleActivities:
-			tidingsv1.RegisterActivityServiceServer(srv, activities.NewServer(c.poster, c.projections.Records))
-		case RoleTimelines:
-			tidingsv1.RegisterTimelineServiceServer(srv, timelines.NewServer(timelines.Stores{
-				Timelines: c.projections.Timelines, Bodies: c.projections.Activities,
-				Profiles: c.projections.Profiles, Records: c.projections.Records,
-				Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
-				Graph: c.projections.Graph, Hot: c.projections.Hot, HomeCap: c.cfg.HomeCap, InactiveAfter: c.cfg.InactiveAfter,
+			tidingsv1.RegisterActivityServiceServer(srv, activities.NewServer(activities.Deps{
+				Poster: c.poster, Visibility: c.visible,
 			}))
-		case RoleAdmin:
-			adminServer, err := admin.NewServer(admin.Deps{
-				Log: d.log, RDB: d.rdb, Graph: c.graph, Entities: c.entities, Profiles: profileServer,
-				Settings: d.settings, Projections: c.projections, Fanout: c.cfg.Fanout(), MaxFollowing: c.cfg.MaxFollowing, Logger: c.logger,
-			})
-			if err != nil {
-				return fmt.Errorf("admin service: %w", err)
+		case RoleTimelines:
+			td := timelines.Deps{
+				Timelines: st.Timelines, Bodies: st.Bodies, Profiles: st.Profiles, Records: st.Records,
+				Visibility: c.visible, Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
+				Graph: st.Graph, Hot: st.Hot, HomeCap: c.cfg.HomeCap, InactiveAfter: c.cfg.InactiveAfter,
 			}
-			tidingsv1.RegisterAdminServiceServer(srv, adminServer)
+			if c.overrides.Timelines != nil {
+				c.overrides.Timelines(&td)
+			}
+			tidingsv1.RegisterTimelineServiceServer(srv, timelines.NewServer(td))
+		case RoleAdmin:
+			tidingsv1.RegisterAdminServiceServer(srv, admin.NewServer(admin.Deps{
+				Log: d.log, RDB: d.rdb, Graph: c.graph, Visibility: c.visible, Profiles: profileServer,
+				Settings: d.settings, Projector: c.projector, MaxFollowing: c.cfg.MaxFollowing, Logger: c.logger,
+			}))
 		case RoleWorker:
 		}
 	}
-	return nil
 }

@@ -27,8 +27,11 @@ type DevOptions struct {
 	NATSPort  int
 	RedisPort int
 	// SyncAlways makes the embedded JetStream fsync every write before it
-	// acknowledges it, as production event streams do (DESIGN.md).
+	// acknowledges it, as production event streams do (docs/architecture.md).
 	SyncAlways bool
+	// Demo seeds a small demo directory (ana, bo, cy, dee, eli), a few
+	// follows, records and posts when the directory is empty.
+	Demo bool
 }
 
 // Files under the data directory.
@@ -75,7 +78,7 @@ func RunDev(ctx context.Context, opts DevOptions) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	opts.Options.Config = cfg
+	opts.Config = cfg
 	opts.Roles = AllRoles()
 	tokenCfg := auth.TokenConfig{Secret: []byte(secret), Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience}
 	cliToken, err := auth.Mint(tokenCfg, auth.Identity{Kind: auth.KindAdmin, ID: "dev-admin"}, 30*24*time.Hour, time.Now())
@@ -85,6 +88,21 @@ func RunDev(ctx context.Context, opts DevOptions) error {
 	if err := os.WriteFile(filepath.Join(opts.DataDir, CLITokenFile), []byte(cliToken+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write cli token: %w", err)
 	}
+	// The web page signs people in with development tokens.
+	opts.DevTokens = func(kind auth.Kind, id string) (string, error) {
+		return auth.Mint(tokenCfg, auth.Identity{Kind: kind, ID: id}, 12*time.Hour, time.Now())
+	}
+	if opts.Demo {
+		ready := opts.OnReady
+		opts.OnReady = func(a Addrs) {
+			if err := seedDemo(ctx, a.GRPC, cliToken, opts.DevTokens); err != nil {
+				opts.Logger.Warn("demo directory not seeded", "error", err)
+			}
+			if ready != nil {
+				ready(a)
+			}
+		}
+	}
 	opts.Logger.Info("embedded dependencies started", "nats", ns.ClientURL(), "redis", rs.Addr(), "data_dir", opts.DataDir)
 	return Run(ctx, opts.Options)
 }
@@ -92,7 +110,7 @@ func RunDev(ctx context.Context, opts DevOptions) error {
 // loadOrCreateSecret keeps one signing secret per data directory, so tokens
 // outlive restarts.
 func loadOrCreateSecret(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile(filepath.Clean(path))
 	if err == nil {
 		s := strings.TrimSpace(string(b))
 		if len(s) < auth.MinSecretBytes {

@@ -2,7 +2,6 @@ package stack
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"time"
 
@@ -112,14 +111,6 @@ func (s *security) serverOptions(o *grpcserver.Options, logger *slog.Logger) {
 	}
 	o.Audit = s.audit
 	o.Streams = s.streams
-}
-
-// httpTLS returns the TLS configuration of the HTTP listener, or nil.
-func (s *security) httpTLS() *tls.Config {
-	if s.tls == nil {
-		return nil
-	}
-	return s.tls.ServerConfig()
 }
 
 // run starts the background work: certificate reloads and the audit

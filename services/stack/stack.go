@@ -6,10 +6,12 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -18,11 +20,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
-	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
 	"github.com/tidingshq/tidings/pkg/telemetry"
@@ -43,18 +47,23 @@ const (
 	RoleTimelines  Role = "timelines"
 	RoleAdmin      Role = "admin"
 	RoleWorker     Role = "worker"
+	// RoleWeb serves the reference web page on the HTTP listener.
+	RoleWeb Role = "web"
 )
 
 // ServiceRoles are the roles that serve gRPC.
 var ServiceRoles = []Role{RoleProfiles, RoleFollows, RoleRecords, RoleActivities, RoleTimelines, RoleAdmin}
 
 // AllRoles is everything, as `tidings dev` runs it.
-func AllRoles() []Role { return append(slices.Clone(ServiceRoles), RoleWorker) }
+func AllRoles() []Role { return append(slices.Clone(ServiceRoles), RoleWorker, RoleWeb) }
 
 // Addrs are where a running process listens.
 type Addrs struct {
 	GRPC string
+	// HTTP serves the JSON API, the web page and /healthz.
 	HTTP string
+	// Debug serves /metrics, /debug/pprof and /healthz.
+	Debug string
 }
 
 // Options configure Run.
@@ -66,6 +75,9 @@ type Options struct {
 	OnReady func(Addrs)
 	// HealthInterval is how often health is re-checked; 2s when zero.
 	HealthInterval time.Duration
+	// DevTokens, when set, gives the web page its development sign-in
+	// (tidings dev only).
+	DevTokens func(kind auth.Kind, id string) (string, error)
 }
 
 // deps are the connections a process holds.
@@ -140,7 +152,13 @@ func Run(ctx context.Context, opts Options) error {
 	defer d.close()
 
 	reg := telemetry.NewRegistry()
-	c := newComponents(d, cfg, logger)
+	var deliveries *projection.Metrics
+	if slices.Contains(opts.Roles, RoleWorker) {
+		if deliveries, err = projection.NewMetrics(reg); err != nil {
+			return err
+		}
+	}
+	c := newComponents(d, cfg, logger, deliveries)
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
@@ -171,9 +189,7 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 		sec.run(gctx, g, cfg)
-		if err := c.Register(srv, opts.Roles); err != nil {
-			return err
-		}
+		c.Register(srv, opts.Roles)
 		ln, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
 			return fmt.Errorf("listen grpc %s: %w", cfg.GRPCAddr, err)
@@ -192,35 +208,56 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
-		fanoutMetrics, err := fanout.NewMetrics(reg)
-		if err != nil {
-			return err
-		}
-		w := worker.New(d.log, c.projections, worker.Options{
-			Fanout: cfg.Fanout(), AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, FanoutMetrics: fanoutMetrics,
-		}, metrics, logger)
+		w := worker.New(worker.Deps{
+			Log: d.log, Projector: c.projector, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, Logger: logger,
+		})
 		g.Go(func() error { return w.Run(gctx) })
 	}
 
-	if cfg.HTTPAddr != "" {
-		hs, err := telemetry.NewHTTPServer(cfg.HTTPAddr, reg, d.health)
+	// The HTTP and debug listeners serve TLS when the gRPC listener does,
+	// from the same certificate files.
+	var httpTLS *tls.Config
+	var selfCreds credentials.TransportCredentials
+	switch {
+	case sec != nil && sec.tls != nil:
+		httpTLS, selfCreds = sec.tls.ServerConfig(), sec.tls.SelfCredentials()
+	case cfg.TLSCertFile != "":
+		src, err := tlsfiles.New(tlsfiles.Files{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile}, logger)
 		if err != nil {
 			return err
 		}
-		if sec != nil && sec.httpTLS() != nil {
-			hs.UseTLS(sec.httpTLS())
-		} else if cfg.TLSCertFile != "" {
-			src, err := tlsfiles.New(tlsfiles.Files{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile}, logger)
-			if err != nil {
-				return err
-			}
-			hs.UseTLS(src.ServerConfig())
-			g.Go(func() error { src.Watch(gctx, cfg.TLSReload); return nil })
+		httpTLS = src.ServerConfig()
+		g.Go(func() error { src.Watch(gctx, cfg.TLSReload); return nil })
+	}
+	front, closeFront, err := frontHandler(ctx, opts, srv, addrs.GRPC, selfCreds, d.health)
+	if err != nil {
+		return err
+	}
+	defer closeFront()
+	for _, l := range []struct {
+		addr string
+		h    http.Handler
+		out  *string
+		stop func()
+	}{
+		{cfg.HTTPAddr, front.handler, &addrs.HTTP, front.close},
+		{cfg.DebugAddr, telemetry.DebugHandler(reg, d.health), &addrs.Debug, func() {}},
+	} {
+		if l.addr == "" {
+			continue
 		}
-		addrs.HTTP = hs.Addr()
+		hs, err := telemetry.NewHTTPServer(l.addr, l.h, int(cfg.MaxHeaderBytes))
+		if err != nil {
+			return err
+		}
+		if httpTLS != nil {
+			hs.UseTLS(httpTLS)
+		}
+		*l.out = hs.Addr()
 		g.Go(hs.Serve)
 		g.Go(func() error {
 			<-gctx.Done()
+			l.stop()
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
 			defer cancel()
 			return hs.Shutdown(sctx)
@@ -239,7 +276,7 @@ func Run(ctx context.Context, opts Options) error {
 		})
 	}
 
-	logger.Info("tidings started", "roles", joinRoles(opts.Roles), "grpc", addrs.GRPC, "http", addrs.HTTP)
+	logger.Info("tidings started", "roles", joinRoles(opts.Roles), "grpc", addrs.GRPC, "http", addrs.HTTP, "debug", addrs.Debug)
 	if opts.OnReady != nil {
 		opts.OnReady(addrs)
 	}

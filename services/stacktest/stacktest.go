@@ -15,6 +15,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/settings"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
@@ -35,6 +36,8 @@ type Stack struct {
 type Options struct {
 	// Configure, if set, changes the default configuration.
 	Configure func(*config.Config)
+	// Overrides adjust services beyond what configuration says.
+	Overrides stack.Overrides
 	// Server, if set, changes the gRPC server's options (TLS, audit, rate
 	// and stream limits); env is the test's JetStream and Redis.
 	Server func(env *testenv.Env, o *grpcserver.Options)
@@ -47,19 +50,23 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	st, err := settings.Open(t.Context(), env.JS, 1)
 	require.NoError(t, err)
 	cfg := config.Default()
+	var overrides stack.Overrides
 	var server func(*grpcserver.Options)
 	for _, o := range opts {
 		if o.Configure != nil {
 			o.Configure(&cfg)
+		}
+		if o.Overrides.Timelines != nil {
+			overrides.Timelines = o.Overrides.Timelines
 		}
 		if o.Server != nil {
 			configure := o.Server
 			server = func(so *grpcserver.Options) { configure(env, so) }
 		}
 	}
-	c := stack.Wire(env.Log, env.RDB, st, cfg, env.Logger)
+	c := stack.Wire(env.Log, env.RDB, st, cfg, env.Logger, overrides)
 	srv := testenv.ServeWith(t, server, func(s *grpcserver.Server) {
-		require.NoError(t, c.Register(s, stack.ServiceRoles))
+		c.Register(s, stack.ServiceRoles)
 	})
 	return &Stack{Env: env, Server: srv, Components: c, Settings: st, Config: cfg}
 }
@@ -70,17 +77,15 @@ func Start(t testing.TB, opts ...Options) *Stack {
 func (s *Stack) AnotherServer(t testing.TB, configure func(*grpcserver.Options)) *testenv.Server {
 	t.Helper()
 	return testenv.ServeWith(t, configure, func(srv *grpcserver.Server) {
-		require.NoError(t, s.Components.Register(srv, stack.ServiceRoles))
+		s.Components.Register(srv, stack.ServiceRoles)
 	})
 }
 
 // Rebuild rebuilds every projection, as AdminService.RebuildProjections does.
 func (s *Stack) Rebuild(t testing.TB) {
 	t.Helper()
-	for _, p := range worker.RebuildOrder {
-		_, err := worker.Rebuild(t.Context(), s.Env.Log, s.Components.Projections(), s.Config.Fanout(), s.Env.Logger, p)
-		require.NoError(t, err)
-	}
+	_, err := s.Components.Projector().Rebuild(t.Context(), projection.RebuildOrder)
+	require.NoError(t, err)
 }
 
 // StartWorker runs the worker until the test ends.
@@ -88,7 +93,7 @@ func (s *Stack) StartWorker(t testing.TB) {
 	t.Helper()
 	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	w := worker.New(s.Env.Log, s.Components.Projections(), worker.Options{Fanout: s.Config.Fanout()}, metrics, s.Env.Logger)
+	w := worker.New(worker.Deps{Log: s.Env.Log, Projector: s.Components.Projector(), Metrics: metrics, Logger: s.Env.Logger})
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -111,8 +116,8 @@ func (s *Stack) CaughtUp(t testing.TB, spec eventlog.ConsumerSpec) bool {
 // WaitCaughtUp waits until every worker consumer has caught up.
 func (s *Stack) WaitCaughtUp(t testing.TB) {
 	t.Helper()
-	for _, spec := range worker.Consumers {
-		testenv.Eventually(t, 60*time.Second, func() bool { return s.CaughtUp(t, *spec) }, "consumer %s did not catch up", spec.Durable)
+	for _, spec := range projection.ConsumerSpecs() {
+		testenv.Eventually(t, 60*time.Second, func() bool { return s.CaughtUp(t, spec) }, "consumer %s did not catch up", spec.Durable)
 	}
 }
 

@@ -67,6 +67,8 @@ func startDev(t *testing.T, dataDir string, p devPorts) *devProcess {
 		"--data-dir", dataDir,
 		"--grpc-addr", fmt.Sprintf("127.0.0.1:%d", p.grpc),
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", p.http),
+		"--debug-addr", "",
+		"--demo=false",
 		"--nats-port", fmt.Sprint(p.nats),
 		"--redis-port", fmt.Sprint(p.redis),
 	)

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net/http"
 	"os/exec"
@@ -16,18 +17,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/tidingshq/tidings/pkg/activity"
-	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graph"
-	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
-	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisserver"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
-	"github.com/tidingshq/tidings/services/worker"
 )
 
 // faultEnv is a JetStream server and a redis-server that worker processes
@@ -51,11 +50,15 @@ func newFaultEnv(t *testing.T, persistRedis bool) *faultEnv {
 		env.RDB = redis.NewClient(&redis.Options{Addr: rs.Addr()})
 		t.Cleanup(func() { _ = env.RDB.Close() })
 	}
+	proj := projection.New(projection.Deps{
+		Log: env.Log, Stores: projection.NewStores(env.RDB, hot.Thresholds{On: 10000, Off: 8000}),
+		Config: projection.DefaultConfig(), Logger: env.Logger,
+	})
 	return &faultEnv{
 		Env:    env,
 		redis:  rs,
-		graph:  graph.NewWriter(env.Log, graphstore.New(env.RDB), env.Logger),
-		poster: activity.NewPoster(env.Log, activitystore.New(env.RDB), profilestore.New(env.RDB), env.Logger),
+		graph:  graph.NewWriter(graph.Deps{Log: env.Log, Projector: proj, Logger: env.Logger}),
+		poster: activity.NewPoster(activity.Deps{Log: env.Log, Projector: proj, Logger: env.Logger}),
 	}
 }
 
@@ -95,8 +98,9 @@ func (e *faultEnv) startWorker(t *testing.T, extra ...string) *workerProcess {
 	args := append([]string{"worker",
 		"--nats-url", e.NATS.ClientURL(),
 		"--redis-addr", e.redis.Addr(),
-		"--auth-secret", "fault-tests-secret-0123456789abcdef",
-		"--http-addr", httpAddr,
+		"--auth-secret", faultSecret,
+		"--http-addr", "",
+		"--debug-addr", httpAddr,
 		"--ack-wait", "2s",
 	}, extra...)
 	out := &syncBuffer{}
@@ -121,7 +125,8 @@ func (w *workerProcess) kill() {
 	}
 }
 
-// metric reads a counter summed over its labels from the worker's /metrics.
+// metric reads a counter summed over its labels from the worker's /metrics
+// (on its debug address).
 func (w *workerProcess) metric(t *testing.T, name string) float64 {
 	resp, err := http.Get("http://" + w.httpAddr + "/metrics")
 	if err != nil {
@@ -152,7 +157,7 @@ func (e *faultEnv) caughtUp(t *testing.T, spec eventlog.ConsumerSpec) bool {
 
 func (e *faultEnv) waitFanout(t *testing.T, timeout time.Duration) {
 	t.Helper()
-	for _, spec := range []eventlog.ConsumerSpec{worker.ActivitiesConsumer, worker.FanoutConsumer} {
+	for _, spec := range []eventlog.ConsumerSpec{projection.ActivitiesConsumer, projection.ChunksConsumer} {
 		testenv.Eventually(t, timeout, func() bool { return e.caughtUp(t, spec) }, "consumer %s did not catch up", spec.Durable)
 	}
 }
@@ -172,7 +177,7 @@ func (e *faultEnv) occurrences(t *testing.T, users []string, id string) map[int]
 			}
 			return nil
 		})
-		require.True(t, err == nil || err == redis.Nil, "read timelines: %v", err)
+		require.True(t, err == nil || errors.Is(err, redis.Nil), "read timelines: %v", err)
 		for i, c := range cmds {
 			data, _ := c.Bytes()
 			n := 0
@@ -256,7 +261,7 @@ func TestPoisonEventIsDeadLettered(t *testing.T) {
 	got, err := timelinestore.New(e.RDB).All(t.Context(), timelinestore.HomeKey("f000000"))
 	require.NoError(t, err)
 	require.Len(t, got, len(posted), "every post delivered")
-	require.Equal(t, float64(1), w.metric(t, "tidings_consumer_events_dead_lettered_total"))
+	require.InDelta(t, 1, w.metric(t, "tidings_consumer_events_dead_lettered_total"), 0)
 
 	dead, err := e.JS.Stream(t.Context(), eventlog.StreamDeadLetter)
 	require.NoError(t, err)

@@ -30,7 +30,7 @@ func BenchmarkHomeReadHotEntities(b *testing.B) {
 		b.Run(fmt.Sprintf("hot=%d", n), func(b *testing.B) {
 			s := stacktest.Start(b)
 			ctx := context.Background()
-			p := s.Components.Projections()
+			p := s.Components.Projector().Stores()
 			s.Users(b, "reader", "author")
 			gen := ids.NewGenerator()
 			// A full home timeline of the author's posts, bodies included.
@@ -53,7 +53,7 @@ func BenchmarkHomeReadHotEntities(b *testing.B) {
 				for i := range 200 {
 					id := gen.Next()
 					feed = append(feed, id)
-					_, err := p.Activities.Put(ctx, 1, &tidingsv1.Activity{Id: id.String(), Verb: "posted",
+					_, err := p.Bodies.Put(ctx, 1, &tidingsv1.Activity{Id: id.String(), Verb: "posted",
 						Actor: &tidingsv1.Caller{Kind: tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE, Id: "author"}, Text: fmt.Sprintf("hot %d", i)})
 					require.NoError(b, err)
 				}
@@ -62,7 +62,7 @@ func BenchmarkHomeReadHotEntities(b *testing.B) {
 				_, err = p.Timelines.Insert(ctx, []string{timelinestore.FeedKey(key)}, 3000, feed)
 				require.NoError(b, err)
 			}
-			srv := timelines.NewServer(timelines.Stores{Timelines: p.Timelines, Bodies: p.Activities, Profiles: p.Profiles,
+			srv := timelines.NewServer(timelines.Deps{Timelines: p.Timelines, Bodies: p.Bodies, Profiles: p.Profiles,
 				Records: p.Records, Graph: p.Graph, Hot: hs, HomeCap: 800})
 			rctx := auth.WithIdentity(ctx, testenv.Employee("reader"))
 			req := &tidingsv1.GetHomeTimelineRequest{UserId: "reader", PageSize: 50}

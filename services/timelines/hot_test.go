@@ -13,6 +13,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/testenv"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/stack"
 	"github.com/tidingshq/tidings/services/stacktest"
 	"github.com/tidingshq/tidings/services/timelines"
 )
@@ -46,7 +47,7 @@ func TestHotEntitySwitchesBothWays(t *testing.T) {
 	}
 	postBoth(3) // 9 followers > 6: pulled
 	s.WaitCaughtUp(t)
-	stored, err := s.Components.Projections().Timelines.All(ctx, timelinestore.HomeKey("reader"))
+	stored, err := s.Components.Projector().Stores().Timelines.All(ctx, timelinestore.HomeKey("reader"))
 	require.NoError(t, err)
 	require.Len(t, stored, 3+3+3, "while hot, star's posts are not pushed")
 
@@ -74,19 +75,24 @@ func TestHotEntitySwitchesBothWays(t *testing.T) {
 // entity the reader does not follow stays out.
 func TestMergeManyHotAndNormal(t *testing.T) {
 	t.Parallel()
-	mergeManyHotAndNormal(t)
+	mergeManyHotAndNormal(t, 0)
 }
 
 // TestMergeAsksWhichHotFeedsFirst is TestMergeManyHotAndNormal for a
 // company with more hot entities than a read pages before it knows which
 // the reader follows.
 func TestMergeAsksWhichHotFeedsFirst(t *testing.T) {
-	defer timelines.SetSpeculativeFeeds(0)()
-	mergeManyHotAndNormal(t)
+	t.Parallel()
+	mergeManyHotAndNormal(t, -1)
 }
 
-func mergeManyHotAndNormal(t *testing.T) {
-	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) { c.HotOn, c.HotOff = 2, 1 }})
+// mergeManyHotAndNormal runs the merge test with the timelines' number of
+// speculative feeds (0: the default).
+func mergeManyHotAndNormal(t *testing.T, speculative int) {
+	s := stacktest.Start(t, stacktest.Options{
+		Configure: func(c *config.Config) { c.HotOn, c.HotOff = 2, 1 },
+		Overrides: stack.Overrides{Timelines: func(d *timelines.Deps) { d.SpeculativeFeeds = speculative }},
+	})
 	s.StartWorker(t)
 	s.Users(t, "h1", "h2", "h3", "h4", "n1", "n2", "reader", "x", "y")
 	for _, h := range []string{"h1", "h2", "h3", "h4"} {
@@ -147,7 +153,7 @@ func TestInactiveUserIsSkippedAndRebuilt(t *testing.T) {
 		posted = append(posted, post(t, s, []string{"ana", "bo", "cy"}[i%3], fmt.Sprintf("while away %d", i)).GetId())
 	}
 	s.WaitCaughtUp(t)
-	stored, err := s.Components.Projections().Timelines.All(ctx, timelinestore.HomeKey("away"))
+	stored, err := s.Components.Projector().Stores().Timelines.All(ctx, timelinestore.HomeKey("away"))
 	require.NoError(t, err)
 	require.Empty(t, stored, "the fan-out skipped the inactive user")
 
@@ -155,7 +161,7 @@ func TestInactiveUserIsSkippedAndRebuilt(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, resp.GetItems(), 5, "a full first page at once")
 	require.Equal(t, posted[8], resp.GetItems()[0].GetActivity().GetId())
-	stored, err = s.Components.Projections().Timelines.All(ctx, timelinestore.HomeKey("away"))
+	stored, err = s.Components.Projector().Stores().Timelines.All(ctx, timelinestore.HomeKey("away"))
 	require.NoError(t, err)
 	require.Len(t, stored, 9, "the timeline was rebuilt")
 

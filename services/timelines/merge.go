@@ -155,11 +155,6 @@ func newestFirst(a, b ids.ID) int {
 	return 0
 }
 
-// speculativeFeeds is the most hot feeds a read pages before it knows
-// which of them the user follows, to save a round trip; with more hot
-// entities it asks first. A variable for tests.
-var speculativeFeeds = 64
-
 // pulledFor returns ids older than before from the hot feeds the user
 // follows, within their pull ranges.
 func (s *Server) pulledFor(ctx context.Context, userID string, ranges map[string][]hot.Range, before ids.ID, want int) ([]ids.ID, error) {
@@ -177,7 +172,7 @@ func (s *Server) pulledFor(ctx context.Context, userID string, ranges map[string
 	)
 	err := redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
 		following = s.st.Graph.QueueIsFollowing(ctx, pipe, userID, keys)
-		if len(keys) <= speculativeFeeds {
+		if len(keys) <= s.st.SpeculativeFeeds {
 			pages = s.st.Timelines.QueuePageMany(ctx, pipe, feeds, before, want)
 		}
 		return nil

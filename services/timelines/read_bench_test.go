@@ -37,8 +37,8 @@ func benchHome(b *testing.B) (*stacktest.Stack, *timelines.Server) {
 		require.NoError(b, err)
 	}
 	s.WaitCaughtUp(b)
-	p := s.Components.Projections()
-	return s, timelines.NewServer(timelines.Stores{Timelines: p.Timelines, Bodies: p.Activities, Profiles: p.Profiles, Records: p.Records})
+	p := s.Components.Projector().Stores()
+	return s, timelines.NewServer(timelines.Deps{Timelines: p.Timelines, Bodies: p.Bodies, Profiles: p.Profiles, Records: p.Records})
 }
 
 // BenchmarkHomeTimelineRead reads a 50-item hydrated page of a home

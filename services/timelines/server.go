@@ -5,10 +5,11 @@
 // A home read is one round trip for the ids (with the pull ranges and the
 // read mark), one more when there are hot entities (which of them the user
 // follows, with their feeds), one for the bodies, and one for the profiles
-// and records they name. Ids whose bodies
-// are gone (deleted activities) are dropped from the page at once and taken
-// out of the timeline; so are items whose record the reader may no longer
-// see.
+// and records they name. Ids whose bodies are gone (deleted activities) are
+// dropped from the page at once and taken out of the timeline. Items the
+// reader may not see (pkg/visibility: a record gone or restricted from
+// them) are dropped from the page but stay in the timeline, since the
+// record may become visible again.
 package timelines
 
 import (
@@ -19,7 +20,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tidingshq/tidings/pkg/activity"
 	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/auth"
@@ -33,6 +33,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
+	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -43,12 +44,13 @@ const (
 	maxReadRounds = 4
 )
 
-// Stores are what the timeline service reads.
-type Stores struct {
-	Timelines *timelinestore.Store
-	Bodies    *activitystore.Store
-	Profiles  *profilestore.Store
-	Records   *recordstore.Store
+// Deps are what the timeline service reads.
+type Deps struct {
+	Timelines  *timelinestore.Store
+	Bodies     *activitystore.Store
+	Profiles   *profilestore.Store
+	Records    *recordstore.Store
+	Visibility *visibility.Checker
 	// Live delivers the notices Watch streams; Watch is Unavailable
 	// without it.
 	Live *live.Hub
@@ -63,21 +65,41 @@ type Stores struct {
 	// InactiveAfter matches the fan-out's: a read after a longer absence
 	// rebuilds the home timeline first. Zero turns it off.
 	InactiveAfter time.Duration
+	// SpeculativeFeeds is the most hot feeds a home read pages before it
+	// knows which of them the user follows, to save a round trip; with
+	// more hot entities it asks first. DefaultSpeculativeFeeds when zero;
+	// negative never pages first.
+	SpeculativeFeeds int
 }
 
 // DefaultWatchBuffer is how far a watcher may fall behind by default.
 const DefaultWatchBuffer = 256
 
+// DefaultSpeculativeFeeds is how many hot feeds a read pages at most before
+// it knows which the user follows.
+const DefaultSpeculativeFeeds = 64
+
 // Server implements tidingsv1.TimelineServiceServer.
 type Server struct {
 	tidingsv1.UnimplementedTimelineServiceServer
-	st Stores
+	st Deps
 }
 
 var _ tidingsv1.TimelineServiceServer = (*Server)(nil)
 
 // NewServer returns the TimelineService.
-func NewServer(st Stores) *Server { return &Server{st: st} }
+func NewServer(d Deps) *Server {
+	if d.WatchBuffer == 0 {
+		d.WatchBuffer = DefaultWatchBuffer
+	}
+	switch {
+	case d.SpeculativeFeeds == 0:
+		d.SpeculativeFeeds = DefaultSpeculativeFeeds
+	case d.SpeculativeFeeds < 0:
+		d.SpeculativeFeeds = 0
+	}
+	return &Server{st: d}
+}
 
 // GetHomeTimeline implements tidingsv1.TimelineServiceServer.
 func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTimelineRequest) (*tidingsv1.GetHomeTimelineResponse, error) {
@@ -86,7 +108,7 @@ func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTime
 		return nil, apierr.PermissionDenied("an employee may read only their own home timeline")
 	}
 	scope := "home|" + req.GetUserId()
-	items, next, err := s.read(ctx, s.homePager(req.GetUserId(), req.GetPageToken() == ""), timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), req.GetUserId(), true)
+	items, next, err := s.read(ctx, s.homePager(req.GetUserId(), req.GetPageToken() == ""), timelinestore.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), employee(req.GetUserId()), true)
 	if err != nil {
 		return nil, err
 	}
@@ -96,32 +118,25 @@ func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTime
 // GetEntityFeed implements tidingsv1.TimelineServiceServer.
 func (s *Server) GetEntityFeed(ctx context.Context, req *tidingsv1.GetEntityFeedRequest) (*tidingsv1.GetEntityFeedResponse, error) {
 	id, _ := auth.FromContext(ctx)
-	if r := req.GetEntity().GetRecord(); r != nil {
-		rec, err := s.st.Records.Get(ctx, r)
-		if errors.Is(err, recordstore.ErrNotFound) || (err == nil && !recordstore.CanSee(rec, id)) {
-			return nil, apierr.NotFound("no record %s", entity.RecordKey(r))
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	reader := ""
-	if id.Kind == auth.KindEmployee {
-		reader = id.ID
+	if err := s.st.Visibility.Entity(ctx, req.GetEntity(), id); err != nil {
+		return nil, err
 	}
 	key := entity.Key(req.GetEntity())
-	items, next, err := s.read(ctx, s.feedPager(timelinestore.FeedKey(key)), timelinestore.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), reader, false)
+	items, next, err := s.read(ctx, s.feedPager(timelinestore.FeedKey(key)), timelinestore.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), id, false)
 	if err != nil {
 		return nil, err
 	}
 	return &tidingsv1.GetEntityFeedResponse{Items: items, NextPageToken: next}, nil
 }
 
-// read returns one hydrated page of a feed. reader, when set, is the
-// employee whose record visibility filters the items; repair removes dead
-// ids from the feed (home timelines only: entity feeds are repaired by the
-// fan-out of the delete).
-func (s *Server) read(ctx context.Context, page pager, key, scope, token string, size int32, reader string, repair bool) ([]*tidingsv1.FeedItem, string, error) {
+// employee is the identity whose visibility filters a user's home feed,
+// whoever reads it (the user, or an admin on their behalf).
+func employee(userID string) auth.Identity { return auth.Identity{Kind: auth.KindEmployee, ID: userID} }
+
+// read returns one hydrated page of a feed, as reader may see it; repair
+// removes dead ids from the feed (home timelines only: entity feeds are
+// repaired by the fan-out of the delete).
+func (s *Server) read(ctx context.Context, page pager, key, scope, token string, size int32, reader auth.Identity, repair bool) ([]*tidingsv1.FeedItem, string, error) {
 	limit := int(size)
 	if limit == 0 {
 		limit = defaultPageSize
@@ -167,9 +182,9 @@ func (s *Server) read(ctx context.Context, page pager, key, scope, token string,
 }
 
 // Hydrate turns ids into feed items in the same order, leaving out those
-// whose bodies are gone (returned as dead) and those about records reader
-// may not see (when reader is set).
-func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader string) (items []*tidingsv1.FeedItem, dead []ids.ID, err error) {
+// whose bodies are gone (returned as dead) and those the reader may not see
+// (pkg/visibility).
+func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader auth.Identity) (items []*tidingsv1.FeedItem, dead []ids.ID, err error) {
 	idStrs := make([]string, len(list))
 	for i, id := range list {
 		idStrs[i] = id.String()
@@ -186,7 +201,7 @@ func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader string) (ite
 			dead = append(dead, list[i])
 			continue
 		}
-		if u := activity.ActorUser(a); u != "" && !seenUser[u] {
+		if u := entity.ActorUser(a); u != "" && !seenUser[u] {
 			seenUser[u] = true
 			userIDs = append(userIDs, u)
 		}
@@ -228,10 +243,10 @@ func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader string) (ite
 		if a == nil {
 			continue
 		}
-		item := &tidingsv1.FeedItem{Activity: a, ActorProfile: byUser[activity.ActorUser(a)]}
+		item := &tidingsv1.FeedItem{Activity: a, ActorProfile: byUser[entity.ActorUser(a)]}
 		if r := a.GetRecord(); r != nil {
 			rec := recByKey[entity.RecordKey(r)]
-			if rec == nil || (reader != "" && !recordstore.UserMaySee(rec, reader)) {
+			if rec == nil || !visibility.CanSee(rec, reader) {
 				continue
 			}
 			item.Record = rec

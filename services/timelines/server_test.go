@@ -15,11 +15,11 @@ import (
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
-	"github.com/tidingshq/tidings/services/worker"
 )
 
 func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
@@ -123,7 +123,7 @@ func TestUnfollowDeleteAndEdit(t *testing.T) {
 	testenv.RequireCode(t, err, codes.NotFound)
 	s.WaitCaughtUp(t)
 	for _, key := range []string{timelinestore.HomeKey("ana"), timelinestore.HomeKey("cy"), timelinestore.FeedKey("u:ana")} {
-		all, err := s.Components.Projections().Timelines.All(t.Context(), key)
+		all, err := s.Components.Projector().Stores().Timelines.All(t.Context(), key)
 		require.NoError(t, err)
 		require.NotContains(t, all, mustID(t, first.GetId()), key)
 	}
@@ -196,7 +196,7 @@ func TestBackfillOnFollowAndCap(t *testing.T) {
 		posted = append(posted, post(t, s, "ana", fmt.Sprintf("after %d", i)).GetId())
 	}
 	s.WaitCaughtUp(t)
-	stored, err := s.Components.Projections().Timelines.All(t.Context(), timelinestore.HomeKey("bo"))
+	stored, err := s.Components.Projector().Stores().Timelines.All(t.Context(), timelinestore.HomeKey("bo"))
 	require.NoError(t, err)
 	require.Len(t, stored, 10, "the stored timeline holds its cap")
 	require.Equal(t, mustID(t, posted[len(posted)-1]), stored[0])
@@ -216,13 +216,13 @@ func TestDuplicateAndOutOfOrderDeliveries(t *testing.T) {
 		acts = append(acts, post(t, s, "ana", fmt.Sprintf("p%d", i)))
 	}
 	// No worker yet: feed the fan-out every event twice, newest first.
-	f := workerFanout(t, s)
+	f := s.Components.Projector()
 	n := s.Env.StreamLastSeq(t, eventlog.StreamActivities)
 	for seq := n; seq >= 1; seq-- {
 		data, err := s.Env.Log.MessageAt(t.Context(), eventlog.StreamActivities, seq)
 		require.NoError(t, err)
 		for range 2 {
-			require.NoError(t, f.HandleActivity(t.Context(), eventlog.Delivery{Data: data, Sequence: seq, NumDelivered: 2}))
+			require.Nil(t, f.HandleActivities(t.Context(), []eventlog.Delivery{{Data: data, Sequence: seq, NumDelivered: 2}}))
 		}
 	}
 	got := home(t, s, "bo")
@@ -294,8 +294,8 @@ func TestBigAudienceIsChunked(t *testing.T) {
 	require.NoError(t, err)
 	a := post(t, s, "star", "hello, all 450 of you")
 	s.WaitCaughtUp(t)
-	testenv.Eventually(t, 30*time.Second, func() bool { return s.CaughtUp(t, worker.FanoutConsumer) }, "chunks not done")
-	ts := s.Components.Projections().Timelines
+	testenv.Eventually(t, 30*time.Second, func() bool { return s.CaughtUp(t, projection.ChunksConsumer) }, "chunks not done")
+	ts := s.Components.Projector().Stores().Timelines
 	for _, f := range fans {
 		got, err := ts.All(t.Context(), timelinestore.HomeKey(f))
 		require.NoError(t, err)
@@ -383,7 +383,7 @@ func TestBackfillLeavesOutRestricted(t *testing.T) {
 	follow(t, s, "rita", entity.User("olga"))
 	follow(t, s, "nick", entity.User("olga"))
 	s.WaitCaughtUp(t)
-	ts := s.Components.Projections().Timelines
+	ts := s.Components.Projector().Stores().Timelines
 	rita, err := ts.All(ctx, timelinestore.HomeKey("rita"))
 	require.NoError(t, err)
 	require.Equal(t, []ids.ID{mustID(t, open.GetId()), mustID(t, hidden.GetActivity().GetId())}, rita)

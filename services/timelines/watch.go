@@ -48,9 +48,6 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 		from = resume.Before(resumeOverlap)
 	}
 	size := s.st.WatchBuffer
-	if size == 0 {
-		size = DefaultWatchBuffer
-	}
 	hotFollowed, err := s.hotFollowed(ctx, req.GetUserId())
 	if err != nil {
 		return err
@@ -78,7 +75,7 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 		if len(fresh) == 0 {
 			return nil
 		}
-		items, _, err := s.Hydrate(ctx, fresh, req.GetUserId())
+		items, _, err := s.Hydrate(ctx, fresh, employee(req.GetUserId()))
 		if err != nil {
 			return err
 		}

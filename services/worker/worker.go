@@ -1,8 +1,8 @@
-// Package worker runs the consumers that turn the event log into Redis
-// state: the projectors of profiles, records and the follow graph, and the
-// fan-out of activities into feeds (pkg/fanout). Any number of worker replicas share each
-// durable consumer; every apply is idempotent and ordered by stream
-// sequence, so replicas may see an event twice or out of order.
+// Package worker runs the durable consumers that keep Redis a projection of
+// the event log: one per stream, each calling that stream's apply function
+// in pkg/projection. Any number of worker replicas share each durable
+// consumer; every apply is idempotent and ordered by log position, so
+// replicas may see an event twice or out of order.
 package worker
 
 import (
@@ -13,102 +13,46 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/eventlog"
-	"github.com/tidingshq/tidings/pkg/fanout"
-	"github.com/tidingshq/tidings/pkg/graphstore"
-	"github.com/tidingshq/tidings/pkg/hot"
-	"github.com/tidingshq/tidings/pkg/profilestore"
-	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
-	"github.com/tidingshq/tidings/services/profiles"
-	"github.com/tidingshq/tidings/services/records"
 )
 
-// Projections are the stores the worker writes.
-type Projections struct {
-	Profiles   *profilestore.Store
-	Records    *recordstore.Store
-	Graph      *graphstore.Store
-	Activities *activitystore.Store
-	Timelines  *timelinestore.Store
-	// Live, if set, receives live notices of home timeline inserts.
-	Live fanout.Notifier
-	// Hot keeps which entities are pulled rather than pushed.
-	Hot *hot.Store
-}
-
-// FanoutStores returns the stores the fan-out uses.
-func (p Projections) FanoutStores() fanout.Stores {
-	return fanout.Stores{Graph: p.Graph, Records: p.Records, Bodies: p.Activities, Timelines: p.Timelines, Live: p.Live, Hot: p.Hot}
-}
-
-// Worker consumes the streams.
-type Worker struct {
-	log     *eventlog.Log
-	proj    Projections
-	opts    Options
-	fanout  *fanout.Fanout
-	metrics *eventlog.ConsumerMetrics
-	logger  *slog.Logger
-}
-
-// Options tune the worker.
-type Options struct {
-	Fanout fanout.Config
+// Deps are what the worker uses.
+type Deps struct {
+	Log       *eventlog.Log
+	Projector *projection.Projector
 	// AckWait and MaxDeliver apply to every consumer; zero keeps the
 	// defaults of eventlog.ConsumerSpec.
 	AckWait    time.Duration
 	MaxDeliver int
-	// FanoutMetrics, if set, counts the fan-out's deliveries.
-	FanoutMetrics *fanout.Metrics
+	Metrics    *eventlog.ConsumerMetrics
+	Logger     *slog.Logger
+}
+
+// Worker consumes the streams.
+type Worker struct {
+	d Deps
 }
 
 // New returns a Worker.
-func New(log *eventlog.Log, proj Projections, opts Options, metrics *eventlog.ConsumerMetrics, logger *slog.Logger) *Worker {
-	st := proj.FanoutStores()
-	st.Metrics = opts.FanoutMetrics
-	return &Worker{log: log, proj: proj, opts: opts, fanout: fanout.New(log, st, opts.Fanout, logger), metrics: metrics, logger: logger}
-}
-
-// The durable consumers the worker runs.
-var (
-	ProfilesConsumer   = eventlog.ConsumerSpec{Stream: eventlog.StreamProfiles, Durable: "profiles-projector"}
-	RecordsConsumer    = eventlog.ConsumerSpec{Stream: eventlog.StreamRecords, Durable: "records-projector"}
-	FollowsConsumer    = eventlog.ConsumerSpec{Stream: eventlog.StreamFollows, Durable: "follows-projector"}
-	ActivitiesConsumer = eventlog.ConsumerSpec{Stream: eventlog.StreamActivities, Durable: "fanout", Workers: 4, Batch: 64}
-	FanoutConsumer     = eventlog.ConsumerSpec{Stream: eventlog.StreamFanout, Durable: "fanout-chunks", Workers: 2}
-)
-
-// Consumers lists every durable consumer of the worker.
-var Consumers = []*eventlog.ConsumerSpec{&ProfilesConsumer, &RecordsConsumer, &FollowsConsumer, &ActivitiesConsumer, &FanoutConsumer}
-
-func (w *Worker) handlers() map[*eventlog.ConsumerSpec]eventlog.BatchHandler {
-	return map[*eventlog.ConsumerSpec]eventlog.BatchHandler{
-		&ProfilesConsumer:   eventlog.OneAtATime(profiles.Projector(w.proj.Profiles)),
-		&RecordsConsumer:    eventlog.OneAtATime(records.Projector(w.proj.Records)),
-		&FollowsConsumer:    eventlog.OneAtATime(w.fanout.HandleFollows),
-		&ActivitiesConsumer: w.fanout.HandleActivities,
-		&FanoutConsumer:     eventlog.OneAtATime(w.fanout.HandleChunk),
-	}
-}
+func New(d Deps) *Worker { return &Worker{d: d} }
 
 // Run consumes until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
-	if err := redisx.LoadScripts(ctx, w.proj.Timelines.Client()); err != nil {
+	if err := redisx.LoadScripts(ctx, w.d.Projector.Stores().Timelines.Client()); err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	for spec, h := range w.handlers() {
-		s := *spec
-		if w.opts.AckWait > 0 {
-			s.AckWait = w.opts.AckWait
+	for _, c := range w.d.Projector.Consumers() {
+		spec := c.Spec
+		if w.d.AckWait > 0 {
+			spec.AckWait = w.d.AckWait
 		}
-		if w.opts.MaxDeliver > 0 {
-			s.MaxDeliver = w.opts.MaxDeliver
+		if w.d.MaxDeliver > 0 {
+			spec.MaxDeliver = w.d.MaxDeliver
 		}
-		g.Go(func() error { return w.log.ConsumeBatches(gctx, s, h, w.metrics, w.logger) })
+		g.Go(func() error { return w.d.Log.ConsumeBatches(gctx, spec, c.Handle, w.d.Metrics, w.d.Logger) })
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("worker: %w", err)

@@ -8,15 +8,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/eventlog"
-	"github.com/tidingshq/tidings/pkg/fanout"
-	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
-	"github.com/tidingshq/tidings/pkg/profilestore"
-	"github.com/tidingshq/tidings/pkg/recordstore"
+	"github.com/tidingshq/tidings/pkg/hot"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
-	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/profiles"
 	"github.com/tidingshq/tidings/services/worker"
@@ -25,11 +21,11 @@ import (
 func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
 // startWorker runs a worker until the test ends.
-func startWorker(t *testing.T, env *testenv.Env, proj worker.Projections) {
+func startWorker(t *testing.T, env *testenv.Env, proj *projection.Projector) {
 	t.Helper()
 	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	w := worker.New(env.Log, proj, worker.Options{Fanout: fanout.DefaultConfig()}, metrics, env.Logger)
+	w := worker.New(worker.Deps{Log: env.Log, Projector: proj, Metrics: metrics, Logger: env.Logger})
 	ctx, cancel := contextWithCancel(t)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -53,15 +49,18 @@ func consumerCaughtUp(t *testing.T, env *testenv.Env, spec eventlog.ConsumerSpec
 func TestRebuildProfilesEqualsOriginal(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
-	proj := worker.Projections{
-		Profiles: profilestore.New(env.RDB), Records: recordstore.New(env.RDB), Graph: graphstore.New(env.RDB),
-		Activities: activitystore.New(env.RDB), Timelines: timelinestore.New(env.RDB),
+	newProjector := func(e *testenv.Env) *projection.Projector {
+		return projection.New(projection.Deps{
+			Log: env.Log, Stores: projection.NewStores(e.RDB, hot.Thresholds{On: 10000, Off: 8000}),
+			Config: projection.DefaultConfig(), Logger: env.Logger,
+		})
 	}
+	proj := newProjector(env)
 	// The projector alone builds Redis: the service's write-through goes to
 	// a Redis that is not the one under test.
 	other := testenv.New(t)
 	srv := testenv.Serve(t, func(s *grpcserver.Server) {
-		tidingsv1.RegisterProfileServiceServer(s, profiles.NewServer(env.Log, profilestore.New(other.RDB), env.Logger))
+		tidingsv1.RegisterProfileServiceServer(s, profiles.NewServer(profiles.Deps{Log: env.Log, Projector: newProjector(other), Logger: env.Logger}))
 	})
 	startWorker(t, env, proj)
 
@@ -79,14 +78,15 @@ func TestRebuildProfilesEqualsOriginal(t *testing.T) {
 		_, err = client.DeactivateProfile(ctx, &tidingsv1.DeactivateProfileRequest{UserId: p.GetUserId()})
 		require.NoError(t, err)
 	}
-	testenv.Eventually(t, 20*time.Second, func() bool { return consumerCaughtUp(t, env, worker.ProfilesConsumer) },
+	testenv.Eventually(t, 20*time.Second, func() bool { return consumerCaughtUp(t, env, projection.ProfilesConsumer) },
 		"profiles projector did not catch up")
 	before := testenv.Snapshot(t, env.RDB)
 	require.Len(t, before, 60+1+5+4, "profiles, the all index, dept and manager indexes")
 
 	require.NoError(t, env.RDB.FlushAll(ctx).Err())
-	n, err := worker.Rebuild(ctx, env.Log, proj, fanout.DefaultConfig(), env.Logger, tidingsv1.Projection_PROJECTION_PROFILES)
+	rebuilt, err := proj.Rebuild(ctx, []tidingsv1.Projection{tidingsv1.Projection_PROJECTION_PROFILES})
 	require.NoError(t, err)
-	require.EqualValues(t, 60, n, "the stream keeps the last event of each profile")
-	require.Equal(t, before, testenv.Snapshot(t, env.RDB))
+	require.Len(t, rebuilt, 1)
+	require.EqualValues(t, 60, rebuilt[0].GetEventCount(), "the stream keeps the last event of each profile")
+	testenv.RequireSameSnapshot(t, before, testenv.Snapshot(t, env.RDB), "rebuilt projection")
 }

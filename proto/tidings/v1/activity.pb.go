@@ -8,6 +8,7 @@ package tidingsv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -812,7 +813,7 @@ var File_tidings_v1_activity_proto protoreflect.FileDescriptor
 const file_tidings_v1_activity_proto_rawDesc = "" +
 	"\n" +
 	"\x19tidings/v1/activity.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\"\xc8\x04\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\"\xc8\x04\n" +
 	"\bActivity\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x05actor\x18\x02 \x01(\v2\x12.tidings.v1.CallerR\x05actor\x12\x12\n" +
@@ -873,13 +874,13 @@ const file_tidings_v1_activity_proto_rawDesc = "" +
 	"\x15DeleteActivityRequest\x12+\n" +
 	"\x02id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x02id\"2\n" +
 	"\x16DeleteActivityResponse\x12\x18\n" +
-	"\adeleted\x18\x01 \x01(\bR\adeleted2\xc5\x03\n" +
-	"\x0fActivityService\x12Q\n" +
-	"\fPostActivity\x12\x1f.tidings.v1.PostActivityRequest\x1a .tidings.v1.PostActivityResponse\x12N\n" +
-	"\vGetActivity\x12\x1e.tidings.v1.GetActivityRequest\x1a\x1f.tidings.v1.GetActivityResponse\x12c\n" +
-	"\x12BatchGetActivities\x12%.tidings.v1.BatchGetActivitiesRequest\x1a&.tidings.v1.BatchGetActivitiesResponse\x12Q\n" +
-	"\fEditActivity\x12\x1f.tidings.v1.EditActivityRequest\x1a .tidings.v1.EditActivityResponse\x12W\n" +
-	"\x0eDeleteActivity\x12!.tidings.v1.DeleteActivityRequest\x1a\".tidings.v1.DeleteActivityResponseB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"\adeleted\x18\x01 \x01(\bR\adeleted2\xdc\x04\n" +
+	"\x0fActivityService\x12l\n" +
+	"\fPostActivity\x12\x1f.tidings.v1.PostActivityRequest\x1a .tidings.v1.PostActivityResponse\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/activities\x12k\n" +
+	"\vGetActivity\x12\x1e.tidings.v1.GetActivityRequest\x1a\x1f.tidings.v1.GetActivityResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/activities/{id}\x12\x84\x01\n" +
+	"\x12BatchGetActivities\x12%.tidings.v1.BatchGetActivitiesRequest\x1a&.tidings.v1.BatchGetActivitiesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/activities:batchGet\x12q\n" +
+	"\fEditActivity\x12\x1f.tidings.v1.EditActivityRequest\x1a .tidings.v1.EditActivityResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*2\x13/v1/activities/{id}\x12t\n" +
+	"\x0eDeleteActivity\x12!.tidings.v1.DeleteActivityRequest\x1a\".tidings.v1.DeleteActivityResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/activities/{id}B9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_activity_proto_rawDescOnce sync.Once

@@ -8,6 +8,7 @@ package tidingsv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -1784,7 +1785,7 @@ var File_tidings_v1_admin_proto protoreflect.FileDescriptor
 const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16tidings/v1/admin.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\x1a\x17tidings/v1/follow.proto\"\xcc\x01\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\x1a\x17tidings/v1/follow.proto\"\xcc\x01\n" +
 	"\fUserSelector\x12,\n" +
 	"\x05users\x18\x01 \x01(\v2\x14.tidings.v1.UserListH\x00R\x05users\x12+\n" +
 	"\n" +
@@ -1903,20 +1904,21 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\x13PROJECTION_PROFILES\x10\x01\x12\x16\n" +
 	"\x12PROJECTION_RECORDS\x10\x02\x12\x16\n" +
 	"\x12PROJECTION_FOLLOWS\x10\x03\x12\x19\n" +
-	"\x15PROJECTION_ACTIVITIES\x10\x042\x8f\a\n" +
-	"\fAdminService\x12K\n" +
+	"\x15PROJECTION_ACTIVITIES\x10\x042\x83\n" +
 	"\n" +
-	"BulkFollow\x12\x1d.tidings.v1.BulkFollowRequest\x1a\x1e.tidings.v1.BulkFollowResponse\x12Q\n" +
-	"\fBulkUnfollow\x12\x1f.tidings.v1.BulkUnfollowRequest\x1a .tidings.v1.BulkUnfollowResponse\x12P\n" +
-	"\vExportGraph\x12\x1e.tidings.v1.ExportGraphRequest\x1a\x1f.tidings.v1.ExportGraphResponse0\x01\x12P\n" +
-	"\vImportGraph\x12\x1e.tidings.v1.ImportGraphRequest\x1a\x1f.tidings.v1.ImportGraphResponse(\x01\x12K\n" +
+	"\fAdminService\x12t\n" +
 	"\n" +
-	"RemoveUser\x12\x1d.tidings.v1.RemoveUserRequest\x1a\x1e.tidings.v1.RemoveUserResponse\x12c\n" +
-	"\x12GetAutoFollowRules\x12%.tidings.v1.GetAutoFollowRulesRequest\x1a&.tidings.v1.GetAutoFollowRulesResponse\x12l\n" +
-	"\x15UpdateAutoFollowRules\x12(.tidings.v1.UpdateAutoFollowRulesRequest\x1a).tidings.v1.UpdateAutoFollowRulesResponse\x12c\n" +
-	"\x12RebuildProjections\x12%.tidings.v1.RebuildProjectionsRequest\x1a&.tidings.v1.RebuildProjectionsResponse\x12Z\n" +
-	"\x0fGetSystemStatus\x12\".tidings.v1.GetSystemStatusRequest\x1a#.tidings.v1.GetSystemStatusResponse\x12Z\n" +
-	"\x0fListAuditEvents\x12\".tidings.v1.ListAuditEventsRequest\x1a#.tidings.v1.ListAuditEventsResponseB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"BulkFollow\x12\x1d.tidings.v1.BulkFollowRequest\x1a\x1e.tidings.v1.BulkFollowResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/admin/follows:bulkFollow\x12|\n" +
+	"\fBulkUnfollow\x12\x1f.tidings.v1.BulkUnfollowRequest\x1a .tidings.v1.BulkUnfollowResponse\")\x82\xd3\xe4\x93\x02#:\x01*\"\x1e/v1/admin/follows:bulkUnfollow\x12p\n" +
+	"\vExportGraph\x12\x1e.tidings.v1.ExportGraphRequest\x1a\x1f.tidings.v1.ExportGraphResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/admin/graph:export0\x01\x12s\n" +
+	"\vImportGraph\x12\x1e.tidings.v1.ImportGraphRequest\x1a\x1f.tidings.v1.ImportGraphResponse\"!\x82\xd3\xe4\x93\x02\x1b:\x01*\"\x16/v1/admin/graph:import(\x01\x12x\n" +
+	"\n" +
+	"RemoveUser\x12\x1d.tidings.v1.RemoveUserRequest\x1a\x1e.tidings.v1.RemoveUserResponse\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/admin/users/{user_id}:remove\x12\x86\x01\n" +
+	"\x12GetAutoFollowRules\x12%.tidings.v1.GetAutoFollowRulesRequest\x1a&.tidings.v1.GetAutoFollowRulesResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/admin/autoFollowRules\x12\x92\x01\n" +
+	"\x15UpdateAutoFollowRules\x12(.tidings.v1.UpdateAutoFollowRulesRequest\x1a).tidings.v1.UpdateAutoFollowRulesResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\x1a\x19/v1/admin/autoFollowRules\x12\x8d\x01\n" +
+	"\x12RebuildProjections\x12%.tidings.v1.RebuildProjectionsRequest\x1a&.tidings.v1.RebuildProjectionsResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/admin/projections:rebuild\x12t\n" +
+	"\x0fGetSystemStatus\x12\".tidings.v1.GetSystemStatusRequest\x1a#.tidings.v1.GetSystemStatusResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/admin/status\x12z\n" +
+	"\x0fListAuditEvents\x12\".tidings.v1.ListAuditEventsRequest\x1a#.tidings.v1.ListAuditEventsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/admin/audit-eventsB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_admin_proto_rawDescOnce sync.Once

@@ -8,6 +8,7 @@ package tidingsv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -780,7 +781,7 @@ var File_tidings_v1_follow_proto protoreflect.FileDescriptor
 const file_tidings_v1_follow_proto_rawDesc = "" +
 	"\n" +
 	"\x17tidings/v1/follow.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\"\x8d\x01\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\"\x8d\x01\n" +
 	"\x06Follow\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12-\n" +
 	"\x06entity\x18\x02 \x01(\v2\x15.tidings.v1.EntityRefR\x06entity\x12;\n" +
@@ -831,14 +832,14 @@ const file_tidings_v1_follow_proto_rawDesc = "" +
 	"\x06entity\x18\x01 \x01(\v2\x15.tidings.v1.EntityRefB\x06\xbaH\x03\xc8\x01\x01R\x06entity\"i\n" +
 	"\x17GetFollowCountsResponse\x12%\n" +
 	"\x0efollower_count\x18\x01 \x01(\x03R\rfollowerCount\x12'\n" +
-	"\x0ffollowing_count\x18\x02 \x01(\x03R\x0efollowingCount2\xef\x03\n" +
-	"\rFollowService\x12?\n" +
-	"\x06Follow\x12\x19.tidings.v1.FollowRequest\x1a\x1a.tidings.v1.FollowResponse\x12E\n" +
-	"\bUnfollow\x12\x1b.tidings.v1.UnfollowRequest\x1a\x1c.tidings.v1.UnfollowResponse\x12T\n" +
-	"\rListFollowing\x12 .tidings.v1.ListFollowingRequest\x1a!.tidings.v1.ListFollowingResponse\x12T\n" +
-	"\rListFollowers\x12 .tidings.v1.ListFollowersRequest\x1a!.tidings.v1.ListFollowersResponse\x12N\n" +
-	"\vIsFollowing\x12\x1e.tidings.v1.IsFollowingRequest\x1a\x1f.tidings.v1.IsFollowingResponse\x12Z\n" +
-	"\x0fGetFollowCounts\x12\".tidings.v1.GetFollowCountsRequest\x1a#.tidings.v1.GetFollowCountsResponseB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"\x0ffollowing_count\x18\x02 \x01(\x03R\x0efollowingCount2\x88\b\n" +
+	"\rFollowService\x12n\n" +
+	"\x06Follow\x12\x19.tidings.v1.FollowRequest\x1a\x1a.tidings.v1.FollowResponse\"-\x82\xd3\xe4\x93\x02':\x06entity\"\x1d/v1/users/{user_id}/following\x12\xdf\x01\n" +
+	"\bUnfollow\x12\x1b.tidings.v1.UnfollowRequest\x1a\x1c.tidings.v1.UnfollowResponse\"\x97\x01\x82\xd3\xe4\x93\x02\x90\x01ZX*V/v1/users/{user_id}/following/records/{entity.record.type}/{entity.record.external_id}*4/v1/users/{user_id}/following/users/{entity.user_id}\x12{\n" +
+	"\rListFollowing\x12 .tidings.v1.ListFollowingRequest\x1a!.tidings.v1.ListFollowingResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/following\x12\xcc\x01\n" +
+	"\rListFollowers\x12 .tidings.v1.ListFollowersRequest\x1a!.tidings.v1.ListFollowersResponse\"v\x82\xd3\xe4\x93\x02pZH\x12F/v1/records/{entity.record.type}/{entity.record.external_id}/followers\x12$/v1/users/{entity.user_id}/followers\x12~\n" +
+	"\vIsFollowing\x12\x1e.tidings.v1.IsFollowingRequest\x1a\x1f.tidings.v1.IsFollowingResponse\".\x82\xd3\xe4\x93\x02(:\x01*\"#/v1/users/{user_id}/following:check\x12\xd8\x01\n" +
+	"\x0fGetFollowCounts\x12\".tidings.v1.GetFollowCountsRequest\x1a#.tidings.v1.GetFollowCountsResponse\"|\x82\xd3\xe4\x93\x02vZK\x12I/v1/records/{entity.record.type}/{entity.record.external_id}/followCounts\x12'/v1/users/{entity.user_id}/followCountsB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_follow_proto_rawDescOnce sync.Once

@@ -47,16 +47,20 @@ type FollowServiceClient interface {
 	// not follow is a no-op success. Callers: employees (as themselves), admins.
 	Unfollow(ctx context.Context, in *UnfollowRequest, opts ...grpc.CallOption) (*UnfollowResponse, error)
 	// ListFollowing pages through the entities a user follows, newest first.
-	// Callers: everyone.
+	// Restricted records the caller may not see are left out, and not counted
+	// in total_count. Callers: everyone.
 	ListFollowing(ctx context.Context, in *ListFollowingRequest, opts ...grpc.CallOption) (*ListFollowingResponse, error)
 	// ListFollowers pages through the users who follow an entity, newest
 	// first. Callers: everyone.
 	ListFollowers(ctx context.Context, in *ListFollowersRequest, opts ...grpc.CallOption) (*ListFollowersResponse, error)
-	// IsFollowing tells, for up to 100 entities, whether a user follows each.
+	// IsFollowing tells, for up to 100 entities, whether a user follows each;
+	// a restricted record the caller may not see is reported as not followed.
 	// Callers: everyone.
 	IsFollowing(ctx context.Context, in *IsFollowingRequest, opts ...grpc.CallOption) (*IsFollowingResponse, error)
 	// GetFollowCounts returns how many users follow an entity and, for a user,
-	// how many entities they follow. Callers: everyone.
+	// how many entities they follow (less restricted records the caller may
+	// not see). A restricted record the caller may not see is NotFound.
+	// Callers: everyone.
 	GetFollowCounts(ctx context.Context, in *GetFollowCountsRequest, opts ...grpc.CallOption) (*GetFollowCountsResponse, error)
 }
 
@@ -148,16 +152,20 @@ type FollowServiceServer interface {
 	// not follow is a no-op success. Callers: employees (as themselves), admins.
 	Unfollow(context.Context, *UnfollowRequest) (*UnfollowResponse, error)
 	// ListFollowing pages through the entities a user follows, newest first.
-	// Callers: everyone.
+	// Restricted records the caller may not see are left out, and not counted
+	// in total_count. Callers: everyone.
 	ListFollowing(context.Context, *ListFollowingRequest) (*ListFollowingResponse, error)
 	// ListFollowers pages through the users who follow an entity, newest
 	// first. Callers: everyone.
 	ListFollowers(context.Context, *ListFollowersRequest) (*ListFollowersResponse, error)
-	// IsFollowing tells, for up to 100 entities, whether a user follows each.
+	// IsFollowing tells, for up to 100 entities, whether a user follows each;
+	// a restricted record the caller may not see is reported as not followed.
 	// Callers: everyone.
 	IsFollowing(context.Context, *IsFollowingRequest) (*IsFollowingResponse, error)
 	// GetFollowCounts returns how many users follow an entity and, for a user,
-	// how many entities they follow. Callers: everyone.
+	// how many entities they follow (less restricted records the caller may
+	// not see). A restricted record the caller may not see is NotFound.
+	// Callers: everyone.
 	GetFollowCounts(context.Context, *GetFollowCountsRequest) (*GetFollowCountsResponse, error)
 	mustEmbedUnimplementedFollowServiceServer()
 }

@@ -8,6 +8,7 @@ package tidingsv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -1003,7 +1004,7 @@ var File_tidings_v1_profile_proto protoreflect.FileDescriptor
 const file_tidings_v1_profile_proto_rawDesc = "" +
 	"\n" +
 	"\x18tidings/v1/profile.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x05\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x05\n" +
 	"\aProfile\x12F\n" +
 	"\auser_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\x06userId\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
@@ -1073,17 +1074,17 @@ const file_tidings_v1_profile_proto_rawDesc = "" +
 	"\x18ReactivateProfileRequest\x12F\n" +
 	"\auser_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\x06userId\"J\n" +
 	"\x19ReactivateProfileResponse\x12-\n" +
-	"\aprofile\x18\x01 \x01(\v2\x13.tidings.v1.ProfileR\aprofile2\xe7\x05\n" +
-	"\x0eProfileService\x12T\n" +
-	"\rUpsertProfile\x12 .tidings.v1.UpsertProfileRequest\x1a!.tidings.v1.UpsertProfileResponse\x12f\n" +
-	"\x13BatchUpsertProfiles\x12&.tidings.v1.BatchUpsertProfilesRequest\x1a'.tidings.v1.BatchUpsertProfilesResponse\x12K\n" +
+	"\aprofile\x18\x01 \x01(\v2\x13.tidings.v1.ProfileR\aprofile2\x9d\b\n" +
+	"\x0eProfileService\x12\x85\x01\n" +
+	"\rUpsertProfile\x12 .tidings.v1.UpsertProfileRequest\x1a!.tidings.v1.UpsertProfileResponse\"/\x82\xd3\xe4\x93\x02):\aprofile\x1a\x1e/v1/profiles/{profile.user_id}\x12\x8b\x01\n" +
+	"\x13BatchUpsertProfiles\x12&.tidings.v1.BatchUpsertProfilesRequest\x1a'.tidings.v1.BatchUpsertProfilesResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/profiles:batchUpsert\x12k\n" +
 	"\n" +
-	"GetProfile\x12\x1d.tidings.v1.GetProfileRequest\x1a\x1e.tidings.v1.GetProfileResponse\x12]\n" +
-	"\x10BatchGetProfiles\x12#.tidings.v1.BatchGetProfilesRequest\x1a$.tidings.v1.BatchGetProfilesResponse\x12Q\n" +
-	"\fListProfiles\x12\x1f.tidings.v1.ListProfilesRequest\x1a .tidings.v1.ListProfilesResponse\x12T\n" +
-	"\rUpdateAboutMe\x12 .tidings.v1.UpdateAboutMeRequest\x1a!.tidings.v1.UpdateAboutMeResponse\x12`\n" +
-	"\x11DeactivateProfile\x12$.tidings.v1.DeactivateProfileRequest\x1a%.tidings.v1.DeactivateProfileResponse\x12`\n" +
-	"\x11ReactivateProfile\x12$.tidings.v1.ReactivateProfileRequest\x1a%.tidings.v1.ReactivateProfileResponseB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"GetProfile\x12\x1d.tidings.v1.GetProfileRequest\x1a\x1e.tidings.v1.GetProfileResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/profiles/{user_id}\x12|\n" +
+	"\x10BatchGetProfiles\x12#.tidings.v1.BatchGetProfilesRequest\x1a$.tidings.v1.BatchGetProfilesResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/profiles:batchGet\x12g\n" +
+	"\fListProfiles\x12\x1f.tidings.v1.ListProfilesRequest\x1a .tidings.v1.ListProfilesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/profiles\x12\x7f\n" +
+	"\rUpdateAboutMe\x12 .tidings.v1.UpdateAboutMeRequest\x1a!.tidings.v1.UpdateAboutMeResponse\")\x82\xd3\xe4\x93\x02#:\x01*\x1a\x1e/v1/profiles/{user_id}/aboutMe\x12\x8e\x01\n" +
+	"\x11DeactivateProfile\x12$.tidings.v1.DeactivateProfileRequest\x1a%.tidings.v1.DeactivateProfileResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/profiles/{user_id}:deactivate\x12\x8e\x01\n" +
+	"\x11ReactivateProfile\x12$.tidings.v1.ReactivateProfileRequest\x1a%.tidings.v1.ReactivateProfileResponse\",\x82\xd3\xe4\x93\x02&:\x01*\"!/v1/profiles/{user_id}:reactivateB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_profile_proto_rawDescOnce sync.Once

@@ -8,6 +8,7 @@ package tidingsv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -31,7 +32,8 @@ const (
 	Visibility_VISIBILITY_UNSPECIFIED Visibility = 0
 	// Every employee.
 	Visibility_VISIBILITY_PUBLIC Visibility = 1
-	// Only the users on the record's reader list (and its owner).
+	// Only the users on the record's reader list and its owner (and the app
+	// whose namespace holds its type, and admins).
 	Visibility_VISIBILITY_RESTRICTED Visibility = 2
 )
 
@@ -864,7 +866,7 @@ var File_tidings_v1_record_proto protoreflect.FileDescriptor
 const file_tidings_v1_record_proto_rawDesc = "" +
 	"\n" +
 	"\x17tidings/v1/record.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\"\xf5\x05\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\"\xf5\x05\n" +
 	"\x06Record\x12/\n" +
 	"\x03ref\x18\x01 \x01(\v2\x15.tidings.v1.RecordRefB\x06\xbaH\x03\xc8\x01\x01R\x03ref\x12 \n" +
 	"\x05title\x18\x02 \x01(\tB\n" +
@@ -937,14 +939,14 @@ const file_tidings_v1_record_proto_rawDesc = "" +
 	"Visibility\x12\x1a\n" +
 	"\x16VISIBILITY_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11VISIBILITY_PUBLIC\x10\x01\x12\x19\n" +
-	"\x15VISIBILITY_RESTRICTED\x10\x022\x90\x04\n" +
-	"\rRecordService\x12Q\n" +
-	"\fUpsertRecord\x12\x1f.tidings.v1.UpsertRecordRequest\x1a .tidings.v1.UpsertRecordResponse\x12H\n" +
-	"\tGetRecord\x12\x1c.tidings.v1.GetRecordRequest\x1a\x1d.tidings.v1.GetRecordResponse\x12Z\n" +
-	"\x0fBatchGetRecords\x12\".tidings.v1.BatchGetRecordsRequest\x1a#.tidings.v1.BatchGetRecordsResponse\x12N\n" +
-	"\vListRecords\x12\x1e.tidings.v1.ListRecordsRequest\x1a\x1f.tidings.v1.ListRecordsResponse\x12Q\n" +
-	"\fDeleteRecord\x12\x1f.tidings.v1.DeleteRecordRequest\x1a .tidings.v1.DeleteRecordResponse\x12c\n" +
-	"\x12PostRecordActivity\x12%.tidings.v1.PostRecordActivityRequest\x1a&.tidings.v1.PostRecordActivityResponseB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"\x15VISIBILITY_RESTRICTED\x10\x022\xbc\x06\n" +
+	"\rRecordService\x12\x99\x01\n" +
+	"\fUpsertRecord\x12\x1f.tidings.v1.UpsertRecordRequest\x1a .tidings.v1.UpsertRecordResponse\"F\x82\xd3\xe4\x93\x02@:\x06record\x1a6/v1/records/{record.ref.type}/{record.ref.external_id}\x12z\n" +
+	"\tGetRecord\x12\x1c.tidings.v1.GetRecordRequest\x1a\x1d.tidings.v1.GetRecordResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/records/{ref.type}/{ref.external_id}\x12{\n" +
+	"\x0fBatchGetRecords\x12\".tidings.v1.BatchGetRecordsRequest\x1a#.tidings.v1.BatchGetRecordsResponse\"\x1f\x82\xd3\xe4\x93\x02\x19:\x01*\"\x14/v1/records:batchGet\x12j\n" +
+	"\vListRecords\x12\x1e.tidings.v1.ListRecordsRequest\x1a\x1f.tidings.v1.ListRecordsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/records/{type}\x12\x83\x01\n" +
+	"\fDeleteRecord\x12\x1f.tidings.v1.DeleteRecordRequest\x1a .tidings.v1.DeleteRecordResponse\"0\x82\xd3\xe4\x93\x02**(/v1/records/{ref.type}/{ref.external_id}\x12\xa3\x01\n" +
+	"\x12PostRecordActivity\x12%.tidings.v1.PostRecordActivityRequest\x1a&.tidings.v1.PostRecordActivityResponse\">\x82\xd3\xe4\x93\x028:\x01*\"3/v1/records/{ref.type}/{ref.external_id}/activitiesB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_record_proto_rawDescOnce sync.Once

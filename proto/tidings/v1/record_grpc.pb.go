@@ -43,15 +43,16 @@ type RecordServiceClient interface {
 	// UpsertRecord registers a record or replaces its fields. Callers: apps
 	// (their own namespace), admins.
 	UpsertRecord(ctx context.Context, in *UpsertRecordRequest, opts ...grpc.CallOption) (*UpsertRecordResponse, error)
-	// GetRecord returns one record. A restricted record is NotFound for an
-	// employee not on its reader list. Callers: everyone.
+	// GetRecord returns one record. A restricted record is NotFound for those
+	// who may not see it: everyone but its owner and readers, the app whose
+	// namespace holds its type, and admins. Callers: everyone.
 	GetRecord(ctx context.Context, in *GetRecordRequest, opts ...grpc.CallOption) (*GetRecordResponse, error)
 	// BatchGetRecords returns up to 100 records; those missing or not visible
 	// to the caller are listed in missing. Callers: everyone.
 	BatchGetRecords(ctx context.Context, in *BatchGetRecordsRequest, opts ...grpc.CallOption) (*BatchGetRecordsResponse, error)
 	// ListRecords pages through the records of one type, ordered by external
-	// id. Callers: everyone (restricted records are left out for employees
-	// who may not see them).
+	// id. Callers: everyone (restricted records are left out for those who
+	// may not see them).
 	ListRecords(ctx context.Context, in *ListRecordsRequest, opts ...grpc.CallOption) (*ListRecordsResponse, error)
 	// DeleteRecord removes a record; its feed and its follows go with it.
 	// Deleting a missing record is a no-op success. Callers: apps (their own
@@ -148,15 +149,16 @@ type RecordServiceServer interface {
 	// UpsertRecord registers a record or replaces its fields. Callers: apps
 	// (their own namespace), admins.
 	UpsertRecord(context.Context, *UpsertRecordRequest) (*UpsertRecordResponse, error)
-	// GetRecord returns one record. A restricted record is NotFound for an
-	// employee not on its reader list. Callers: everyone.
+	// GetRecord returns one record. A restricted record is NotFound for those
+	// who may not see it: everyone but its owner and readers, the app whose
+	// namespace holds its type, and admins. Callers: everyone.
 	GetRecord(context.Context, *GetRecordRequest) (*GetRecordResponse, error)
 	// BatchGetRecords returns up to 100 records; those missing or not visible
 	// to the caller are listed in missing. Callers: everyone.
 	BatchGetRecords(context.Context, *BatchGetRecordsRequest) (*BatchGetRecordsResponse, error)
 	// ListRecords pages through the records of one type, ordered by external
-	// id. Callers: everyone (restricted records are left out for employees
-	// who may not see them).
+	// id. Callers: everyone (restricted records are left out for those who
+	// may not see them).
 	ListRecords(context.Context, *ListRecordsRequest) (*ListRecordsResponse, error)
 	// DeleteRecord removes a record; its feed and its follows go with it.
 	// Deleting a missing record is a no-op success. Callers: apps (their own

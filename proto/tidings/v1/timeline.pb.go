@@ -8,6 +8,7 @@ package tidingsv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -442,7 +443,7 @@ var File_tidings_v1_timeline_proto protoreflect.FileDescriptor
 const file_tidings_v1_timeline_proto_rawDesc = "" +
 	"\n" +
 	"\x19tidings/v1/timeline.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\x1a\x18tidings/v1/profile.proto\x1a\x17tidings/v1/record.proto\"\xa2\x01\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\x1a\x18tidings/v1/profile.proto\x1a\x17tidings/v1/record.proto\"\xa2\x01\n" +
 	"\bFeedItem\x120\n" +
 	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\x128\n" +
 	"\ractor_profile\x18\x02 \x01(\v2\x13.tidings.v1.ProfileR\factorProfile\x12*\n" +
@@ -468,11 +469,11 @@ const file_tidings_v1_timeline_proto_rawDesc = "" +
 	"\fresume_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\vresumeToken\"\\\n" +
 	"\rWatchResponse\x12(\n" +
 	"\x04item\x18\x01 \x01(\v2\x14.tidings.v1.FeedItemR\x04item\x12!\n" +
-	"\fresume_token\x18\x02 \x01(\tR\vresumeToken2\x83\x02\n" +
-	"\x0fTimelineService\x12Z\n" +
-	"\x0fGetHomeTimeline\x12\".tidings.v1.GetHomeTimelineRequest\x1a#.tidings.v1.GetHomeTimelineResponse\x12T\n" +
-	"\rGetEntityFeed\x12 .tidings.v1.GetEntityFeedRequest\x1a!.tidings.v1.GetEntityFeedResponse\x12>\n" +
-	"\x05Watch\x12\x18.tidings.v1.WatchRequest\x1a\x19.tidings.v1.WatchResponse0\x01B9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"\fresume_token\x18\x02 \x01(\tR\vresumeToken2\xbc\x03\n" +
+	"\x0fTimelineService\x12|\n" +
+	"\x0fGetHomeTimeline\x12\".tidings.v1.GetHomeTimelineRequest\x1a#.tidings.v1.GetHomeTimelineResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/users/{user_id}/home\x12\xc2\x01\n" +
+	"\rGetEntityFeed\x12 .tidings.v1.GetEntityFeedRequest\x1a!.tidings.v1.GetEntityFeedResponse\"l\x82\xd3\xe4\x93\x02fZC\x12A/v1/records/{entity.record.type}/{entity.record.external_id}/feed\x12\x1f/v1/users/{entity.user_id}/feed\x12f\n" +
+	"\x05Watch\x12\x18.tidings.v1.WatchRequest\x1a\x19.tidings.v1.WatchResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/users/{user_id}/home:watch0\x01B9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_timeline_proto_rawDescOnce sync.Once

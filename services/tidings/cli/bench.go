@@ -48,7 +48,7 @@ organisation, which it writes into that stack. Use a scratch stack.`,
 	fs.IntVar(&users, "users", 0, "users of the main organisation (default: 10,000 full, 2,000 quick)")
 	fs.IntVar(&posts, "posts", 0, "activities of each fan-out run (default: 15,000 full, 4,000 quick)")
 	fs.StringVar(&addr, "addr", "", "gRPC address of a running stack to measure instead of starting stacks")
-	fs.StringVar(&metricsURL, "metrics-url", "", "with --addr: the worker's /metrics URL (default: http://<addr host>:7401/metrics)")
+	fs.StringVar(&metricsURL, "metrics-url", "", "with --addr: the worker's /metrics URL (default: http://<addr host>:7402/metrics, the debug address)")
 	fs.StringVar(&redisAddr, "redis-addr", "", "with --addr: the stack's Redis address")
 	fs.StringVar(&dataDir, "data-dir", ".data", "with --addr: the `tidings dev` data directory whose signing secret to use")
 	fs.StringVar(&secretFile, "auth-secret-file", "", "with --addr: file holding the stack's HMAC signing secret (default: <data-dir>/auth.secret)")
@@ -96,7 +96,7 @@ organisation, which it writes into that stack. Use a scratch stack.`,
 			if err != nil {
 				return fmt.Errorf("encode report: %w", err)
 			}
-			if err := os.WriteFile(jsonPath, append(b, '\n'), 0o644); err != nil {
+			if err := os.WriteFile(jsonPath, append(b, '\n'), 0o600); err != nil {
 				return fmt.Errorf("write report: %w", err)
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "figures written to %s\n", jsonPath)
@@ -113,12 +113,12 @@ func benchTarget(addr, metricsURL, redisAddr, dataDir, secretFile, issuer, audie
 	}
 	if metricsURL == "" {
 		host, _, _ := strings.Cut(addr, ":")
-		metricsURL = "http://" + host + ":7401/metrics"
+		metricsURL = "http://" + host + ":7402/metrics"
 	}
 	if secretFile == "" {
 		secretFile = filepath.Join(dataDir, stack.SecretFile)
 	}
-	secret, err := os.ReadFile(secretFile)
+	secret, err := os.ReadFile(filepath.Clean(secretFile))
 	if err != nil {
 		return nil, usageError{fmt.Errorf("the bench signs its synthetic callers' tokens with the stack's secret: %w (pass --auth-secret-file)", err)}
 	}

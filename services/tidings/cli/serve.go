@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,12 +16,16 @@ import (
 func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve ROLE",
-		Short: "Run one gRPC service, the worker, or all of them, against external NATS and Redis",
+		Short: "Run one gRPC service, the worker, every service (api), or all of them, against external NATS and Redis",
 	}
 	for _, role := range stack.AllRoles() {
 		cmd.AddCommand(newRoleCmd(string(role), "Run the "+string(role)+" role", []stack.Role{role}))
 	}
-	cmd.AddCommand(newRoleCmd("all", "Run every service and the worker in one process", stack.AllRoles()))
+	// API replicas and workers scale apart: `serve api` is every gRPC
+	// service (and its JSON door) without the worker, `serve all` is
+	// everything.
+	cmd.AddCommand(newRoleCmd("api", "Run every gRPC service in one process, without the worker", slices.Clone(stack.ServiceRoles)))
+	cmd.AddCommand(newRoleCmd("all", "Run every service, the worker and the web page in one process", stack.AllRoles()))
 	return cmd
 }
 
@@ -47,7 +52,7 @@ func newRoleCmd(name, short string, roles []stack.Role) *cobra.Command {
 
 func newDevCmd() *cobra.Command {
 	cfg := config.Default()
-	opts := stack.DevOptions{DataDir: ".data", NATSPort: 7422, RedisPort: 7479}
+	opts := stack.DevOptions{DataDir: ".data", NATSPort: 7422, RedisPort: 7479, Demo: true}
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run everything in one process on embedded NATS (JetStream) and a redis-server child",
@@ -61,6 +66,7 @@ data under --data-dir, so a restart keeps everything.`,
 	cmd.Flags().IntVar(&opts.NATSPort, "nats-port", opts.NATSPort, "embedded NATS port on 127.0.0.1")
 	cmd.Flags().IntVar(&opts.RedisPort, "redis-port", opts.RedisPort, "redis-server port on 127.0.0.1")
 	cmd.Flags().BoolVar(&opts.SyncAlways, "nats-sync-always", false, "fsync every JetStream write before acknowledging it (sync_interval: always, as in production)")
+	cmd.Flags().BoolVar(&opts.Demo, "demo", opts.Demo, "seed a small demo directory (ana, bo, cy, dee, eli) when the directory is empty")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		logger, err := load()
 		if err != nil {
@@ -83,19 +89,21 @@ func printDevBanner(out interface{ Write([]byte) (int, error) }, dataDir string,
 	self, _ := os.Executable()
 	fmt.Fprintf(out, `
 Tidings is running.
+  web      http://%s/            (sign in as anyone of the demo directory)
+  JSON     http://%s/v1/...      (OpenAPI: http://%s/v1/openapi.json)
   gRPC     %s   (reflection on: grpcurl -plaintext %s list)
-  metrics  http://%s/metrics   health  http://%s/healthz
+  metrics  http://%s/metrics   pprof  http://%s/debug/pprof/   health  http://%s/healthz
   data     %s
 
 A token for the demo employee "ana" (valid 24h):
   export TIDINGS_TOKEN=%s
 
 Try, in another terminal (the CLI uses an admin token from the data dir):
-  %s profile upsert ana --name "Ana Lima" --department Sales --title "Account Executive"
+  curl -H "Authorization: Bearer $(%s token bo)" http://%s/v1/users/bo/home
   %s profile get ana
-  %s profile list --department Sales
+  %s feed home bo
 
-`, a.GRPC, a.GRPC, a.HTTP, a.HTTP, abs, token, self, self, self)
+`, a.HTTP, a.HTTP, a.HTTP, a.GRPC, a.GRPC, a.Debug, a.Debug, a.HTTP, abs, token, self, a.HTTP, self, self)
 }
 
 // devToken mints a token with the secret of a dev data directory.

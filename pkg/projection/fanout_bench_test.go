@@ -1,4 +1,4 @@
-package fanout_test
+package projection_test
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/eventlog"
-	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
@@ -26,7 +26,7 @@ const benchFollowers = 10_000
 
 // benchFanout returns a fan-out over real Redis and JetStream, with
 // benchFollowers users following "star".
-func benchFanout(b *testing.B) (*fanout.Fanout, *testenv.Env) {
+func benchFanout(b *testing.B) (*projection.Projector, *testenv.Env) {
 	env := testenv.New(b)
 	g := graphstore.New(env.RDB)
 	changes := make([]graphstore.Change, benchFollowers)
@@ -35,11 +35,11 @@ func benchFanout(b *testing.B) (*fanout.Fanout, *testenv.Env) {
 			Version: graphstore.Version(uint64(1+i/1000), i%1000), CreateMs: 1}
 	}
 	require.NoError(b, g.Apply(b.Context(), changes))
-	cfg := fanout.DefaultConfig()
+	cfg := projection.DefaultConfig()
 	cfg.ChunkSize = 2 * benchFollowers // one step: measure the write path itself
-	f := fanout.New(env.Log, fanout.Stores{
+	f := projection.New(projection.Deps{Log: env.Log, Stores: projection.Stores{
 		Graph: g, Records: recordstore.New(env.RDB), Bodies: activitystore.New(env.RDB), Timelines: timelinestore.New(env.RDB),
-	}, cfg, env.Logger)
+	}, Config: cfg, Logger: env.Logger})
 	require.NoError(b, redisx.LoadScripts(b.Context(), env.RDB))
 	return f, env
 }
@@ -64,7 +64,7 @@ func BenchmarkFanoutWrite(b *testing.B) {
 	seq := uint64(0)
 	for b.Loop() {
 		seq++
-		require.NoError(b, f.HandleActivity(ctx, eventlog.Delivery{Data: postedEvent(b, gen), Sequence: seq, NumDelivered: 1}))
+		require.Nil(b, f.HandleActivities(ctx, []eventlog.Delivery{{Data: postedEvent(b, gen), Sequence: seq, NumDelivered: 1}}))
 	}
 	b.ReportMetric(float64(seq*benchFollowers)/b.Elapsed().Seconds(), "deliveries/s")
 }
@@ -137,11 +137,11 @@ func BenchmarkSmallAudiences(b *testing.B) {
 		require.NoError(b, g.Apply(b.Context(), changes[lo:min(lo+graphstore.MaxChangesPerEvent, len(changes))]))
 	}
 	require.NoError(b, redisx.LoadScripts(b.Context(), env.RDB))
-	cfg := fanout.DefaultConfig()
+	cfg := projection.DefaultConfig()
 	cfg.InactiveAfter = 0
-	f := fanout.New(env.Log, fanout.Stores{
+	f := projection.New(projection.Deps{Log: env.Log, Stores: projection.Stores{
 		Graph: g, Records: recordstore.New(env.RDB), Bodies: activitystore.New(env.RDB), Timelines: timelinestore.New(env.RDB),
-	}, cfg, env.Logger)
+	}, Config: cfg, Logger: env.Logger})
 	gen := ids.NewGenerator()
 	seq := uint64(0)
 	deliveries := func() []eventlog.Delivery {
@@ -175,11 +175,7 @@ func BenchmarkSmallAudiences(b *testing.B) {
 			for range handlers {
 				wg.Go(func() {
 					for part := range work {
-						if batch == 1 {
-							if err := f.HandleActivity(ctx, part[0]); err != nil {
-								b.Error(err)
-							}
-						} else if errs := f.HandleActivities(ctx, part); errs != nil {
+						if errs := f.HandleActivities(ctx, part); errs != nil {
 							b.Error(errs)
 						}
 					}

@@ -1,4 +1,4 @@
-package fanout_test
+package projection_test
 
 import (
 	"context"
@@ -12,10 +12,10 @@ import (
 	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
-	"github.com/tidingshq/tidings/pkg/fanout"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/testenv"
@@ -37,7 +37,7 @@ func ref(id string) *tidingsv1.RecordRef {
 // owner u06 and reader u07) are followed by u01 to u10, "gone" (deleted)
 // by u01 to u05, and "big" by u10 to u29, an audience larger than a batch
 // takes.
-func newBatchFanout(t *testing.T, log *eventlog.Log) (*fanout.Fanout, redis.UniversalClient) {
+func newBatchFanout(t *testing.T, log *eventlog.Log) (*projection.Projector, redis.UniversalClient) {
 	t.Helper()
 	ctx := t.Context()
 	srv := testenv.Redis(t)
@@ -82,13 +82,13 @@ func newBatchFanout(t *testing.T, log *eventlog.Log) (*fanout.Fanout, redis.Univ
 	}
 	require.NoError(t, records.Apply(ctx, 9, &tidingsv1.RecordEvent{Record: &tidingsv1.Record{Ref: ref("gone")}, Deleted: true}))
 
-	cfg := fanout.DefaultConfig()
+	cfg := projection.DefaultConfig()
 	cfg.WriteBatch = 12
 	cfg.InactiveAfter = 0
-	f := fanout.New(log, fanout.Stores{
+	f := projection.New(projection.Deps{Log: log, Stores: projection.Stores{
 		Graph: g, Records: records, Bodies: activitystore.New(rdb), Timelines: timelinestore.New(rdb),
 		Hot: hot.New(rdb, hot.Thresholds{On: 30, Off: 20}),
-	}, cfg, testenv.Logger())
+	}, Config: cfg, Logger: testenv.Logger()})
 	return f, rdb
 }
 
@@ -146,7 +146,7 @@ func batchDeliveries(t *testing.T) ([]eventlog.Delivery, map[string]string) {
 
 // TestHandleActivitiesMatchesOneAtATime checks that handling events in
 // batches of any size leaves Redis exactly as handling them one at a time
-// does, and that this state is the expected one.
+// (batches of one) does, and that this state is the expected one.
 func TestHandleActivitiesMatchesOneAtATime(t *testing.T) {
 	ctx := context.Background()
 	env := testenv.New(t)
@@ -154,7 +154,7 @@ func TestHandleActivitiesMatchesOneAtATime(t *testing.T) {
 
 	one, oneRDB := newBatchFanout(t, env.Log)
 	for _, d := range deliveries {
-		require.NoError(t, one.HandleActivity(ctx, d), "seq %d", d.Sequence)
+		require.Nil(t, one.HandleActivities(ctx, []eventlog.Delivery{d}), "seq %d", d.Sequence)
 	}
 	want := testenv.Snapshot(t, oneRDB)
 
@@ -185,7 +185,7 @@ func TestHandleActivitiesMatchesOneAtATime(t *testing.T) {
 				errs := batched.HandleActivities(ctx, deliveries[lo:min(lo+size, len(deliveries))])
 				require.Nil(t, errs)
 			}
-			require.Equal(t, want, testenv.Snapshot(t, rdb))
+			testenv.RequireSameSnapshot(t, want, testenv.Snapshot(t, rdb), "batched fan-out")
 		})
 	}
 }

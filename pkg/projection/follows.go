@@ -1,0 +1,263 @@
+package projection
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+// edgeChanges turns one FOLLOWS event at stream sequence seq into graph
+// changes, each versioned by its log position.
+func edgeChanges(seq uint64, ev *tidingsv1.FollowEvent) ([]graphstore.Change, error) {
+	if n := len(ev.GetChanges()); n > graphstore.MaxChangesPerEvent {
+		return nil, fmt.Errorf("follow event %d has %d changes, over %d", seq, n, graphstore.MaxChangesPerEvent)
+	}
+	out := make([]graphstore.Change, 0, len(ev.GetChanges()))
+	eventMs := ev.GetTime().AsTime().UnixMilli()
+	for i, c := range ev.GetChanges() {
+		ms := eventMs
+		if c.GetCreateTime() != nil {
+			ms = c.GetCreateTime().AsTime().UnixMilli()
+		}
+		out = append(out, graphstore.Change{
+			UserID:    c.GetUserId(),
+			Entity:    entity.Key(c.GetEntity()),
+			Following: c.GetFollowing(),
+			Version:   graphstore.Version(seq, i),
+			CreateMs:  ms,
+		})
+	}
+	return out, nil
+}
+
+// ApplyEdges projects the edge changes of one FOLLOWS event at stream
+// sequence seq onto the graph (both sides), and nothing else: what the
+// write-through of a follow needs.
+func (p *Projector) ApplyEdges(ctx context.Context, seq uint64, ev *tidingsv1.FollowEvent) error {
+	changes, err := edgeChanges(seq, ev)
+	if err != nil {
+		return err
+	}
+	return p.st.Graph.Apply(ctx, changes)
+}
+
+// HandleFollows is the batch handler of the FOLLOWS stream. Events are
+// applied one at a time, in order, since each reads the graph the one
+// before it wrote: it projects the graph, then backfills new follows and
+// takes unfollowed entities' activities back out of home timelines. Only a
+// change that is still the edge's newest acts, so a late follow does not
+// backfill after a newer unfollow.
+func (p *Projector) HandleFollows(ctx context.Context, ds []eventlog.Delivery) []error {
+	return eventlog.OneAtATime(p.applyFollowEvent)(ctx, ds)
+}
+
+func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) error {
+	ev := &tidingsv1.FollowEvent{}
+	if err := proto.Unmarshal(d.Data, ev); err != nil {
+		return fmt.Errorf("decode follow event %d: %w", d.Sequence, err)
+	}
+	changes, err := edgeChanges(d.Sequence, ev)
+	if err != nil {
+		return err
+	}
+	if err := p.st.Graph.Apply(ctx, changes); err != nil {
+		return err
+	}
+	pairs := make([]graphstore.Pair, len(changes))
+	for i, c := range changes {
+		pairs[i] = graphstore.Pair{UserID: c.UserID, Entity: c.Entity}
+	}
+	current, err := p.st.Graph.Versions(ctx, pairs)
+	if err != nil {
+		return err
+	}
+	// A bulk event follows one entity for many users: read its backfill
+	// once, and write it to everyone who sees the same list in one step.
+	backfills := map[string]*backfill{}
+	sameList := map[string][]string{}
+	for i, c := range changes {
+		if abs(current[i]) != c.Version {
+			continue
+		}
+		if !c.Following {
+			if !ev.GetChanges()[i].GetKeepHistory() {
+				if err := p.takeBack(ctx, c.UserID, c.Entity); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		b, ok := backfills[c.Entity]
+		if !ok {
+			if b, err = p.newBackfill(ctx, c.Entity); err != nil {
+				return err
+			}
+			backfills[c.Entity] = b
+		}
+		if b.public() {
+			sameList[c.Entity] = append(sameList[c.Entity], c.UserID)
+			continue
+		}
+		if _, err := p.st.Timelines.InsertHomes(ctx, []string{c.UserID}, p.cfg.HomeCap, p.activeSince(), b.visibleTo(c.UserID)); err != nil {
+			return err
+		}
+	}
+	for e, users := range sameList {
+		if _, err := p.st.Timelines.InsertHomes(ctx, users, p.cfg.HomeCap, p.activeSince(), backfills[e].ids); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func abs(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
+}
+
+// backfill is an entity's newest activities, which a new follower's home
+// timeline receives, less what the follower may not see.
+type backfill struct {
+	ids []ids.ID
+	// visible holds, per id, the filter of a restricted record (nil:
+	// everyone may see it).
+	visible []func(string) bool
+}
+
+// newBackfill reads an entity's backfill: its feed's newest ids, their
+// bodies, and the audience of each record they are about.
+func (p *Projector) newBackfill(ctx context.Context, entityKey string) (*backfill, error) {
+	b := &backfill{}
+	if p.cfg.BackfillCount == 0 {
+		return b, nil
+	}
+	recent, _, err := p.st.Timelines.Page(ctx, timelinestore.FeedKey(entityKey), 0, p.cfg.BackfillCount)
+	if err != nil || len(recent) == 0 {
+		return b, err
+	}
+	acts, err := p.st.Bodies.GetMany(ctx, idStrings(recent))
+	if err != nil {
+		return nil, err
+	}
+	audiences, err := p.audiences(ctx, acts)
+	if err != nil {
+		return nil, err
+	}
+	for i, a := range acts {
+		if a == nil {
+			continue // deleted
+		}
+		b.ids = append(b.ids, recent[i])
+		b.visible = append(b.visible, audiences[i])
+	}
+	return b, nil
+}
+
+// public reports whether every follower gets the same list.
+func (b *backfill) public() bool {
+	for _, v := range b.visible {
+		if v != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// visibleTo returns the ids a user may see.
+func (b *backfill) visibleTo(userID string) []ids.ID {
+	var out []ids.ID
+	for i, id := range b.ids {
+		if b.visible[i] == nil || b.visible[i](userID) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// takeBack removes an unfollowed entity's activities from a home timeline,
+// keeping those that are there for another reason: the user still follows
+// the activity's other source, wrote it, or is mentioned in it.
+func (p *Projector) takeBack(ctx context.Context, userID, entityKey string) error {
+	home, err := p.st.Timelines.All(ctx, timelinestore.HomeKey(userID))
+	if err != nil || len(home) == 0 {
+		return err
+	}
+	feed, err := p.st.Timelines.All(ctx, timelinestore.FeedKey(entityKey))
+	if err != nil {
+		return err
+	}
+	inFeed := make(map[ids.ID]bool, len(feed))
+	for _, id := range feed {
+		inFeed[id] = true
+	}
+	var candidates []ids.ID
+	for _, id := range home {
+		if inFeed[id] {
+			candidates = append(candidates, id)
+		}
+	}
+	if len(candidates) == 0 {
+		return nil
+	}
+	acts, err := p.st.Bodies.GetMany(ctx, idStrings(candidates))
+	if err != nil {
+		return err
+	}
+	var drop []ids.ID
+	for i, a := range acts {
+		if a == nil {
+			drop = append(drop, candidates[i])
+			continue
+		}
+		stay, err := p.stillReaches(ctx, a, userID, entityKey)
+		if err != nil {
+			return err
+		}
+		if !stay {
+			drop = append(drop, candidates[i])
+		}
+	}
+	return p.st.Timelines.Remove(ctx, []string{timelinestore.HomeKey(userID)}, drop)
+}
+
+// stillReaches reports whether an activity reaches a user other than
+// through the entity gone: as its author, by a mention, or through its
+// other source.
+func (p *Projector) stillReaches(ctx context.Context, a *tidingsv1.Activity, userID, gone string) (bool, error) {
+	if entity.ActorUser(a) == userID || slices.Contains(a.GetMentionUserIds(), userID) {
+		return true, nil
+	}
+	var others []string
+	for _, s := range entity.Sources(a) {
+		if s != gone {
+			others = append(others, s)
+		}
+	}
+	if len(others) == 0 {
+		return false, nil
+	}
+	follows, err := p.st.Graph.IsFollowing(ctx, userID, others)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(follows, true), nil
+}
+
+func idStrings(list []ids.ID) []string {
+	out := make([]string, len(list))
+	for i, id := range list {
+		out[i] = id.String()
+	}
+	return out
+}

@@ -1,0 +1,109 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+)
+
+// ErrNotRebuildable means a projection is not one that Rebuild knows.
+var ErrNotRebuildable = errors.New("unknown projection")
+
+// RebuildOrder is the order of a full rebuild: the state streams, then the
+// graph and the feeds, which are one projection of two streams.
+var RebuildOrder = []tidingsv1.Projection{
+	tidingsv1.Projection_PROJECTION_PROFILES,
+	tidingsv1.Projection_PROJECTION_RECORDS,
+	tidingsv1.Projection_PROJECTION_FOLLOWS,
+	tidingsv1.Projection_PROJECTION_ACTIVITIES,
+}
+
+// Rebuild wipes the projections asked for and replays their streams from
+// the start through the same handlers the worker runs, and returns how many
+// events each replayed. Writes that land meanwhile are applied by the live
+// consumers as usual; since every apply is idempotent and ordered by log
+// position, the result is the projection of the log.
+//
+// PROFILES and RECORDS keep each entity's last event (its whole state);
+// they are replayed first, on their own. FOLLOWS and ACTIVITIES are one
+// projection: home timelines follow both streams (a follow backfills, an
+// unfollow takes back, a post reaches the followers of its moment), so
+// asking for either rebuilds both, replayed as one log in the order the
+// events were stored. When the live worker kept up with the log, that is
+// the order it applied them in, and the rebuild reproduces its state key
+// for key.
+func (p *Projector) Rebuild(ctx context.Context, which []tidingsv1.Projection) ([]*tidingsv1.ProjectionRebuild, error) {
+	var state []tidingsv1.Projection
+	feeds := false
+	for _, w := range which {
+		switch w {
+		case tidingsv1.Projection_PROJECTION_PROFILES, tidingsv1.Projection_PROJECTION_RECORDS:
+			if !slices.Contains(state, w) {
+				state = append(state, w)
+			}
+		case tidingsv1.Projection_PROJECTION_FOLLOWS, tidingsv1.Projection_PROJECTION_ACTIVITIES:
+			feeds = true
+		default:
+			return nil, fmt.Errorf("rebuild %s: %w", w, ErrNotRebuildable)
+		}
+	}
+	slices.Sort(state)
+	var out []*tidingsv1.ProjectionRebuild
+	for _, w := range state {
+		wipe, stream, h := p.st.Profiles.Wipe, eventlog.StreamProfiles, p.HandleProfiles
+		if w == tidingsv1.Projection_PROJECTION_RECORDS {
+			wipe, stream, h = p.st.Records.Wipe, eventlog.StreamRecords, p.HandleRecords
+		}
+		counts, err := p.replay(ctx, wipe, map[string]eventlog.BatchHandler{stream: h}, stream)
+		if err != nil {
+			return out, fmt.Errorf("rebuild %s: %w", w, err)
+		}
+		out = append(out, &tidingsv1.ProjectionRebuild{Projection: w, EventCount: counts[stream]})
+	}
+	if feeds {
+		counts, err := p.replay(ctx, p.wipeFeeds, map[string]eventlog.BatchHandler{
+			eventlog.StreamFollows:    p.HandleFollows,
+			eventlog.StreamActivities: p.HandleActivities,
+		}, eventlog.StreamFollows, eventlog.StreamActivities)
+		if err != nil {
+			return out, fmt.Errorf("rebuild the follow graph and the feeds: %w", err)
+		}
+		out = append(out,
+			&tidingsv1.ProjectionRebuild{Projection: tidingsv1.Projection_PROJECTION_FOLLOWS, EventCount: counts[eventlog.StreamFollows]},
+			&tidingsv1.ProjectionRebuild{Projection: tidingsv1.Projection_PROJECTION_ACTIVITIES, EventCount: counts[eventlog.StreamActivities]})
+	}
+	return out, nil
+}
+
+// wipeFeeds deletes the graph, the bodies, the pull ranges and every feed.
+func (p *Projector) wipeFeeds(ctx context.Context) error {
+	for _, wipe := range []func(context.Context) error{p.st.Graph.Wipe, p.st.Bodies.Wipe, p.st.Hot.Wipe, p.st.Timelines.Wipe} {
+		if err := wipe(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replay wipes, then replays streams merged through their handlers.
+func (p *Projector) replay(ctx context.Context, wipe func(context.Context) error, handlers map[string]eventlog.BatchHandler, streams ...string) (map[string]int64, error) {
+	if err := wipe(ctx); err != nil {
+		return nil, err
+	}
+	sources := make([]eventlog.ReplaySource, len(streams))
+	for i, s := range streams {
+		sources[i] = eventlog.ReplaySource{Stream: s}
+	}
+	return p.log.ReplayMerged(ctx, sources, func(ctx context.Context, stream string, ds []eventlog.Delivery) error {
+		for i, err := range handlers[stream](ctx, ds) {
+			if err != nil {
+				return fmt.Errorf("seq %d: %w", ds[i].Sequence, err)
+			}
+		}
+		return nil
+	})
+}
