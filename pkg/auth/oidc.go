@@ -215,7 +215,7 @@ func NewOIDCVerifier(ctx context.Context, cfg OIDCConfig) (*OIDCVerifier, error)
 		return nil, err
 	}
 	jwksURL, err := url.Parse(disc.JWKSURI)
-	if err != nil || (jwksURL.Scheme != "https" && !(jwksURL.Scheme == "http" && isLoopback(jwksURL.Hostname()))) {
+	if err != nil || (jwksURL.Scheme != "https" && (jwksURL.Scheme != "http" || !isLoopback(jwksURL.Hostname()))) {
 		return nil, fmt.Errorf("oidc discovery of %s: jwks_uri %q is not https", cfg.Issuer, disc.JWKSURI)
 	}
 	kctx, stop := context.WithCancel(context.WithoutCancel(ctx))

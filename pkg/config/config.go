@@ -187,7 +187,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.HotOn, "hot-on", c.HotOn, "followers above which an entity is pulled at read time, not pushed")
 	fs.Int64Var(&c.HotOff, "hot-off", c.HotOff, "followers below which a pulled entity is pushed again")
 	fs.DurationVar(&c.InactiveAfter, "inactive-after", c.InactiveAfter, "skip the home timelines of users who have not read them for this long (0: never)")
-	c.Security.bindFlags(fs)
+	c.bindFlags(fs)
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -267,6 +267,6 @@ func (c *Config) Validate() error {
 	check(c.MaxDeliver >= 2, "max-deliver must be at least 2")
 	check(c.WatchBuffer >= 1 && c.WatchBuffer <= 100000, "watch-buffer must be 1..100000")
 	check(c.HotOff > 0 && c.HotOff < c.HotOn, "hot-off must be positive and below hot-on")
-	errs = append(errs, c.Security.validate(c)...)
+	errs = append(errs, c.validate(c)...)
 	return errors.Join(errs...)
 }

@@ -176,7 +176,7 @@ func (g *gen) scalar(fd protoreflect.FieldDescriptor, r *validate.FieldRules, in
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		if b%4 == 0 && !inList && g.bytes < 1<<20 {
-			n := int(r.GetString_().GetMaxLen())
+			n := int(r.GetString().GetMaxLen())
 			if n == 0 || n > 100000 {
 				n = 5000
 			}
