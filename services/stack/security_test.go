@@ -32,28 +32,31 @@ func run(t *testing.T, env *testenv.Env, cfg config.Config) stack.Addrs {
 	t.Helper()
 	cfg.NATSURL = env.NATS.ClientURL()
 	cfg.RedisAddrs = []string{env.Redis.Addr()}
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GRPCAddr, cfg.HTTPAddr, cfg.DebugAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.AuthSecret = string(testenv.TokenConfig.Secret)
 	cfg.AuthIssuer, cfg.AuthAudience = testenv.TokenConfig.Issuer, testenv.TokenConfig.Audience
 	require.NoError(t, cfg.Validate())
 	ready := make(chan stack.Addrs, 1)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	done := make(chan error, 1)
+	done := make(chan struct{})
+	var runErr error
 	go func() {
-		done <- stack.Run(ctx, stack.Options{
+		defer close(done)
+		runErr = stack.Run(ctx, stack.Options{
 			Config: cfg, Roles: stack.AllRoles(), Logger: env.Logger, HealthInterval: 50 * time.Millisecond,
 			OnReady: func(a stack.Addrs) { ready <- a },
 		})
 	}()
 	t.Cleanup(func() {
 		cancel()
-		require.NoError(t, <-done)
+		<-done
+		require.NoError(t, runErr)
 	})
 	select {
 	case a := <-ready:
 		return a
-	case err := <-done:
-		t.Fatalf("stack did not start: %v", err)
+	case <-done:
+		t.Fatalf("stack did not start: %v", runErr)
 	}
 	return stack.Addrs{}
 }

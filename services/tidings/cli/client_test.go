@@ -32,7 +32,7 @@ func TestClientOverTLS(t *testing.T) {
 
 	cfg := config.Default()
 	cfg.NATSURL, cfg.RedisAddrs = env.NATS.ClientURL(), []string{env.Redis.Addr()}
-	cfg.GRPCAddr, cfg.HTTPAddr = "127.0.0.1:0", ""
+	cfg.GRPCAddr, cfg.HTTPAddr, cfg.DebugAddr = "127.0.0.1:0", "", ""
 	cfg.AuthSecret = string(testenv.TokenConfig.Secret)
 	cfg.AuthIssuer, cfg.AuthAudience = testenv.TokenConfig.Issuer, testenv.TokenConfig.Audience
 	cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSClientCAFile = certFile, keyFile, appsFile
@@ -41,17 +41,19 @@ func TestClientOverTLS(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	ready := make(chan stack.Addrs, 1)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	done := make(chan error, 1)
+	done := make(chan struct{})
+	var runErr error
 	go func() {
-		done <- stack.Run(ctx, stack.Options{Config: cfg, Roles: stack.ServiceRoles, Logger: env.Logger, OnReady: func(a stack.Addrs) { ready <- a }})
+		defer close(done)
+		runErr = stack.Run(ctx, stack.Options{Config: cfg, Roles: stack.ServiceRoles, Logger: env.Logger, OnReady: func(a stack.Addrs) { ready <- a }})
 	}()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	t.Cleanup(func() { cancel(); <-done; require.NoError(t, runErr) })
 	var addr string
 	select {
 	case a := <-ready:
 		addr = a.GRPC
-	case err := <-done:
-		t.Fatalf("stack did not start: %v", err)
+	case <-done:
+		t.Fatalf("stack did not start: %v", runErr)
 	}
 
 	run := func(args ...string) (int, string) {
