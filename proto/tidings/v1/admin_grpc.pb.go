@@ -28,6 +28,7 @@ const (
 	AdminService_UpdateAutoFollowRules_FullMethodName = "/tidings.v1.AdminService/UpdateAutoFollowRules"
 	AdminService_RebuildProjections_FullMethodName    = "/tidings.v1.AdminService/RebuildProjections"
 	AdminService_GetSystemStatus_FullMethodName       = "/tidings.v1.AdminService/GetSystemStatus"
+	AdminService_ListAuditEvents_FullMethodName       = "/tidings.v1.AdminService/ListAuditEvents"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -65,6 +66,11 @@ type AdminServiceClient interface {
 	// GetSystemStatus reports the event streams, the consumers' lag and
 	// whether Redis answers.
 	GetSystemStatus(ctx context.Context, in *GetSystemStatusRequest, opts ...grpc.CallOption) (*GetSystemStatusResponse, error)
+	// ListAuditEvents lists the audit trail, newest first: every AdminService
+	// call and every write by an app or an admin, kept in the AUDIT stream
+	// for the configured time (--audit-max-age). Filters combine; a page may
+	// hold fewer than page_size events and still have a next page.
+	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -177,6 +183,16 @@ func (c *adminServiceClient) GetSystemStatus(ctx context.Context, in *GetSystemS
 	return out, nil
 }
 
+func (c *adminServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditEventsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAuditEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -212,6 +228,11 @@ type AdminServiceServer interface {
 	// GetSystemStatus reports the event streams, the consumers' lag and
 	// whether Redis answers.
 	GetSystemStatus(context.Context, *GetSystemStatusRequest) (*GetSystemStatusResponse, error)
+	// ListAuditEvents lists the audit trail, newest first: every AdminService
+	// call and every write by an app or an admin, kept in the AUDIT stream
+	// for the configured time (--audit-max-age). Filters combine; a page may
+	// hold fewer than page_size events and still have a next page.
+	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -248,6 +269,9 @@ func (UnimplementedAdminServiceServer) RebuildProjections(context.Context, *Rebu
 }
 func (UnimplementedAdminServiceServer) GetSystemStatus(context.Context, *GetSystemStatusRequest) (*GetSystemStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSystemStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -414,6 +438,24 @@ func _AdminService_GetSystemStatus_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAuditEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAuditEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAuditEvents(ctx, req.(*ListAuditEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -448,6 +490,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSystemStatus",
 			Handler:    _AdminService_GetSystemStatus_Handler,
+		},
+		{
+			MethodName: "ListAuditEvents",
+			Handler:    _AdminService_ListAuditEvents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
