@@ -108,6 +108,9 @@ type Config struct {
 	// InactiveAfter: users who have not read their home timeline for this
 	// long are skipped by the fan-out; their next read rebuilds it.
 	InactiveAfter time.Duration
+
+	// Security holds identity, transport, limits and audit (security.go).
+	Security
 }
 
 // Default returns the configuration of a single development process.
@@ -144,6 +147,7 @@ func Default() Config {
 		HotOn:                10000,
 		HotOff:               8000,
 		InactiveAfter:        14 * 24 * time.Hour,
+		Security:             DefaultSecurity(),
 	}
 }
 
@@ -185,6 +189,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.HotOn, "hot-on", c.HotOn, "followers above which an entity is pulled at read time, not pushed")
 	fs.Int64Var(&c.HotOff, "hot-off", c.HotOff, "followers below which a pulled entity is pushed again")
 	fs.DurationVar(&c.InactiveAfter, "inactive-after", c.InactiveAfter, "skip the home timelines of users who have not read them for this long (0: never)")
+	c.bindFlags(fs)
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -243,7 +248,8 @@ func (c *Config) Validate() error {
 	}
 	check(c.NATSURL != "", "nats-url must be set")
 	check(len(c.RedisAddrs) > 0, "redis-addr must be set")
-	check(len(c.AuthSecret) >= 32, "auth-secret must be at least 32 bytes (set --auth-secret, --auth-secret-file or %s)", EnvName("auth-secret"))
+	check(c.AuthSecret != "" || c.OIDCIssuer != "", "%v", errNoAuth)
+	check(c.AuthSecret == "" || len(c.AuthSecret) >= 32, "auth-secret must be at least 32 bytes (set --auth-secret, --auth-secret-file or %s)", EnvName("auth-secret"))
 	check(c.AuthIssuer != "" && c.AuthAudience != "", "auth-issuer and auth-audience must be set")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "log-format %q: want text or json", c.LogFormat)
 	check(c.MaxRecvBytes > 0 && c.MaxRecvBytes <= 64<<20, "max-recv-bytes must be 1..64MiB")
@@ -263,5 +269,6 @@ func (c *Config) Validate() error {
 	check(c.MaxDeliver >= 2, "max-deliver must be at least 2")
 	check(c.WatchBuffer >= 1 && c.WatchBuffer <= 100000, "watch-buffer must be 1..100000")
 	check(c.HotOff > 0 && c.HotOff < c.HotOn, "hot-off must be positive and below hot-on")
+	errs = append(errs, c.validate(c)...)
 	return errors.Join(errs...)
 }

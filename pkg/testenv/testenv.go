@@ -175,10 +175,17 @@ type Server struct {
 // lets register add services, and returns it once it accepts calls.
 func Serve(t testing.TB, register func(s *grpcserver.Server)) *Server {
 	t.Helper()
+	return ServeWith(t, nil, register)
+}
+
+// ServeWith is Serve with configure, when set, changing the server's
+// options (TLS, audit, rate and stream limits) before it is built.
+func ServeWith(t testing.TB, configure func(*grpcserver.Options), register func(s *grpcserver.Server)) *Server {
+	t.Helper()
 	verifier, err := auth.NewVerifier(TokenConfig)
 	require.NoError(t, err)
 	logger := Logger()
-	srv, err := grpcserver.New(grpcserver.Options{
+	opts := grpcserver.Options{
 		Logger:     logger,
 		Registry:   prometheus.NewRegistry(),
 		Authorizer: auth.NewAuthorizer(verifier, auth.DefaultPolicy(), logger),
@@ -190,7 +197,11 @@ func Serve(t testing.TB, register func(s *grpcserver.Server)) *Server {
 			MaxHeaderBytes:       16 << 10,
 			MaxDeadline:          30 * time.Second,
 		},
-	})
+	}
+	if configure != nil {
+		configure(&opts)
+	}
+	srv, err := grpcserver.New(opts)
 	require.NoError(t, err)
 	register(srv)
 	srv.SetServing(true)

@@ -378,11 +378,11 @@ func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStat
 	for _, cfg := range eventlog.StreamConfigs(eventlog.StreamOptions{}) {
 		st, err := js.Stream(ctx, cfg.Name)
 		if err != nil {
-			return nil, apierr.Unavailable("stream %s: %v", cfg.Name, err)
+			return nil, s.unavailable(ctx, "stream "+cfg.Name, err)
 		}
 		info, err := st.Info(ctx)
 		if err != nil {
-			return nil, apierr.Unavailable("stream %s: %v", cfg.Name, err)
+			return nil, s.unavailable(ctx, "stream "+cfg.Name, err)
 		}
 		resp.Streams = append(resp.Streams, &tidingsv1.StreamStatus{
 			Name: cfg.Name, Messages: info.State.Msgs, Bytes: info.State.Bytes,
@@ -398,12 +398,19 @@ func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStat
 			resp.Consumers = append(resp.Consumers, consumerStatus(cfg.Name, ci))
 		}
 		if err := consumers.Err(); err != nil {
-			return nil, apierr.Unavailable("consumers of %s: %v", cfg.Name, err)
+			return nil, s.unavailable(ctx, "consumers of "+cfg.Name, err)
 		}
 	}
 	// Hook: running background rebuilds (issue 14, part B) are to be
 	// reported here, beside the durable consumers.
 	return resp, nil
+}
+
+// unavailable logs why what could not be read, and returns Unavailable
+// without the driver's text.
+func (s *Server) unavailable(ctx context.Context, what string, err error) error {
+	s.d.Logger.WarnContext(ctx, "system status incomplete", "what", what, "error", err)
+	return apierr.Unavailable("%s cannot be read now; retry", what)
 }
 
 func consumerStatus(stream string, ci *jetstream.ConsumerInfo) *tidingsv1.ConsumerStatus {

@@ -9,13 +9,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/tidingshq/tidings/pkg/audit"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
 )
-
-func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
 
 // TestStartTogetherOnFreshCluster covers finding 5 of issue 14: processes
 // started at once on a fresh NATS cluster used to fail `ensure stream
@@ -45,6 +44,10 @@ func TestStartTogetherOnFreshCluster(t *testing.T) {
 				return
 			}
 			defer d.close()
+			if err := audit.EnsureStream(ctx, d.js, cfg.StreamReplicas, cfg.AuditMaxAge); err != nil {
+				errs[i] = fmt.Errorf("process %d: %w", i, err)
+				return
+			}
 			for _, spec := range projection.ConsumerSpecs() {
 				if _, err := d.log.EnsureConsumer(ctx, spec); err != nil {
 					errs[i] = fmt.Errorf("process %d: %w", i, err)

@@ -25,8 +25,6 @@ import (
 	"github.com/tidingshq/tidings/services/stacktest"
 )
 
-func TestMain(m *testing.M) { testenv.VerifyNoLeaks(m) }
-
 // requireUnavailable fails unless err is Unavailable with the reason
 // UNAVAILABLE, retry advice, and no driver text.
 func requireUnavailable(t *testing.T, err error) {

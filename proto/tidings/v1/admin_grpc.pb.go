@@ -30,6 +30,7 @@ const (
 	AdminService_GetSystemStatus_FullMethodName       = "/tidings.v1.AdminService/GetSystemStatus"
 	AdminService_ListDeadLetters_FullMethodName       = "/tidings.v1.AdminService/ListDeadLetters"
 	AdminService_ReplayDeadLetters_FullMethodName     = "/tidings.v1.AdminService/ReplayDeadLetters"
+	AdminService_ListAuditEvents_FullMethodName       = "/tidings.v1.AdminService/ListAuditEvents"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -83,6 +84,11 @@ type AdminServiceClient interface {
 	// that fails again stays, and the worker logs why. The call returns once
 	// the request is stored; ListDeadLetters shows what is left.
 	ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error)
+	// ListAuditEvents lists the audit trail, newest first: every AdminService
+	// call and every write by an app or an admin, kept in the AUDIT stream
+	// for the configured time (--audit-max-age). Filters combine; a page may
+	// hold fewer than page_size events and still have a next page.
+	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -215,6 +221,16 @@ func (c *adminServiceClient) ReplayDeadLetters(ctx context.Context, in *ReplayDe
 	return out, nil
 }
 
+func (c *adminServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditEventsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAuditEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -266,6 +282,11 @@ type AdminServiceServer interface {
 	// that fails again stays, and the worker logs why. The call returns once
 	// the request is stored; ListDeadLetters shows what is left.
 	ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error)
+	// ListAuditEvents lists the audit trail, newest first: every AdminService
+	// call and every write by an app or an admin, kept in the AUDIT stream
+	// for the configured time (--audit-max-age). Filters combine; a page may
+	// hold fewer than page_size events and still have a next page.
+	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -308,6 +329,9 @@ func (UnimplementedAdminServiceServer) ListDeadLetters(context.Context, *ListDea
 }
 func (UnimplementedAdminServiceServer) ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReplayDeadLetters not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -510,6 +534,24 @@ func _AdminService_ReplayDeadLetters_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAuditEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAuditEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAuditEvents(ctx, req.(*ListAuditEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -552,6 +594,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplayDeadLetters",
 			Handler:    _AdminService_ReplayDeadLetters_Handler,
+		},
+		{
+			MethodName: "ListAuditEvents",
+			Handler:    _AdminService_ListAuditEvents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
