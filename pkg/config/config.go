@@ -92,8 +92,10 @@ type Config struct {
 	// AckWait is how long the worker's consumers wait for an ack before
 	// redelivering an event to another worker.
 	AckWait time.Duration
-	// MaxDeliver is how often an event is tried before it goes to the
-	// dead-letter stream.
+	// MaxDeliver is how often an event that fails on its own content is
+	// tried before it goes to the dead-letter stream. Transient failures
+	// (Redis or NATS unavailable) never count: they are retried until the
+	// outage ends.
 	MaxDeliver int
 	// WatchBuffer is how many items a Watch client may fall behind before
 	// it is cut off.
@@ -106,6 +108,9 @@ type Config struct {
 	// InactiveAfter: users who have not read their home timeline for this
 	// long are skipped by the fan-out; their next read rebuilds it.
 	InactiveAfter time.Duration
+
+	// Security holds identity, transport, limits and audit (security.go).
+	Security
 }
 
 // Default returns the configuration of a single development process.
@@ -142,6 +147,7 @@ func Default() Config {
 		HotOn:                10000,
 		HotOff:               8000,
 		InactiveAfter:        14 * 24 * time.Hour,
+		Security:             DefaultSecurity(),
 	}
 }
 
@@ -178,11 +184,12 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.FanoutChunk, "fanout-chunk", c.FanoutChunk, "largest audience written in one step; larger ones are chunked")
 	fs.IntVar(&c.Backfill, "backfill", c.Backfill, "recent activities a new follow copies into the home timeline")
 	fs.DurationVar(&c.AckWait, "ack-wait", c.AckWait, "worker: redeliver an unacknowledged event after this long")
-	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "worker: deliveries of an event before it is dead-lettered")
+	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "worker: deliveries of an event failing on its own content before it is dead-lettered (outages never count)")
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", c.WatchBuffer, "items a Watch client may fall behind before it is cut off")
 	fs.Int64Var(&c.HotOn, "hot-on", c.HotOn, "followers above which an entity is pulled at read time, not pushed")
 	fs.Int64Var(&c.HotOff, "hot-off", c.HotOff, "followers below which a pulled entity is pushed again")
 	fs.DurationVar(&c.InactiveAfter, "inactive-after", c.InactiveAfter, "skip the home timelines of users who have not read them for this long (0: never)")
+	c.bindFlags(fs)
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -241,7 +248,8 @@ func (c *Config) Validate() error {
 	}
 	check(c.NATSURL != "", "nats-url must be set")
 	check(len(c.RedisAddrs) > 0, "redis-addr must be set")
-	check(len(c.AuthSecret) >= 32, "auth-secret must be at least 32 bytes (set --auth-secret, --auth-secret-file or %s)", EnvName("auth-secret"))
+	check(c.AuthSecret != "" || c.OIDCIssuer != "", "%v", errNoAuth)
+	check(c.AuthSecret == "" || len(c.AuthSecret) >= 32, "auth-secret must be at least 32 bytes (set --auth-secret, --auth-secret-file or %s)", EnvName("auth-secret"))
 	check(c.AuthIssuer != "" && c.AuthAudience != "", "auth-issuer and auth-audience must be set")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "log-format %q: want text or json", c.LogFormat)
 	check(c.MaxRecvBytes > 0 && c.MaxRecvBytes <= 64<<20, "max-recv-bytes must be 1..64MiB")
@@ -261,5 +269,6 @@ func (c *Config) Validate() error {
 	check(c.MaxDeliver >= 2, "max-deliver must be at least 2")
 	check(c.WatchBuffer >= 1 && c.WatchBuffer <= 100000, "watch-buffer must be 1..100000")
 	check(c.HotOff > 0 && c.HotOff < c.HotOn, "hot-off must be positive and below hot-on")
+	errs = append(errs, c.validate(c)...)
 	return errors.Join(errs...)
 }

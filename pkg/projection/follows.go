@@ -86,9 +86,12 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 	}
 	// A bulk event follows one entity for many users: read its backfill
 	// once, and write it to everyone who sees the same list in one step.
+	// The writes are due only while the follow holds: one that lands after
+	// a newer unfollow's take-back writes nothing.
 	backfills := map[string]*backfill{}
 	sameList := map[string][]string{}
 	var opened []timelinestore.Open
+	var inserts []guardedInsert
 	for i, c := range changes {
 		if abs(current[i]) != c.Version {
 			continue
@@ -111,18 +114,18 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 			sameList[c.Entity] = append(sameList[c.Entity], c.UserID)
 			continue
 		}
-		list := b.visibleTo(c.UserID)
-		if _, err := p.st.Timelines.InsertHomes(ctx, []string{c.UserID}, p.cfg.HomeCap, p.activeSince(), list); err != nil {
-			return err
-		}
-		p.notifyItems(ctx, c.UserID, list)
+		inserts = append(inserts, guardedInsert{[]string{c.UserID}, b.visibleTo(c.UserID), []string{c.Entity}})
 	}
 	for e, users := range sameList {
-		if _, err := p.st.Timelines.InsertHomes(ctx, users, p.cfg.HomeCap, p.activeSince(), backfills[e].ids); err != nil {
-			return err
-		}
+		inserts = append(inserts, guardedInsert{users, backfills[e].ids, []string{e}})
+	}
+	reached, err := p.insertIfFollowing(ctx, inserts)
+	if err != nil {
+		return err
+	}
+	for i, users := range reached {
 		for _, u := range users {
-			p.notifyItems(ctx, u, backfills[e].ids)
+			p.notifyItems(ctx, u, inserts[i].ids)
 		}
 	}
 	// The sources open once the backfill is in: a read between the two

@@ -67,17 +67,21 @@ func SeenKey(userID string) string { return redisx.Prefix + "seen:{" + userID + 
 // everything pushed to the user from the floor up, whatever its length. It
 // returns how many ids it added, or -1 for an inactive user. The bench
 // drives it with redis-benchmark.
-const InsertSource = `
+const InsertSource = "local A = ARGV\n" + insertBody
+
+// insertBody is the insert over the arguments A (ARGV, or what a guard
+// leaves of it).
+const insertBody = `
 if KEYS[2] then
   local seen = tonumber(redis.call('GET', KEYS[2]) or '')
-  if seen and seen < tonumber(ARGV[2]) then return -1 end
+  if seen and seen < tonumber(A[2]) then return -1 end
 end
 local s = redis.call('GET', KEYS[1]) or ''
-local cap = tonumber(ARGV[1])
+local cap = tonumber(A[1])
 local added = 0
 local dropped = false
-for i = 3, #ARGV do
-  local id = ARGV[i]
+for i = 3, #A do
+  local id = A[i]
   local n = #s / 8
   local lo, hi = 0, n
   if n > 0 and string.sub(s, 1, 8) < id then
@@ -105,6 +109,48 @@ if dropped and KEYS[3] then
 end
 return added
 `
+
+// guardedInsertScript is the home insert that applies only while the user
+// receives ARGV[2..ARGV[1]+1] (entity keys): while the user's following set
+// KEYS[4] (same hash tag) holds one of them at that moment, or, for the ids
+// inside a history the user kept of one (an interval in the home sources
+// KEYS[3]), after an unfollow that kept it. The rest of ARGV is the
+// insert's. Writes that arrive late (a chunk of a large fan-out, a
+// backfill) so cannot undo a newer unfollow's take-back, nor miss a kept
+// history. It returns what the insert returns, or -2 when the user no
+// longer receives the ids.
+var guardedInsertScript = redisx.NewScript(`
+local g = tonumber(ARGV[1])
+local follows = false
+for i = 2, g + 1 do
+  if redis.call('ZSCORE', KEYS[4], ARGV[i]) then follows = true break end
+end
+local A = {ARGV[g + 2], ARGV[g + 3]}
+if follows then
+  for i = g + 4, #ARGV do A[#A + 1] = ARGV[i] end
+else
+  local zero = '\0\0\0\0\0\0\0\0'
+  local kept = {}
+  for i = 2, g + 1 do
+    local r = redis.call('HGET', KEYS[3], ARGV[i])
+    if r then kept[#kept + 1] = r end
+  end
+  for i = g + 4, #ARGV do
+    local id = ARGV[i]
+    local found = false
+    for _, r in ipairs(kept) do
+      for j = 0, #r / 16 - 1 do
+        local a = string.sub(r, j * 16 + 1, j * 16 + 8)
+        local b = string.sub(r, j * 16 + 9, j * 16 + 16)
+        if id >= a and (b == zero or id < b) then found = true break end
+      end
+      if found then break end
+    end
+    if found then A[#A + 1] = id end
+  end
+  if #A == 2 then return -2 end
+end
+` + insertBody)
 
 var insertScript = redisx.NewScript(InsertSource)
 
@@ -224,6 +270,34 @@ func (s *Store) QueueInsert(ctx context.Context, pipe redis.Pipeliner, key strin
 // how many ids were new (0 for a user inactive since activeSince).
 func (s *Store) QueueInsertHome(ctx context.Context, pipe redis.Pipeliner, userID string, limit int, activeSince int64, list []ids.ID) redisx.Result[int64] {
 	return queueInsert(ctx, pipe, s.homeKeys(userID), idArgs(limit, activeSince, list))
+}
+
+// QueueInsertHomeIfFollowing is QueueInsertHome for a write that is due
+// only while the user receives one of sources (entity keys): it reads the
+// user's following set (followingKey, pkg/graphstore) and home sources in
+// the same script, so it cannot land after a newer unfollow took the
+// entity's items back; ids inside a history the user kept still land. Its
+// result is how many ids were new (0 for a user inactive since
+// activeSince), or -1 when the user receives none of them.
+func (s *Store) QueueInsertHomeIfFollowing(ctx context.Context, pipe redis.Pipeliner, userID, followingKey string, sources []string, limit int, activeSince int64, list []ids.ID) redisx.Result[int64] {
+	args := make([]any, 0, 1+len(sources)+2+len(list))
+	args = append(args, len(sources))
+	for _, src := range sources {
+		args = append(args, src)
+	}
+	args = append(args, idArgs(limit, activeSince, list)...)
+	keys := append(s.homeKeys(userID), followingKey)
+	cmd := guardedInsertScript.EvalSha(ctx, pipe, keys, args...)
+	return func() (int64, error) {
+		n, err := cmd.Int64()
+		switch {
+		case err != nil:
+			return 0, fmt.Errorf("insert into %s: %w", keys[0], err)
+		case n == -2:
+			return -1, nil
+		}
+		return max(n, 0), nil
+	}
 }
 
 // homeKeys are the keys of a home insert: the timeline, the read time and

@@ -95,7 +95,7 @@ func TestDeleteDoesNotEndHistory(t *testing.T) {
 	require.NoError(t, err)
 	s.WaitCaughtUp(t)
 	posted = slices.DeleteFunc(posted, func(id string) bool { return id == gone })
-	require.Equal(t, 124, len(posted))
+	require.Len(t, posted, 124)
 	got := pagedHome(t, s, "reader", 30)
 	require.Equal(t, newestFirst(posted), slices.DeleteFunc(slices.Clone(got), func(id string) bool { return slices.Contains(others, id) }),
 		"every post but the deleted one, past the cap")

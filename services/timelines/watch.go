@@ -76,7 +76,7 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 	subscribed := ids.At(time.Now())
 	w, err := s.st.Live.Watch(userID, nil, size)
 	if err != nil {
-		return apierr.Unavailable("live updates: %v", err)
+		return fmt.Errorf("subscribe to live updates of %s: %w", req.GetUserId(), err)
 	}
 	defer w.Close()
 	hw := &hotWatch{s: s, w: w, user: userID, listening: map[string]bool{}}

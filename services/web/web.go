@@ -32,6 +32,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc"
@@ -266,7 +267,11 @@ func (s *Server) creds(sess *session) grpc.CallOption {
 
 // safeNext returns a local path to go to after sign-in.
 func safeNext(next string) string {
-	if strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") && !strings.Contains(next, "\\") {
+	u, err := url.Parse(next)
+	ok := err == nil && u.Scheme == "" && u.Host == "" && u.User == nil &&
+		strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") &&
+		!strings.ContainsFunc(next, func(r rune) bool { return r == '\\' || unicode.IsControl(r) || unicode.IsSpace(r) })
+	if ok {
 		return next
 	}
 	return "/"
