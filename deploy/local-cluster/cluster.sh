@@ -277,9 +277,11 @@ debug_port_of() {
 }
 http_healthy() { curl -fsS "http://$HOST:$1/healthz" 2>/dev/null | grep -q ok; }
 # debug_ok: the debug listener answers /livez and serves Prometheus metrics.
+# grep reads all of /metrics (no -q): with pipefail, a grep that quits at the
+# first match fails the pipeline through curl's SIGPIPE.
 debug_ok() {
   curl -fsS "http://$HOST:$1/livez" 2>/dev/null | grep -q ok &&
-    curl -fsS "http://$HOST:$1/metrics" 2>/dev/null | grep -q '^go_goroutines '
+    curl -fsS "http://$HOST:$1/metrics" 2>/dev/null | grep '^go_goroutines ' >/dev/null
 }
 # tidings_healthy: ready on the HTTP listener, metrics on the debug one.
 tidings_healthy() { http_healthy "$(http_port_of "$1")" && debug_ok "$(debug_port_of "$1")"; }
