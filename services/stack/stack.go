@@ -1,7 +1,8 @@
 // Package stack assembles a Tidings process: it connects to NATS and Redis,
 // ensures the streams, registers the services a process is told to run on
 // one gRPC server, starts the worker's consumers, serves /metrics and
-// /healthz, and shuts all of it down in order.
+// /healthz, and shuts all of it down in order. A process of the web role
+// alone connects to neither NATS nor Redis: it talks to the API only.
 package stack
 
 import (
@@ -154,20 +155,33 @@ func Run(ctx context.Context, opts Options) error {
 	if len(opts.Roles) == 0 {
 		return errors.New("no role to run")
 	}
-	d, err := connect(ctx, cfg, logger)
-	if err != nil {
-		return err
-	}
-	defer d.close()
-
-	reg := telemetry.NewRegistry()
-	var deliveries *projection.Metrics
-	if slices.Contains(opts.Roles, RoleWorker) {
-		if deliveries, err = projection.NewMetrics(reg); err != nil {
+	// The services and the worker use NATS and Redis; the web role alone
+	// renders from the API (--web-api-addr) and never touches them, so its
+	// health is the API's (frontHandler).
+	var (
+		d      *deps
+		health telemetry.HealthFunc
+		err    error
+	)
+	if hasAny(opts.Roles, append(slices.Clone(ServiceRoles), RoleWorker)...) {
+		if d, err = connect(ctx, cfg, logger); err != nil {
 			return err
 		}
+		defer d.close()
+		health = d.health
 	}
-	c := newComponents(d, cfg, logger, deliveries, Overrides{})
+
+	reg := telemetry.NewRegistry()
+	var c *Components
+	if d != nil {
+		var deliveries *projection.Metrics
+		if slices.Contains(opts.Roles, RoleWorker) {
+			if deliveries, err = projection.NewMetrics(reg); err != nil {
+				return err
+			}
+		}
+		c = newComponents(d, cfg, logger, deliveries, Overrides{})
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
@@ -238,7 +252,7 @@ func Run(ctx context.Context, opts Options) error {
 		httpTLS = src.ServerConfig()
 		g.Go(func() error { src.Watch(gctx, cfg.TLSReload); return nil })
 	}
-	front, closeFront, err := frontHandler(ctx, opts, srv, addrs.GRPC, selfCreds, d.health)
+	front, closeFront, err := frontHandler(ctx, opts, srv, addrs.GRPC, selfCreds, health)
 	if err != nil {
 		return err
 	}
@@ -250,7 +264,7 @@ func Run(ctx context.Context, opts Options) error {
 		stop func()
 	}{
 		{cfg.HTTPAddr, front.handler, &addrs.HTTP, front.close},
-		{cfg.DebugAddr, telemetry.DebugHandler(reg, d.health), &addrs.Debug, func() {}},
+		{cfg.DebugAddr, telemetry.DebugHandler(reg, front.health), &addrs.Debug, func() {}},
 	} {
 		if l.addr == "" {
 			continue
