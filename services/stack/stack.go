@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/generation"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
@@ -87,6 +89,7 @@ type deps struct {
 	log      *eventlog.Log
 	rdb      redis.UniversalClient
 	settings *settings.Store
+	gens     *generation.Store
 }
 
 func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps, error) {
@@ -123,7 +126,12 @@ func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps
 		nc.Close()
 		return nil, err
 	}
-	return &deps{nc: nc, js: js, log: eventlog.New(js), rdb: redisx.NewClient(cfg.RedisAddrs, cfg.RedisPassword), settings: st}, nil
+	gens, err := generation.Open(sctx, js, cfg.StreamReplicas)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &deps{nc: nc, js: js, log: eventlog.New(js), rdb: redisx.NewClient(cfg.RedisAddrs, cfg.RedisPassword), settings: st, gens: gens}, nil
 }
 
 func (d *deps) close() {
@@ -162,6 +170,8 @@ func Run(ctx context.Context, opts Options) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
+	// Every process follows the projections' generation (pkg/generation).
+	g.Go(func() error { return c.FollowGenerations(gctx) })
 
 	var srv *grpcserver.Server
 	var sec *security
@@ -209,7 +219,8 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 		w := worker.New(worker.Deps{
-			Log: d.log, Projector: c.projector, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, Logger: logger,
+			Log: d.log, ProjectorFor: c.ProjectorFor, Generations: d.gens, Name: workerName(),
+			AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, Logger: logger,
 		})
 		g.Go(func() error { return w.Run(gctx) })
 	}
@@ -348,4 +359,10 @@ func joinRoles(roles []Role) string {
 		s[i] = string(r)
 	}
 	return strings.Join(s, ",")
+}
+
+// workerName names this process when it runs a rebuild: host and pid.
+func workerName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }
