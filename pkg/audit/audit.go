@@ -52,9 +52,19 @@ func StreamConfig(replicas int, maxAge time.Duration) jetstream.StreamConfig {
 	}
 }
 
-// EnsureStream creates or updates the AUDIT stream.
+// EnsureStream creates or updates the AUDIT stream, as
+// eventlog.EnsureStreams does the others: short attempts retried while the
+// cluster forms or other processes create it too, until ctx ends.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int, maxAge time.Duration) error {
-	if _, err := js.CreateOrUpdateStream(ctx, StreamConfig(replicas, maxAge)); err != nil {
+	cfg := StreamConfig(replicas, maxAge)
+	err := eventlog.RetryStartup(ctx, func(ctx context.Context) error {
+		_, err := js.CreateStream(ctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			_, err = js.UpdateStream(ctx, cfg)
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("ensure stream %s: %w", Stream, err)
 	}
 	return nil

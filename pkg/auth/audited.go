@@ -57,6 +57,8 @@ var writes = map[string]bool{
 	tidingsv1.AdminService_GetRebuild_FullMethodName:            false,
 	tidingsv1.AdminService_GetSystemStatus_FullMethodName:       false,
 	tidingsv1.AdminService_ListAuditEvents_FullMethodName:       false,
+	tidingsv1.AdminService_ListDeadLetters_FullMethodName:       false,
+	tidingsv1.AdminService_ReplayDeadLetters_FullMethodName:     true,
 }
 
 // IsWrite reports whether a method changes state, and whether the method

@@ -116,6 +116,8 @@ func DefaultPolicy() Policy {
 		tidingsv1.AdminService_RebuildProjections_FullMethodName:    adminsOnly,
 		tidingsv1.AdminService_GetRebuild_FullMethodName:            adminsOnly,
 		tidingsv1.AdminService_GetSystemStatus_FullMethodName:       adminsOnly,
+		tidingsv1.AdminService_ListDeadLetters_FullMethodName:       adminsOnly,
+		tidingsv1.AdminService_ReplayDeadLetters_FullMethodName:     adminsOnly,
 		tidingsv1.AdminService_ListAuditEvents_FullMethodName:       adminsOnly,
 	}
 }

@@ -92,8 +92,10 @@ type Config struct {
 	// AckWait is how long the worker's consumers wait for an ack before
 	// redelivering an event to another worker.
 	AckWait time.Duration
-	// MaxDeliver is how often an event is tried before it goes to the
-	// dead-letter stream.
+	// MaxDeliver is how often an event that fails on its own content is
+	// tried before it goes to the dead-letter stream. Transient failures
+	// (Redis or NATS unavailable) never count: they are retried until the
+	// outage ends.
 	MaxDeliver int
 	// WatchBuffer is how many items a Watch client may fall behind before
 	// it is cut off.
@@ -182,7 +184,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.FanoutChunk, "fanout-chunk", c.FanoutChunk, "largest audience written in one step; larger ones are chunked")
 	fs.IntVar(&c.Backfill, "backfill", c.Backfill, "recent activities a new follow copies into the home timeline")
 	fs.DurationVar(&c.AckWait, "ack-wait", c.AckWait, "worker: redeliver an unacknowledged event after this long")
-	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "worker: deliveries of an event before it is dead-lettered")
+	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "worker: deliveries of an event failing on its own content before it is dead-lettered (outages never count)")
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", c.WatchBuffer, "items a Watch client may fall behind before it is cut off")
 	fs.Int64Var(&c.HotOn, "hot-on", c.HotOn, "followers above which an entity is pulled at read time, not pushed")
 	fs.Int64Var(&c.HotOff, "hot-off", c.HotOff, "followers below which a pulled entity is pushed again")

@@ -26,6 +26,7 @@ const (
 	StreamActivities = "ACTIVITIES"
 	StreamDeadLetter = "DEADLETTER"
 	StreamFanout     = "FANOUT"
+	StreamRedrive    = "REDRIVE"
 )
 
 // Subject prefixes, one per stream.
@@ -36,6 +37,7 @@ const (
 	SubjectActivities = "tidings.activities"
 	SubjectDeadLetter = "tidings.deadletter"
 	SubjectFanout     = "tidings.fanout"
+	SubjectRedrive    = "tidings.redrive"
 )
 
 // Token encodes an id as one subject token. Ids may hold ".", which NATS
@@ -96,13 +98,29 @@ func StreamConfigs(opts StreamOptions) []jetstream.StreamConfig {
 	fanout := base(StreamFanout, SubjectFanout, "Chunks of large fan-outs, shared by workers")
 	fanout.Retention = jetstream.WorkQueuePolicy
 	fanout.MaxAge = 24 * time.Hour
-	return []jetstream.StreamConfig{profiles, records, follows, activities, dead, fanout}
+	// REDRIVE holds requests to re-drive dead letters until a worker has
+	// done them.
+	redrive := base(StreamRedrive, SubjectRedrive, "Requests to re-drive dead letters, shared by workers")
+	redrive.Retention = jetstream.WorkQueuePolicy
+	redrive.MaxAge = 7 * 24 * time.Hour
+	return []jetstream.StreamConfig{profiles, records, follows, activities, dead, fanout, redrive}
 }
 
 // EnsureStreams creates every stream, or updates it to the configuration.
+// Many processes may call it at once, on a cluster that is still forming:
+// each stream is created, and updated when it exists with another
+// configuration, in short attempts retried with jittered back-off
+// (RetryStartup) until ctx ends.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, opts StreamOptions) error {
 	for _, cfg := range StreamConfigs(opts) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		err := RetryStartup(ctx, func(ctx context.Context) error {
+			_, err := js.CreateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				_, err = js.UpdateStream(ctx, cfg)
+			}
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}

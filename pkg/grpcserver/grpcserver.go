@@ -299,16 +299,20 @@ func deadlineCap(maxDeadline time.Duration) grpc.UnaryServerInterceptor {
 }
 
 // errorMapper converts handler errors to statuses once, logging the text of
-// internal errors, which never reaches the client.
+// internal errors and of outages (Unavailable), which never reaches the
+// client.
 type errorMapper struct{ log *slog.Logger }
 
 func (m errorMapper) mapErr(ctx context.Context, method string, err error) error {
 	if err == nil {
 		return nil
 	}
-	st, internal := apierr.ToStatus(err)
-	if internal {
+	st, internal := apierr.ToStatusFor(ctx, err)
+	switch {
+	case internal:
 		m.log.ErrorContext(ctx, "internal error", "method", method, "error", err)
+	case st.Code() == codes.Unavailable:
+		m.log.WarnContext(ctx, "unavailable", "method", method, "error", err)
 	}
 	return st.Err()
 }

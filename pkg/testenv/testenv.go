@@ -94,6 +94,17 @@ func NATS(t testing.TB) *server.Server {
 	return s
 }
 
+// NATSCluster starts a fresh 3-node JetStream cluster for the test (see
+// natsserver.StartCluster: its meta leader may not be elected yet when
+// this returns).
+func NATSCluster(t testing.TB) *natsserver.Cluster {
+	t.Helper()
+	c, err := natsserver.StartCluster(natsserver.ClusterOptions{Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(c.Shutdown)
+	return c
+}
+
 // Redis starts a redis-server process for the test.
 func Redis(t testing.TB) *redisserver.Server {
 	t.Helper()

@@ -85,7 +85,9 @@ func newSecurity(ctx context.Context, cfg config.Config, d *deps, reg prometheus
 		PerCaller:  cfg.WatchPerUser,
 		PerProcess: cfg.WatchPerProcess,
 	}
-	if err := audit.EnsureStream(ctx, d.js, cfg.StreamReplicas, cfg.AuditMaxAge); err != nil {
+	actx, cancel := context.WithTimeout(ctx, startupTimeout)
+	defer cancel()
+	if err := audit.EnsureStream(actx, d.js, cfg.StreamReplicas, cfg.AuditMaxAge); err != nil {
 		return nil, err
 	}
 	rec, err := audit.NewRecorder(d.js, cfg.AuditBuffer, reg, logger)

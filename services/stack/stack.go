@@ -82,6 +82,10 @@ type Options struct {
 	DevTokens func(kind auth.Kind, id string) (string, error)
 }
 
+// startupTimeout bounds how long a process waits for JetStream to accept
+// its streams and bucket at start.
+const startupTimeout = 2 * time.Minute
+
 // deps are the connections a process holds.
 type deps struct {
 	nc       *nats.Conn
@@ -112,7 +116,11 @@ func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps
 		nc.Close()
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// Streams and the settings bucket are created (or updated) by every
+	// process at start, in short retried attempts, so that processes
+	// started together on a fresh cluster all come up; a cluster that has
+	// not formed within startupTimeout fails the start.
+	sctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	defer cancel()
 	if err := eventlog.EnsureStreams(sctx, js, eventlog.StreamOptions{
 		Replicas:        cfg.StreamReplicas,
@@ -139,9 +147,10 @@ func (d *deps) close() {
 	_ = d.rdb.Close()
 }
 
-// health reports whether Redis answers and every stream exists.
+// health reports whether Redis answers (every primary of a cluster) and
+// every stream exists.
 func (d *deps) health(ctx context.Context) error {
-	if err := d.rdb.Ping(ctx).Err(); err != nil {
+	if err := redisx.Health(ctx, d.rdb); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	return eventlog.CheckStreams(ctx, d.js)

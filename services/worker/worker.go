@@ -148,6 +148,16 @@ func mergeErrors(errs, more []error, n int) []error {
 	return errs
 }
 
+// HandlersByConsumer returns each durable consumer's handler by the
+// consumer's name: dead letters are re-driven through them.
+func (w *Worker) HandlersByConsumer() map[string]eventlog.BatchHandler {
+	out := map[string]eventlog.BatchHandler{}
+	for _, spec := range projection.ConsumerSpecs() {
+		out[spec.Durable] = w.handler(spec.Durable)
+	}
+	return out
+}
+
 // Run consumes until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := redisx.LoadScripts(ctx, w.d.ProjectorFor(0).Stores().Timelines.Client()); err != nil {
@@ -195,6 +205,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		h := w.handler(spec.Durable)
 		g.Go(func() error { return w.d.Log.ConsumeBatches(gctx, spec, h, w.d.Metrics, w.d.Logger) })
 	}
+	g.Go(func() error { return w.d.Log.ConsumeRedrives(gctx, w.HandlersByConsumer(), w.d.Metrics, w.d.Logger) })
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

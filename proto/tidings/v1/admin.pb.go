@@ -1682,9 +1682,11 @@ type GetSystemStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One entry per event stream.
 	Streams []*StreamStatus `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
-	// One entry per durable consumer.
+	// One entry per durable consumer. The short-lived consumers of replays
+	// and rebuilds are not listed.
 	Consumers []*ConsumerStatus `protobuf:"bytes,2,rep,name=consumers,proto3" json:"consumers,omitempty"`
-	// Whether Redis answered a PING.
+	// Whether Redis can serve: the server answered a PING or, on a Redis
+	// Cluster, every primary did and the cluster serves every slot.
 	RedisOk bool `protobuf:"varint,3,opt,name=redis_ok,json=redisOk,proto3" json:"redis_ok,omitempty"`
 	// When the status was taken.
 	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
@@ -1932,6 +1934,429 @@ func (x *ConsumerStatus) GetRedelivered() int64 {
 	return 0
 }
 
+// DeadLetterFilter picks dead letters.
+type DeadLetterFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only dead letters from this stream, such as "ACTIVITIES"; empty for
+	// every stream.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Only dead letters of this durable consumer, such as "fanout"; empty for
+	// every consumer.
+	Consumer string `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// Only these dead letters, by their sequence in the DEADLETTER stream
+	// (DeadLetter.sequence), at most 1,000; empty for every dead letter that
+	// matches the fields above.
+	Sequences     []uint64 `protobuf:"varint,3,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetterFilter) Reset() {
+	*x = DeadLetterFilter{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetterFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetterFilter) ProtoMessage() {}
+
+func (x *DeadLetterFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetterFilter.ProtoReflect.Descriptor instead.
+func (*DeadLetterFilter) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DeadLetterFilter) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *DeadLetterFilter) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *DeadLetterFilter) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+// ListDeadLettersRequest is the input of AdminService.ListDeadLetters.
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which dead letters; unset for all.
+	Filter *DeadLetterFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Dead letters per page, 1 to 500; 0 means 100.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, with the same filter; empty
+	// for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListDeadLettersRequest) GetFilter() *DeadLetterFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListDeadLettersResponse is the output of AdminService.ListDeadLetters.
+type ListDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dead letters of this page, oldest first.
+	DeadLetters []*DeadLetter `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// The token of the next page; empty when this page is the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// DeadLetter is an event a consumer failed to apply on every delivery.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its sequence in the DEADLETTER stream: it names the dead letter in
+	// DeadLetterFilter.sequences.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The stream the event was appended to, such as "ACTIVITIES".
+	Stream string `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
+	// The durable consumer that failed to apply it, such as "fanout".
+	Consumer string `protobuf:"bytes,3,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// The event's subject in its stream.
+	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The event's sequence in its stream: a re-drive applies it at this
+	// position of the log.
+	StreamSequence uint64 `protobuf:"varint,5,opt,name=stream_sequence,json=streamSequence,proto3" json:"stream_sequence,omitempty"`
+	// Why its last delivery failed: the handler's error text, for admins
+	// (it may name internal detail).
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// When it was dead-lettered.
+	DeadLetterTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=dead_letter_time,json=deadLetterTime,proto3" json:"dead_letter_time,omitempty"`
+	// How many times it was delivered; 0 when not recorded (dead letters
+	// older than this field).
+	Deliveries uint64 `protobuf:"varint,8,opt,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// The protobuf type of the event, such as "tidings.v1.ActivityEvent";
+	// empty when not recorded.
+	EventType string `protobuf:"bytes,9,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// The event's size in bytes.
+	SizeBytes     int64 `protobuf:"varint,10,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *DeadLetter) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetStreamSequence() uint64 {
+	if x != nil {
+		return x.StreamSequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDeadLetterTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadLetterTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetDeliveries() uint64 {
+	if x != nil {
+		return x.Deliveries
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+// ReplayDeadLettersRequest is the input of AdminService.ReplayDeadLetters.
+type ReplayDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which dead letters; unset for all.
+	Filter        *DeadLetterFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersRequest) Reset() {
+	*x = ReplayDeadLettersRequest{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersRequest) ProtoMessage() {}
+
+func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ReplayDeadLettersRequest) GetFilter() *DeadLetterFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// ReplayDeadLettersResponse is the output of AdminService.ReplayDeadLetters.
+type ReplayDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dead letters that matched the filter when the request was stored: the
+	// worker re-drives these.
+	MatchedCount int64 `protobuf:"varint,1,opt,name=matched_count,json=matchedCount,proto3" json:"matched_count,omitempty"`
+	// The last DEADLETTER sequence the request covers; dead letters that
+	// arrive later are left for another replay.
+	ThroughSequence uint64 `protobuf:"varint,2,opt,name=through_sequence,json=throughSequence,proto3" json:"through_sequence,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersResponse) Reset() {
+	*x = ReplayDeadLettersResponse{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersResponse) ProtoMessage() {}
+
+func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ReplayDeadLettersResponse) GetMatchedCount() int64 {
+	if x != nil {
+		return x.MatchedCount
+	}
+	return 0
+}
+
+func (x *ReplayDeadLettersResponse) GetThroughSequence() uint64 {
+	if x != nil {
+		return x.ThroughSequence
+	}
+	return 0
+}
+
 // AuditEvent records one audited call, after it finished. Recording never
 // slows or fails the call: when the recorder falls behind, events are
 // dropped and counted (tidings_audit_events_dropped_total), never queued
@@ -1968,7 +2393,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	mi := &file_tidings_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2405,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	mi := &file_tidings_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2418,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AuditEvent) GetSequence() uint64 {
@@ -2086,7 +2511,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	mi := &file_tidings_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2523,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	mi := &file_tidings_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2536,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListAuditEventsRequest) GetPageSize() int32 {
@@ -2176,7 +2601,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[31]
+	mi := &file_tidings_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2188,7 +2613,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[31]
+	mi := &file_tidings_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2201,7 +2626,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -2343,7 +2768,42 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\apending\x18\x03 \x01(\x04R\apending\x12\x1f\n" +
 	"\vack_pending\x18\x04 \x01(\x03R\n" +
 	"ackPending\x12 \n" +
-	"\vredelivered\x18\x05 \x01(\x03R\vredelivered\"\xc3\x02\n" +
+	"\vredelivered\x18\x05 \x01(\x03R\vredelivered\"\xb3\x01\n" +
+	"\x10DeadLetterFilter\x126\n" +
+	"\x06stream\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x18 2\x15^([A-Z][A-Z0-9_-]*)?$R\x06stream\x128\n" +
+	"\bconsumer\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18@2\x13^([A-Za-z0-9_-]+)?$R\bconsumer\x12-\n" +
+	"\tsequences\x18\x03 \x03(\x04B\x0f\xbaH\f\x92\x01\t\x10\xe8\a\"\x042\x02 \x00R\tsequences\"\xa0\x01\n" +
+	"\x16ListDeadLettersRequest\x124\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1c.tidings.v1.DeadLetterFilterR\x06filter\x12'\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"|\n" +
+	"\x17ListDeadLettersResponse\x129\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x16.tidings.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd9\x02\n" +
+	"\n" +
+	"DeadLetter\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x16\n" +
+	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bconsumer\x18\x03 \x01(\tR\bconsumer\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x12'\n" +
+	"\x0fstream_sequence\x18\x05 \x01(\x04R\x0estreamSequence\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12D\n" +
+	"\x10dead_letter_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0edeadLetterTime\x12\x1e\n" +
+	"\n" +
+	"deliveries\x18\b \x01(\x04R\n" +
+	"deliveries\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\t \x01(\tR\teventType\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\n" +
+	" \x01(\x03R\tsizeBytes\"P\n" +
+	"\x18ReplayDeadLettersRequest\x124\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1c.tidings.v1.DeadLetterFilterR\x06filter\"k\n" +
+	"\x19ReplayDeadLettersResponse\x12#\n" +
+	"\rmatched_count\x18\x01 \x01(\x03R\fmatchedCount\x12)\n" +
+	"\x10through_sequence\x18\x02 \x01(\x04R\x0fthroughSequence\"\xc3\x02\n" +
 	"\n" +
 	"AuditEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12.\n" +
@@ -2384,8 +2844,7 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\x15REBUILD_STATE_RUNNING\x10\x02\x12\x1a\n" +
 	"\x16REBUILD_STATE_SWITCHED\x10\x03\x12\x16\n" +
 	"\x12REBUILD_STATE_DONE\x10\x04\x12\x18\n" +
-	"\x14REBUILD_STATE_FAILED\x10\x052\xf1\n" +
-	"\n" +
+	"\x14REBUILD_STATE_FAILED\x10\x052\xfa\f\n" +
 	"\fAdminService\x12t\n" +
 	"\n" +
 	"BulkFollow\x12\x1d.tidings.v1.BulkFollowRequest\x1a\x1e.tidings.v1.BulkFollowResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/admin/follows:bulkFollow\x12|\n" +
@@ -2400,6 +2859,8 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"GetRebuild\x12\x1d.tidings.v1.GetRebuildRequest\x1a\x1e.tidings.v1.GetRebuildResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/admin/rebuilds/{id}\x12t\n" +
 	"\x0fGetSystemStatus\x12\".tidings.v1.GetSystemStatusRequest\x1a#.tidings.v1.GetSystemStatusResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/admin/status\x12z\n" +
+	"\x0fListDeadLetters\x12\".tidings.v1.ListDeadLettersRequest\x1a#.tidings.v1.ListDeadLettersResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/admin/dead-letters\x12\x8a\x01\n" +
+	"\x11ReplayDeadLetters\x12$.tidings.v1.ReplayDeadLettersRequest\x1a%.tidings.v1.ReplayDeadLettersResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/admin/dead-letters:replay\x12z\n" +
 	"\x0fListAuditEvents\x12\".tidings.v1.ListAuditEventsRequest\x1a#.tidings.v1.ListAuditEventsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/admin/audit-eventsB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
@@ -2415,7 +2876,7 @@ func file_tidings_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_tidings_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tidings_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_tidings_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_tidings_v1_admin_proto_goTypes = []any{
 	(Projection)(0),                       // 0: tidings.v1.Projection
 	(RebuildState)(0),                     // 1: tidings.v1.RebuildState
@@ -2448,24 +2909,30 @@ var file_tidings_v1_admin_proto_goTypes = []any{
 	(*GetSystemStatusResponse)(nil),       // 28: tidings.v1.GetSystemStatusResponse
 	(*StreamStatus)(nil),                  // 29: tidings.v1.StreamStatus
 	(*ConsumerStatus)(nil),                // 30: tidings.v1.ConsumerStatus
-	(*AuditEvent)(nil),                    // 31: tidings.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),        // 32: tidings.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),       // 33: tidings.v1.ListAuditEventsResponse
-	(*EntityRef)(nil),                     // 34: tidings.v1.EntityRef
-	(*Follow)(nil),                        // 35: tidings.v1.Follow
-	(*timestamppb.Timestamp)(nil),         // 36: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),           // 37: google.protobuf.Duration
-	(*Caller)(nil),                        // 38: tidings.v1.Caller
-	(CallerKind)(0),                       // 39: tidings.v1.CallerKind
+	(*DeadLetterFilter)(nil),              // 31: tidings.v1.DeadLetterFilter
+	(*ListDeadLettersRequest)(nil),        // 32: tidings.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),       // 33: tidings.v1.ListDeadLettersResponse
+	(*DeadLetter)(nil),                    // 34: tidings.v1.DeadLetter
+	(*ReplayDeadLettersRequest)(nil),      // 35: tidings.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil),     // 36: tidings.v1.ReplayDeadLettersResponse
+	(*AuditEvent)(nil),                    // 37: tidings.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),        // 38: tidings.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),       // 39: tidings.v1.ListAuditEventsResponse
+	(*EntityRef)(nil),                     // 40: tidings.v1.EntityRef
+	(*Follow)(nil),                        // 41: tidings.v1.Follow
+	(*timestamppb.Timestamp)(nil),         // 42: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 43: google.protobuf.Duration
+	(*Caller)(nil),                        // 44: tidings.v1.Caller
+	(CallerKind)(0),                       // 45: tidings.v1.CallerKind
 }
 var file_tidings_v1_admin_proto_depIdxs = []int32{
 	3,  // 0: tidings.v1.UserSelector.users:type_name -> tidings.v1.UserList
 	2,  // 1: tidings.v1.BulkFollowRequest.users:type_name -> tidings.v1.UserSelector
-	34, // 2: tidings.v1.BulkFollowRequest.entity:type_name -> tidings.v1.EntityRef
+	40, // 2: tidings.v1.BulkFollowRequest.entity:type_name -> tidings.v1.EntityRef
 	2,  // 3: tidings.v1.BulkUnfollowRequest.users:type_name -> tidings.v1.UserSelector
-	34, // 4: tidings.v1.BulkUnfollowRequest.entity:type_name -> tidings.v1.EntityRef
-	35, // 5: tidings.v1.ExportGraphResponse.follows:type_name -> tidings.v1.Follow
-	35, // 6: tidings.v1.ImportGraphRequest.follows:type_name -> tidings.v1.Follow
+	40, // 4: tidings.v1.BulkUnfollowRequest.entity:type_name -> tidings.v1.EntityRef
+	41, // 5: tidings.v1.ExportGraphResponse.follows:type_name -> tidings.v1.Follow
+	41, // 6: tidings.v1.ImportGraphRequest.follows:type_name -> tidings.v1.Follow
 	12, // 7: tidings.v1.ImportGraphResponse.errors:type_name -> tidings.v1.RowError
 	15, // 8: tidings.v1.GetAutoFollowRulesResponse.rules:type_name -> tidings.v1.AutoFollowRules
 	15, // 9: tidings.v1.UpdateAutoFollowRulesRequest.rules:type_name -> tidings.v1.AutoFollowRules
@@ -2475,51 +2942,59 @@ var file_tidings_v1_admin_proto_depIdxs = []int32{
 	24, // 13: tidings.v1.RebuildProjectionsResponse.rebuild:type_name -> tidings.v1.Rebuild
 	24, // 14: tidings.v1.GetRebuildResponse.rebuild:type_name -> tidings.v1.Rebuild
 	1,  // 15: tidings.v1.Rebuild.state:type_name -> tidings.v1.RebuildState
-	36, // 16: tidings.v1.Rebuild.create_time:type_name -> google.protobuf.Timestamp
-	36, // 17: tidings.v1.Rebuild.update_time:type_name -> google.protobuf.Timestamp
-	36, // 18: tidings.v1.Rebuild.finish_time:type_name -> google.protobuf.Timestamp
-	37, // 19: tidings.v1.Rebuild.eta:type_name -> google.protobuf.Duration
+	42, // 16: tidings.v1.Rebuild.create_time:type_name -> google.protobuf.Timestamp
+	42, // 17: tidings.v1.Rebuild.update_time:type_name -> google.protobuf.Timestamp
+	42, // 18: tidings.v1.Rebuild.finish_time:type_name -> google.protobuf.Timestamp
+	43, // 19: tidings.v1.Rebuild.eta:type_name -> google.protobuf.Duration
 	25, // 20: tidings.v1.Rebuild.streams:type_name -> tidings.v1.StreamProgress
-	36, // 21: tidings.v1.Rebuild.start_time:type_name -> google.protobuf.Timestamp
+	42, // 21: tidings.v1.Rebuild.start_time:type_name -> google.protobuf.Timestamp
 	0,  // 22: tidings.v1.ProjectionRebuild.projection:type_name -> tidings.v1.Projection
 	29, // 23: tidings.v1.GetSystemStatusResponse.streams:type_name -> tidings.v1.StreamStatus
 	30, // 24: tidings.v1.GetSystemStatusResponse.consumers:type_name -> tidings.v1.ConsumerStatus
-	36, // 25: tidings.v1.GetSystemStatusResponse.time:type_name -> google.protobuf.Timestamp
+	42, // 25: tidings.v1.GetSystemStatusResponse.time:type_name -> google.protobuf.Timestamp
 	24, // 26: tidings.v1.GetSystemStatusResponse.rebuild:type_name -> tidings.v1.Rebuild
-	36, // 27: tidings.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	38, // 28: tidings.v1.AuditEvent.caller:type_name -> tidings.v1.Caller
-	37, // 29: tidings.v1.AuditEvent.duration:type_name -> google.protobuf.Duration
-	39, // 30: tidings.v1.ListAuditEventsRequest.caller_kind:type_name -> tidings.v1.CallerKind
-	36, // 31: tidings.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	36, // 32: tidings.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	31, // 33: tidings.v1.ListAuditEventsResponse.events:type_name -> tidings.v1.AuditEvent
-	4,  // 34: tidings.v1.AdminService.BulkFollow:input_type -> tidings.v1.BulkFollowRequest
-	6,  // 35: tidings.v1.AdminService.BulkUnfollow:input_type -> tidings.v1.BulkUnfollowRequest
-	8,  // 36: tidings.v1.AdminService.ExportGraph:input_type -> tidings.v1.ExportGraphRequest
-	10, // 37: tidings.v1.AdminService.ImportGraph:input_type -> tidings.v1.ImportGraphRequest
-	13, // 38: tidings.v1.AdminService.RemoveUser:input_type -> tidings.v1.RemoveUserRequest
-	16, // 39: tidings.v1.AdminService.GetAutoFollowRules:input_type -> tidings.v1.GetAutoFollowRulesRequest
-	18, // 40: tidings.v1.AdminService.UpdateAutoFollowRules:input_type -> tidings.v1.UpdateAutoFollowRulesRequest
-	20, // 41: tidings.v1.AdminService.RebuildProjections:input_type -> tidings.v1.RebuildProjectionsRequest
-	22, // 42: tidings.v1.AdminService.GetRebuild:input_type -> tidings.v1.GetRebuildRequest
-	27, // 43: tidings.v1.AdminService.GetSystemStatus:input_type -> tidings.v1.GetSystemStatusRequest
-	32, // 44: tidings.v1.AdminService.ListAuditEvents:input_type -> tidings.v1.ListAuditEventsRequest
-	5,  // 45: tidings.v1.AdminService.BulkFollow:output_type -> tidings.v1.BulkFollowResponse
-	7,  // 46: tidings.v1.AdminService.BulkUnfollow:output_type -> tidings.v1.BulkUnfollowResponse
-	9,  // 47: tidings.v1.AdminService.ExportGraph:output_type -> tidings.v1.ExportGraphResponse
-	11, // 48: tidings.v1.AdminService.ImportGraph:output_type -> tidings.v1.ImportGraphResponse
-	14, // 49: tidings.v1.AdminService.RemoveUser:output_type -> tidings.v1.RemoveUserResponse
-	17, // 50: tidings.v1.AdminService.GetAutoFollowRules:output_type -> tidings.v1.GetAutoFollowRulesResponse
-	19, // 51: tidings.v1.AdminService.UpdateAutoFollowRules:output_type -> tidings.v1.UpdateAutoFollowRulesResponse
-	21, // 52: tidings.v1.AdminService.RebuildProjections:output_type -> tidings.v1.RebuildProjectionsResponse
-	23, // 53: tidings.v1.AdminService.GetRebuild:output_type -> tidings.v1.GetRebuildResponse
-	28, // 54: tidings.v1.AdminService.GetSystemStatus:output_type -> tidings.v1.GetSystemStatusResponse
-	33, // 55: tidings.v1.AdminService.ListAuditEvents:output_type -> tidings.v1.ListAuditEventsResponse
-	45, // [45:56] is the sub-list for method output_type
-	34, // [34:45] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	31, // 27: tidings.v1.ListDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
+	34, // 28: tidings.v1.ListDeadLettersResponse.dead_letters:type_name -> tidings.v1.DeadLetter
+	42, // 29: tidings.v1.DeadLetter.dead_letter_time:type_name -> google.protobuf.Timestamp
+	31, // 30: tidings.v1.ReplayDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
+	42, // 31: tidings.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	44, // 32: tidings.v1.AuditEvent.caller:type_name -> tidings.v1.Caller
+	43, // 33: tidings.v1.AuditEvent.duration:type_name -> google.protobuf.Duration
+	45, // 34: tidings.v1.ListAuditEventsRequest.caller_kind:type_name -> tidings.v1.CallerKind
+	42, // 35: tidings.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	42, // 36: tidings.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	37, // 37: tidings.v1.ListAuditEventsResponse.events:type_name -> tidings.v1.AuditEvent
+	4,  // 38: tidings.v1.AdminService.BulkFollow:input_type -> tidings.v1.BulkFollowRequest
+	6,  // 39: tidings.v1.AdminService.BulkUnfollow:input_type -> tidings.v1.BulkUnfollowRequest
+	8,  // 40: tidings.v1.AdminService.ExportGraph:input_type -> tidings.v1.ExportGraphRequest
+	10, // 41: tidings.v1.AdminService.ImportGraph:input_type -> tidings.v1.ImportGraphRequest
+	13, // 42: tidings.v1.AdminService.RemoveUser:input_type -> tidings.v1.RemoveUserRequest
+	16, // 43: tidings.v1.AdminService.GetAutoFollowRules:input_type -> tidings.v1.GetAutoFollowRulesRequest
+	18, // 44: tidings.v1.AdminService.UpdateAutoFollowRules:input_type -> tidings.v1.UpdateAutoFollowRulesRequest
+	20, // 45: tidings.v1.AdminService.RebuildProjections:input_type -> tidings.v1.RebuildProjectionsRequest
+	22, // 46: tidings.v1.AdminService.GetRebuild:input_type -> tidings.v1.GetRebuildRequest
+	27, // 47: tidings.v1.AdminService.GetSystemStatus:input_type -> tidings.v1.GetSystemStatusRequest
+	32, // 48: tidings.v1.AdminService.ListDeadLetters:input_type -> tidings.v1.ListDeadLettersRequest
+	35, // 49: tidings.v1.AdminService.ReplayDeadLetters:input_type -> tidings.v1.ReplayDeadLettersRequest
+	38, // 50: tidings.v1.AdminService.ListAuditEvents:input_type -> tidings.v1.ListAuditEventsRequest
+	5,  // 51: tidings.v1.AdminService.BulkFollow:output_type -> tidings.v1.BulkFollowResponse
+	7,  // 52: tidings.v1.AdminService.BulkUnfollow:output_type -> tidings.v1.BulkUnfollowResponse
+	9,  // 53: tidings.v1.AdminService.ExportGraph:output_type -> tidings.v1.ExportGraphResponse
+	11, // 54: tidings.v1.AdminService.ImportGraph:output_type -> tidings.v1.ImportGraphResponse
+	14, // 55: tidings.v1.AdminService.RemoveUser:output_type -> tidings.v1.RemoveUserResponse
+	17, // 56: tidings.v1.AdminService.GetAutoFollowRules:output_type -> tidings.v1.GetAutoFollowRulesResponse
+	19, // 57: tidings.v1.AdminService.UpdateAutoFollowRules:output_type -> tidings.v1.UpdateAutoFollowRulesResponse
+	21, // 58: tidings.v1.AdminService.RebuildProjections:output_type -> tidings.v1.RebuildProjectionsResponse
+	23, // 59: tidings.v1.AdminService.GetRebuild:output_type -> tidings.v1.GetRebuildResponse
+	28, // 60: tidings.v1.AdminService.GetSystemStatus:output_type -> tidings.v1.GetSystemStatusResponse
+	33, // 61: tidings.v1.AdminService.ListDeadLetters:output_type -> tidings.v1.ListDeadLettersResponse
+	36, // 62: tidings.v1.AdminService.ReplayDeadLetters:output_type -> tidings.v1.ReplayDeadLettersResponse
+	39, // 63: tidings.v1.AdminService.ListAuditEvents:output_type -> tidings.v1.ListAuditEventsResponse
+	51, // [51:64] is the sub-list for method output_type
+	38, // [38:51] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_admin_proto_init() }
@@ -2540,7 +3015,7 @@ func file_tidings_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_admin_proto_rawDesc), len(file_tidings_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,8 @@ const (
 	AdminService_RebuildProjections_FullMethodName    = "/tidings.v1.AdminService/RebuildProjections"
 	AdminService_GetRebuild_FullMethodName            = "/tidings.v1.AdminService/GetRebuild"
 	AdminService_GetSystemStatus_FullMethodName       = "/tidings.v1.AdminService/GetSystemStatus"
+	AdminService_ListDeadLetters_FullMethodName       = "/tidings.v1.AdminService/ListDeadLetters"
+	AdminService_ReplayDeadLetters_FullMethodName     = "/tidings.v1.AdminService/ReplayDeadLetters"
 	AdminService_ListAuditEvents_FullMethodName       = "/tidings.v1.AdminService/ListAuditEvents"
 )
 
@@ -74,9 +76,25 @@ type AdminServiceClient interface {
 	// and the time it still needs. The id "latest" names the most recent one.
 	// NotFound when there is none.
 	GetRebuild(ctx context.Context, in *GetRebuildRequest, opts ...grpc.CallOption) (*GetRebuildResponse, error)
-	// GetSystemStatus reports the event streams, the consumers' lag and
-	// whether Redis answers.
+	// GetSystemStatus reports the event streams, the durable consumers' lag
+	// and whether Redis answers.
 	GetSystemStatus(ctx context.Context, in *GetSystemStatusRequest, opts ...grpc.CallOption) (*GetSystemStatusResponse, error)
+	// ListDeadLetters lists the events in the DEADLETTER stream, oldest
+	// first: events that a consumer failed to apply on every delivery because
+	// of their own content (never because Redis or NATS was unavailable:
+	// those failures are retried until the outage ends), with where they came
+	// from and why they failed.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
+	// ReplayDeadLetters re-drives dead letters (all, or those the filter
+	// picks) once their cause is fixed: the worker applies each again with
+	// the handler of the consumer that dead-lettered it, reading the event
+	// from its original stream at its original sequence (or, when the stream
+	// no longer holds it, from the dead letter's copy) so that the
+	// projections order it by its original position in the log, never as a
+	// new event. Each dead letter applied is removed from DEADLETTER; one
+	// that fails again stays, and the worker logs why. The call returns once
+	// the request is stored; ListDeadLetters shows what is left.
+	ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error)
 	// ListAuditEvents lists the audit trail, newest first: every AdminService
 	// call and every write by an app or an admin, kept in the AUDIT stream
 	// for the configured time (--audit-max-age). Filters combine; a page may
@@ -204,6 +222,26 @@ func (c *adminServiceClient) GetSystemStatus(ctx context.Context, in *GetSystemS
 	return out, nil
 }
 
+func (c *adminServiceClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadLettersResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayDeadLettersResponse)
+	err := c.cc.Invoke(ctx, AdminService_ReplayDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAuditEventsResponse)
@@ -256,9 +294,25 @@ type AdminServiceServer interface {
 	// and the time it still needs. The id "latest" names the most recent one.
 	// NotFound when there is none.
 	GetRebuild(context.Context, *GetRebuildRequest) (*GetRebuildResponse, error)
-	// GetSystemStatus reports the event streams, the consumers' lag and
-	// whether Redis answers.
+	// GetSystemStatus reports the event streams, the durable consumers' lag
+	// and whether Redis answers.
 	GetSystemStatus(context.Context, *GetSystemStatusRequest) (*GetSystemStatusResponse, error)
+	// ListDeadLetters lists the events in the DEADLETTER stream, oldest
+	// first: events that a consumer failed to apply on every delivery because
+	// of their own content (never because Redis or NATS was unavailable:
+	// those failures are retried until the outage ends), with where they came
+	// from and why they failed.
+	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
+	// ReplayDeadLetters re-drives dead letters (all, or those the filter
+	// picks) once their cause is fixed: the worker applies each again with
+	// the handler of the consumer that dead-lettered it, reading the event
+	// from its original stream at its original sequence (or, when the stream
+	// no longer holds it, from the dead letter's copy) so that the
+	// projections order it by its original position in the log, never as a
+	// new event. Each dead letter applied is removed from DEADLETTER; one
+	// that fails again stays, and the worker logs why. The call returns once
+	// the request is stored; ListDeadLetters shows what is left.
+	ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error)
 	// ListAuditEvents lists the audit trail, newest first: every AdminService
 	// call and every write by an app or an admin, kept in the AUDIT stream
 	// for the configured time (--audit-max-age). Filters combine; a page may
@@ -303,6 +357,12 @@ func (UnimplementedAdminServiceServer) GetRebuild(context.Context, *GetRebuildRe
 }
 func (UnimplementedAdminServiceServer) GetSystemStatus(context.Context, *GetSystemStatusRequest) (*GetSystemStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSystemStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedAdminServiceServer) ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayDeadLetters not implemented")
 }
 func (UnimplementedAdminServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
@@ -490,6 +550,42 @@ func _AdminService_GetSystemStatus_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDeadLetters(ctx, req.(*ListDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ReplayDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ReplayDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ReplayDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ReplayDeadLetters(ctx, req.(*ReplayDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAuditEventsRequest)
 	if err := dec(in); err != nil {
@@ -546,6 +642,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSystemStatus",
 			Handler:    _AdminService_GetSystemStatus_Handler,
+		},
+		{
+			MethodName: "ListDeadLetters",
+			Handler:    _AdminService_ListDeadLetters_Handler,
+		},
+		{
+			MethodName: "ReplayDeadLetters",
+			Handler:    _AdminService_ReplayDeadLetters_Handler,
 		},
 		{
 			MethodName: "ListAuditEvents",

@@ -538,6 +538,95 @@ func (x *FanoutChunk) GetGeneration() uint64 {
 	return 0
 }
 
+// DeadLetterReplay asks the worker to re-drive dead letters, on subject
+// "tidings.redrive.request" of the REDRIVE work queue
+// (AdminService.ReplayDeadLetters appends it). The worker applies each
+// matching dead letter again with the handler of the consumer that
+// dead-lettered it, at its original stream sequence, and removes it from
+// DEADLETTER once applied.
+type DeadLetterReplay struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only dead letters from this stream; empty for every stream.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Only dead letters of this consumer; empty for every consumer.
+	Consumer string `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// Only these dead letters, by DEADLETTER sequence; empty for every one
+	// that matches the fields above.
+	Sequences []uint64 `protobuf:"varint,3,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	// Dead letters after this DEADLETTER sequence (those that arrived after
+	// the request) are left alone.
+	ThroughSequence uint64 `protobuf:"varint,4,opt,name=through_sequence,json=throughSequence,proto3" json:"through_sequence,omitempty"`
+	// Who asked.
+	RequestedBy   *Caller `protobuf:"bytes,5,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetterReplay) Reset() {
+	*x = DeadLetterReplay{}
+	mi := &file_tidings_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetterReplay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetterReplay) ProtoMessage() {}
+
+func (x *DeadLetterReplay) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetterReplay.ProtoReflect.Descriptor instead.
+func (*DeadLetterReplay) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeadLetterReplay) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *DeadLetterReplay) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *DeadLetterReplay) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+func (x *DeadLetterReplay) GetThroughSequence() uint64 {
+	if x != nil {
+		return x.ThroughSequence
+	}
+	return 0
+}
+
+func (x *DeadLetterReplay) GetRequestedBy() *Caller {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return nil
+}
+
 var File_tidings_v1_events_proto protoreflect.FileDescriptor
 
 const file_tidings_v1_events_proto_rawDesc = "" +
@@ -582,7 +671,13 @@ const file_tidings_v1_events_proto_rawDesc = "" +
 	"\x06remove\x18\x03 \x01(\bR\x06remove\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x04 \x01(\x04R\n" +
-	"generationB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"generation\"\xc6\x01\n" +
+	"\x10DeadLetterReplay\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bconsumer\x18\x02 \x01(\tR\bconsumer\x12\x1c\n" +
+	"\tsequences\x18\x03 \x03(\x04R\tsequences\x12)\n" +
+	"\x10through_sequence\x18\x04 \x01(\x04R\x0fthroughSequence\x125\n" +
+	"\frequested_by\x18\x05 \x01(\v2\x12.tidings.v1.CallerR\vrequestedByB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_events_proto_rawDescOnce sync.Once
@@ -596,7 +691,7 @@ func file_tidings_v1_events_proto_rawDescGZIP() []byte {
 	return file_tidings_v1_events_proto_rawDescData
 }
 
-var file_tidings_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_tidings_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_tidings_v1_events_proto_goTypes = []any{
 	(*ProfileEvent)(nil),          // 0: tidings.v1.ProfileEvent
 	(*RecordEvent)(nil),           // 1: tidings.v1.RecordEvent
@@ -604,35 +699,37 @@ var file_tidings_v1_events_proto_goTypes = []any{
 	(*EdgeChange)(nil),            // 3: tidings.v1.EdgeChange
 	(*ActivityEvent)(nil),         // 4: tidings.v1.ActivityEvent
 	(*FanoutChunk)(nil),           // 5: tidings.v1.FanoutChunk
-	(*Profile)(nil),               // 6: tidings.v1.Profile
-	(*Caller)(nil),                // 7: tidings.v1.Caller
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*Record)(nil),                // 9: tidings.v1.Record
-	(*EntityRef)(nil),             // 10: tidings.v1.EntityRef
-	(*Activity)(nil),              // 11: tidings.v1.Activity
+	(*DeadLetterReplay)(nil),      // 6: tidings.v1.DeadLetterReplay
+	(*Profile)(nil),               // 7: tidings.v1.Profile
+	(*Caller)(nil),                // 8: tidings.v1.Caller
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*Record)(nil),                // 10: tidings.v1.Record
+	(*EntityRef)(nil),             // 11: tidings.v1.EntityRef
+	(*Activity)(nil),              // 12: tidings.v1.Activity
 }
 var file_tidings_v1_events_proto_depIdxs = []int32{
-	6,  // 0: tidings.v1.ProfileEvent.profile:type_name -> tidings.v1.Profile
-	7,  // 1: tidings.v1.ProfileEvent.caller:type_name -> tidings.v1.Caller
-	8,  // 2: tidings.v1.ProfileEvent.time:type_name -> google.protobuf.Timestamp
-	9,  // 3: tidings.v1.RecordEvent.record:type_name -> tidings.v1.Record
-	7,  // 4: tidings.v1.RecordEvent.caller:type_name -> tidings.v1.Caller
-	8,  // 5: tidings.v1.RecordEvent.time:type_name -> google.protobuf.Timestamp
+	7,  // 0: tidings.v1.ProfileEvent.profile:type_name -> tidings.v1.Profile
+	8,  // 1: tidings.v1.ProfileEvent.caller:type_name -> tidings.v1.Caller
+	9,  // 2: tidings.v1.ProfileEvent.time:type_name -> google.protobuf.Timestamp
+	10, // 3: tidings.v1.RecordEvent.record:type_name -> tidings.v1.Record
+	8,  // 4: tidings.v1.RecordEvent.caller:type_name -> tidings.v1.Caller
+	9,  // 5: tidings.v1.RecordEvent.time:type_name -> google.protobuf.Timestamp
 	3,  // 6: tidings.v1.FollowEvent.changes:type_name -> tidings.v1.EdgeChange
-	7,  // 7: tidings.v1.FollowEvent.caller:type_name -> tidings.v1.Caller
-	8,  // 8: tidings.v1.FollowEvent.time:type_name -> google.protobuf.Timestamp
-	10, // 9: tidings.v1.EdgeChange.entity:type_name -> tidings.v1.EntityRef
-	8,  // 10: tidings.v1.EdgeChange.create_time:type_name -> google.protobuf.Timestamp
-	11, // 11: tidings.v1.ActivityEvent.posted:type_name -> tidings.v1.Activity
-	11, // 12: tidings.v1.ActivityEvent.edited:type_name -> tidings.v1.Activity
-	7,  // 13: tidings.v1.ActivityEvent.caller:type_name -> tidings.v1.Caller
-	8,  // 14: tidings.v1.ActivityEvent.time:type_name -> google.protobuf.Timestamp
-	11, // 15: tidings.v1.ActivityEvent.deleted_activity:type_name -> tidings.v1.Activity
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	8,  // 7: tidings.v1.FollowEvent.caller:type_name -> tidings.v1.Caller
+	9,  // 8: tidings.v1.FollowEvent.time:type_name -> google.protobuf.Timestamp
+	11, // 9: tidings.v1.EdgeChange.entity:type_name -> tidings.v1.EntityRef
+	9,  // 10: tidings.v1.EdgeChange.create_time:type_name -> google.protobuf.Timestamp
+	12, // 11: tidings.v1.ActivityEvent.posted:type_name -> tidings.v1.Activity
+	12, // 12: tidings.v1.ActivityEvent.edited:type_name -> tidings.v1.Activity
+	8,  // 13: tidings.v1.ActivityEvent.caller:type_name -> tidings.v1.Caller
+	9,  // 14: tidings.v1.ActivityEvent.time:type_name -> google.protobuf.Timestamp
+	12, // 15: tidings.v1.ActivityEvent.deleted_activity:type_name -> tidings.v1.Activity
+	8,  // 16: tidings.v1.DeadLetterReplay.requested_by:type_name -> tidings.v1.Caller
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_events_proto_init() }
@@ -655,7 +752,7 @@ func file_tidings_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_events_proto_rawDesc), len(file_tidings_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -67,6 +67,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newFeedCmd(client),
 		newStatusCmd(client),
 		newRebuildCmd(client),
+		newDeadLettersCmd(client),
 		newBenchCmd(),
 	)
 	root.AddCommand(newFollowCmds(client)...)
