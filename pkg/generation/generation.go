@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/ids"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -57,14 +58,21 @@ type Store struct {
 	kv jetstream.KeyValue
 }
 
-// Open creates the bucket if needed and returns a Store.
+// Open creates the bucket if needed and returns a Store. Many processes
+// may open it at once on a cluster that is still forming: attempts are
+// short and retried (eventlog.RetryStartup) until ctx ends.
 func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "Tidings: which generation of the Redis projections readers use, and the rebuild of the next",
-		History:     16,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+	var kv jetstream.KeyValue
+	err := eventlog.RetryStartup(ctx, func(ctx context.Context) error {
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      Bucket,
+			Description: "Tidings: which generation of the Redis projections readers use, and the rebuild of the next",
+			History:     16,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open generations bucket: %w", err)

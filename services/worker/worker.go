@@ -51,8 +51,8 @@ type Deps struct {
 	// RebuildLease is how long a rebuild's worker may go without a
 	// checkpoint before another worker takes it over; 30 s when zero.
 	RebuildLease time.Duration
-	Metrics       *eventlog.ConsumerMetrics
-	Logger        *slog.Logger
+	Metrics      *eventlog.ConsumerMetrics
+	Logger       *slog.Logger
 }
 
 // Worker consumes the streams.
