@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -299,4 +300,52 @@ func (s *Store) setCurrent(ctx context.Context, gen uint64) error {
 		return fmt.Errorf("switch to generation %d: %w", gen, err)
 	}
 	return nil
+}
+
+// keyHealing marks a generation that is being healed: re-applied from the
+// log after Redis lost writes (pkg/heal). Its value is the generation and
+// the time the healer last said it was still at work.
+const keyHealing = "healing"
+
+// healingStale is how long a healing mark holds without being renewed: a
+// healer that died leaves no process unhealthy for longer.
+const healingStale = time.Minute
+
+// SetHealing marks generation gen as being healed, now; the healer renews
+// the mark while it works.
+func (s *Store) SetHealing(ctx context.Context, gen uint64, now time.Time) error {
+	v := strconv.FormatUint(gen, 10) + " " + strconv.FormatInt(now.Unix(), 10)
+	if _, err := s.kv.PutString(ctx, keyHealing, v); err != nil {
+		return fmt.Errorf("mark healing: %w", err)
+	}
+	return nil
+}
+
+// ClearHealing removes the healing mark.
+func (s *Store) ClearHealing(ctx context.Context) error {
+	if err := s.kv.Delete(ctx, keyHealing); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("clear healing mark: %w", err)
+	}
+	return nil
+}
+
+// Healing reports whether generation gen is being healed now (a mark
+// renewed within the last minute).
+func (s *Store) Healing(ctx context.Context, gen uint64, now time.Time) (bool, error) {
+	e, err := s.kv.Get(ctx, keyHealing)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read healing mark: %w", err)
+	}
+	g, at, ok := strings.Cut(string(e.Value()), " ")
+	if !ok || g != strconv.FormatUint(gen, 10) {
+		return false, nil
+	}
+	sec, err := strconv.ParseInt(at, 10, 64)
+	if err != nil {
+		return false, nil
+	}
+	return now.Sub(time.Unix(sec, 0)) < healingStale, nil
 }

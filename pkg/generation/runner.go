@@ -173,6 +173,15 @@ func (u *run) carry(ctx context.Context) error {
 				return err
 			}
 		}
+		// The new generation holds the log up to where the replay reached
+		// (and the live workers wrote it from there on): its watermarks.
+		replayed := projection.Positions{}
+		for _, sp := range u.rb.GetStreams() {
+			replayed[sp.GetStream()] = sp.GetReplayedSequence()
+		}
+		if _, err := target.AdvanceWatermarks(ctx, projection.Positions{}, replayed); err != nil {
+			return err
+		}
 		if err := u.r.d.Store.setCurrent(ctx, u.rb.GetToGeneration()); err != nil {
 			return err
 		}

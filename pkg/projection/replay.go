@@ -105,5 +105,5 @@ func (p *Projector) Wipe(ctx context.Context) error {
 			return fmt.Errorf("wipe generation %d: %w", p.Generation(), err)
 		}
 	}
-	return nil
+	return p.wipeWatermarks(ctx)
 }

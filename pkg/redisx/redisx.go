@@ -7,6 +7,7 @@ package redisx
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -233,4 +234,52 @@ func RunScripts(ctx context.Context, rdb redis.UniversalClient, script *redis.Sc
 		return nil, err
 	}
 	return cmds, nil
+}
+
+// ShardTags returns one hash tag (without braces) per primary of a Redis
+// Cluster, each hashing to a slot that primary serves, so that a key
+// written under every tag lands on every shard. A single server has one
+// shard and the tag "shard". Keys that must say something about each
+// shard (the projections' watermarks) are written once per tag.
+func ShardTags(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return []string{"shard"}, nil
+	}
+	slots, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cluster slots: %w", err)
+	}
+	owner := func(slot int64) string {
+		for _, r := range slots {
+			if int64(r.Start) <= slot && slot <= int64(r.End) && len(r.Nodes) > 0 {
+				return r.Nodes[0].ID + r.Nodes[0].Addr
+			}
+		}
+		return ""
+	}
+	masters := map[string]bool{}
+	for _, r := range slots {
+		if len(r.Nodes) > 0 {
+			masters[r.Nodes[0].ID+r.Nodes[0].Addr] = true
+		}
+	}
+	var tags []string
+	found := map[string]bool{}
+	// Tags hash uniformly: a few candidates a primary find them all.
+	for i := 0; len(found) < len(masters) && i < 64*len(masters); i++ {
+		tag := "shard" + strconv.Itoa(i)
+		slot, err := c.ClusterKeySlot(ctx, tag).Result()
+		if err != nil {
+			return nil, fmt.Errorf("cluster keyslot: %w", err)
+		}
+		if m := owner(slot); m != "" && !found[m] {
+			found[m] = true
+			tags = append(tags, tag)
+		}
+	}
+	if len(found) < len(masters) {
+		return nil, fmt.Errorf("no hash tag found for %d of %d redis primaries", len(masters)-len(found), len(masters))
+	}
+	return tags, nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/generation"
+	"github.com/tidingshq/tidings/pkg/heal"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
@@ -147,13 +148,30 @@ func (d *deps) close() {
 	_ = d.rdb.Close()
 }
 
-// health reports whether Redis answers (every primary of a cluster) and
-// every stream exists.
+// health reports whether Redis answers (every primary of a cluster),
+// every stream exists and the projections are not being healed (pkg/heal).
 func (d *deps) health(ctx context.Context) error {
 	if err := redisx.Health(ctx, d.rdb); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
-	return eventlog.CheckStreams(ctx, d.js)
+	if err := eventlog.CheckStreams(ctx, d.js); err != nil {
+		return err
+	}
+	if d.gens == nil {
+		return nil
+	}
+	cur, err := d.gens.Current(ctx)
+	if err != nil {
+		return err
+	}
+	healing, err := d.gens.Healing(ctx, cur, time.Now())
+	if err != nil {
+		return err
+	}
+	if healing {
+		return errors.New("the projections are being re-applied from the log after Redis lost writes; reads may miss recent items")
+	}
+	return nil
 }
 
 // Run runs the roles until ctx ends, then shuts down gracefully.
@@ -227,9 +245,13 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
+		healMetrics, err := heal.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
 		w := worker.New(worker.Deps{
 			Log: d.log, ProjectorFor: c.ProjectorFor, Generations: d.gens, Name: workerName(),
-			AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, Logger: logger,
+			AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, HealMetrics: healMetrics, Logger: logger,
 		})
 		g.Go(func() error { return w.Run(gctx) })
 	}

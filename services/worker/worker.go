@@ -6,7 +6,8 @@
 //
 // While a rebuild fills a new generation of the projections (pkg/generation),
 // the worker applies every event to both generations, and one of the
-// workers runs the rebuild itself.
+// workers runs the rebuild itself. Every worker also keeps the projections'
+// watermarks and heals them when Redis loses writes (pkg/heal).
 package worker
 
 import (
@@ -22,6 +23,7 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/generation"
+	"github.com/tidingshq/tidings/pkg/heal"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
 )
@@ -51,6 +53,10 @@ type Deps struct {
 	// RebuildLease is how long a rebuild's worker may go without a
 	// checkpoint before another worker takes it over; 30 s when zero.
 	RebuildLease time.Duration
+	// HealInterval is how often the projections' watermarks are checked
+	// and raised (pkg/heal); 2 s when zero, never when negative.
+	HealInterval time.Duration
+	HealMetrics  *heal.Metrics
 	Metrics      *eventlog.ConsumerMetrics
 	Logger       *slog.Logger
 }
@@ -206,6 +212,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		g.Go(func() error { return w.d.Log.ConsumeBatches(gctx, spec, h, w.d.Metrics, w.d.Logger) })
 	}
 	g.Go(func() error { return w.d.Log.ConsumeRedrives(gctx, w.HandlersByConsumer(), w.d.Metrics, w.d.Logger) })
+	if w.d.HealInterval >= 0 {
+		healer := heal.New(heal.Deps{
+			Log: w.d.Log, ProjectorFor: w.d.ProjectorFor, Generations: w.d.Generations,
+			Interval: w.d.HealInterval, Metrics: w.d.HealMetrics, Logger: w.d.Logger,
+		})
+		g.Go(func() error { return healer.Run(gctx) })
+	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
