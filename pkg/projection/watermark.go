@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tidingshq/tidings/pkg/redisx"
 )
@@ -94,7 +93,7 @@ func (p *Projector) AdvanceWatermarks(ctx context.Context, seen, to Positions) (
 	ok := true
 	for _, tag := range tags {
 		lost, err := advanceWatermark.Run(ctx, rdb, []string{p.watermarkKey(tag)}, args...).Int()
-		if err != nil && err != redis.Nil {
+		if err != nil {
 			return false, fmt.Errorf("advance watermarks: %w", err)
 		}
 		ok = ok && lost == 0

@@ -246,22 +246,25 @@ func ShardTags(ctx context.Context, rdb redis.UniversalClient) ([]string, error)
 	if !ok {
 		return []string{"shard"}, nil
 	}
-	slots, err := c.ClusterSlots(ctx).Result()
+	shards, err := c.ClusterShards(ctx).Result()
 	if err != nil {
-		return nil, fmt.Errorf("cluster slots: %w", err)
+		return nil, fmt.Errorf("cluster shards: %w", err)
 	}
+	// A shard is named by its primary; its slots say which tags land there.
 	owner := func(slot int64) string {
-		for _, r := range slots {
-			if int64(r.Start) <= slot && slot <= int64(r.End) && len(r.Nodes) > 0 {
-				return r.Nodes[0].ID + r.Nodes[0].Addr
+		for _, sh := range shards {
+			for _, r := range sh.Slots {
+				if r.Start <= slot && slot <= r.End {
+					return primaryOf(sh)
+				}
 			}
 		}
 		return ""
 	}
 	masters := map[string]bool{}
-	for _, r := range slots {
-		if len(r.Nodes) > 0 {
-			masters[r.Nodes[0].ID+r.Nodes[0].Addr] = true
+	for _, sh := range shards {
+		if p := primaryOf(sh); p != "" && len(sh.Slots) > 0 {
+			masters[p] = true
 		}
 	}
 	var tags []string
@@ -282,4 +285,15 @@ func ShardTags(ctx context.Context, rdb redis.UniversalClient) ([]string, error)
 		return nil, fmt.Errorf("no hash tag found for %d of %d redis primaries", len(masters)-len(found), len(masters))
 	}
 	return tags, nil
+}
+
+// primaryOf returns the id of a cluster shard's primary, or "" when it has
+// none.
+func primaryOf(sh redis.ClusterShard) string {
+	for _, n := range sh.Nodes {
+		if n.Role == "master" {
+			return n.ID
+		}
+	}
+	return ""
 }

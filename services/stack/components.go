@@ -59,7 +59,7 @@ type Overrides struct {
 // Wire builds the components over open connections; tests use it to serve
 // the services exactly as a process does.
 func Wire(log *eventlog.Log, rdb redis.UniversalClient, st *settings.Store, gens *generation.Store, cfg config.Config, logger *slog.Logger, o Overrides) *Components {
-	c := newComponents(&deps{log: log, js: log.JetStream(), rdb: rdb, settings: st, gens: gens}, cfg, logger, nil)
+	c := newComponents(context.Background(), &deps{log: log, js: log.JetStream(), rdb: rdb, settings: st, gens: gens}, cfg, logger, nil)
 	c.overrides = o
 	return c
 }
@@ -115,11 +115,11 @@ func ProjectionConfig(cfg config.Config) projection.Config {
 
 // newComponents builds the components; metrics, if set, counts the
 // fan-out's deliveries.
-func newComponents(d *deps, cfg config.Config, logger *slog.Logger, metrics *projection.Metrics) *Components {
+func newComponents(ctx context.Context, d *deps, cfg config.Config, logger *slog.Logger, metrics *projection.Metrics) *Components {
 	var current uint64
 	if d.gens != nil {
 		// Where a rebuild has switched readers before this process started.
-		if g, err := d.gens.Current(context.Background()); err == nil {
+		if g, err := d.gens.Current(ctx); err == nil {
 			current = g
 		} else {
 			logger.Warn("the projections' current generation is not known yet; reading the first until it is", "error", err)

@@ -27,8 +27,8 @@ import (
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/generation"
-	"github.com/tidingshq/tidings/pkg/heal"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/heal"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
@@ -193,7 +193,7 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
-	c := newComponents(d, cfg, logger, deliveries)
+	c := newComponents(ctx, d, cfg, logger, deliveries)
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
