@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 
-
 	"github.com/tidingshq/tidings/pkg/redisx"
 )
 
