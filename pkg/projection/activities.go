@@ -436,7 +436,8 @@ func (p *Projector) chunk(ctx context.Context, c *activityChange, srcs []string,
 			progress()
 			_, err := p.log.Publish(ctx, eventlog.Append{
 				Subject: eventlog.FanoutSubject(c.a.GetId()),
-				Event:   &tidingsv1.FanoutChunk{ActivityId: c.a.GetId(), UserIds: users, Remove: c.kind == deleted},
+				Event: &tidingsv1.FanoutChunk{ActivityId: c.a.GetId(), UserIds: users, Remove: c.kind == deleted,
+					Generation: p.Generation()},
 			})
 			return err
 		})

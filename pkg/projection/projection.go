@@ -56,6 +56,9 @@ type Stores struct {
 	Timelines *timelinestore.Store
 	// Hot keeps which entities are pulled at read time rather than pushed.
 	Hot *hot.Store
+	// Keyspace names the keys of every store: one generation of the
+	// projections.
+	Keyspace *redisx.Keyspace
 }
 
 // NewStores returns every store over one Redis client and the keys of ks
@@ -69,6 +72,7 @@ func NewStores(rdb redis.UniversalClient, ks *redisx.Keyspace, th hot.Thresholds
 		Bodies:    activitystore.New(rdb, ks),
 		Timelines: timelinestore.New(rdb, ks),
 		Hot:       hot.New(rdb, ks, th),
+		Keyspace:  ks,
 	}
 }
 
@@ -185,6 +189,19 @@ func New(d Deps) *Projector {
 // Stores returns the projections the Projector writes.
 func (p *Projector) Stores() Stores { return p.st }
 
+// Generation returns the generation of the projections the Projector
+// writes (its stores' keyspace's).
+func (p *Projector) Generation() uint64 { return p.st.Keyspace.Generation() }
+
+// Silent returns a Projector over the same stores that sends no live
+// notices and counts no deliveries: what writes the same events into a
+// second generation while a rebuild fills it.
+func (p *Projector) Silent() *Projector {
+	q := *p
+	q.live, q.m = nil, nil
+	return &q
+}
+
 // The durable consumers that apply the streams, shared by every worker
 // replica.
 var (
@@ -223,4 +240,14 @@ func (p *Projector) activeSince() int64 {
 		return 0
 	}
 	return p.now().Add(-p.cfg.InactiveAfter).Unix()
+}
+
+// Handler returns the batch handler of a durable consumer, by its name.
+func (p *Projector) Handler(durable string) eventlog.BatchHandler {
+	for _, c := range p.Consumers() {
+		if c.Spec.Durable == durable {
+			return c.Handle
+		}
+	}
+	return nil
 }

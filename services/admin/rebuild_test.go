@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -20,6 +21,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
+	"github.com/tidingshq/tidings/services/worker"
 )
 
 // TestRebuildEqualsLiveState plays a random history through the public API
@@ -194,9 +196,95 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 	require.Positive(t, inboxes, "mentions fill inboxes")
 	require.Greater(t, sources, 100, "follows fill home sources")
 	require.Positive(t, floors, "home timelines were trimmed")
-	rebuilt, err := s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
-	require.NoError(t, err)
-	require.Len(t, rebuilt.GetRebuilt(), 4)
+	s.Rebuild(t)
 	s.WaitCaughtUp(t) // the chunks the replay cut
 	testenv.RequireSameSnapshot(t, live, testenv.Snapshot(t, s.Env.RDB), "rebuilt projection")
+}
+
+// TestRebuildKeepsReadersWholeAndSurvivesItsWorker runs a rebuild whose
+// worker stops half-way (after its first pass, while it waits for the live
+// workers to settle) and checks that: readers stay on the complete old
+// generation meanwhile; a post made during the rebuild is in the new
+// generation too; another worker takes the rebuild over from its
+// checkpoint and finishes it; and readers then see the new generation,
+// with nothing lost, and the old generation gone.
+func TestRebuildKeepsReadersWholeAndSurvivesItsWorker(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	stopA := s.RunWorker(t, func(d *worker.Deps) { d.Name, d.RebuildSettle = "worker-a", time.Hour })
+	ctx := t.Context()
+	var fans []string
+	for i := range 12 {
+		fans = append(fans, fmt.Sprintf("fan%02d", i))
+	}
+	s.Users(t, append([]string{"star"}, fans...)...)
+	for _, f := range fans {
+		_, err := s.Follows(t, testenv.Admin).Follow(ctx, &tidingsv1.FollowRequest{UserId: f, Entity: entity.User("star")})
+		require.NoError(t, err)
+	}
+	star := s.Activities(t, testenv.Employee("star"))
+	var want []string
+	for i := range 30 {
+		resp, err := star.PostActivity(ctx, &tidingsv1.PostActivityRequest{ActorUserId: "star", Text: fmt.Sprintf("post %d", i)})
+		require.NoError(t, err)
+		want = append([]string{resp.GetActivity().GetId()}, want...)
+	}
+	s.WaitCaughtUp(t)
+	homeIDs := func(user string) []string {
+		resp, err := s.Timelines(t, testenv.Employee(user)).GetHomeTimeline(ctx, &tidingsv1.GetHomeTimelineRequest{UserId: user, PageSize: 100})
+		require.NoError(t, err)
+		var out []string
+		for _, it := range resp.GetItems() {
+			out = append(out, it.GetActivity().GetId())
+		}
+		return out
+	}
+	for _, f := range fans {
+		require.Equal(t, want, homeIDs(f))
+	}
+
+	started, err := s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
+	require.NoError(t, err)
+	id := started.GetRebuild().GetId()
+	_, err = s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
+	testenv.RequireCode(t, err, codes.FailedPrecondition)
+	testenv.Eventually(t, time.Minute, func() bool {
+		r, err := s.Admin(t).GetRebuild(ctx, &tidingsv1.GetRebuildRequest{Id: "latest"})
+		require.NoError(t, err)
+		return r.GetRebuild().GetPass() == 2 && r.GetRebuild().GetState() == tidingsv1.RebuildState_REBUILD_STATE_RUNNING
+	}, "the first pass did not end")
+
+	// Readers stay on the complete old generation.
+	status, err := s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
+	require.NoError(t, err)
+	require.Zero(t, status.GetGeneration())
+	for _, f := range fans {
+		require.Equal(t, want, homeIDs(f), "%s reads the old generation whole during the rebuild", f)
+	}
+	// A post during the rebuild reaches both generations.
+	during, err := star.PostActivity(ctx, &tidingsv1.PostActivityRequest{ActorUserId: "star", Text: "during the rebuild"})
+	require.NoError(t, err)
+	want = append([]string{during.GetActivity().GetId()}, want...)
+	s.WaitCaughtUp(t)
+
+	// The rebuild's worker stops; another takes the rebuild over once the
+	// first one's lease has run out.
+	stopA()
+	s.RunWorker(t, func(d *worker.Deps) { d.Name, d.RebuildLease = "worker-b", time.Second })
+	done := s.WaitRebuild(t, id)
+	require.Equal(t, "worker-b", done.GetRunner())
+	require.EqualValues(t, 1, done.GetToGeneration())
+	require.Positive(t, done.GetEventsReplayed())
+
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		st, err := s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
+		require.NoError(t, err)
+		return st.GetGeneration() == 1
+	}, "readers did not move to the new generation")
+	for _, f := range fans {
+		require.Equal(t, want, homeIDs(f), "%s reads everything from the new generation", f)
+	}
+	keys, err := s.Env.RDB.Keys(ctx, "tidings:home:*").Result()
+	require.NoError(t, err)
+	require.Empty(t, keys, "the old generation is dropped")
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -26,7 +27,9 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/generation"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/heal"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
@@ -92,6 +95,7 @@ type deps struct {
 	log      *eventlog.Log
 	rdb      redis.UniversalClient
 	settings *settings.Store
+	gens     *generation.Store
 }
 
 func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps, error) {
@@ -132,7 +136,12 @@ func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps
 		nc.Close()
 		return nil, err
 	}
-	return &deps{nc: nc, js: js, log: eventlog.New(js), rdb: redisx.NewClient(cfg.RedisAddrs, cfg.RedisPassword), settings: st}, nil
+	gens, err := generation.Open(sctx, js, cfg.StreamReplicas)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &deps{nc: nc, js: js, log: eventlog.New(js), rdb: redisx.NewClient(cfg.RedisAddrs, cfg.RedisPassword), settings: st, gens: gens}, nil
 }
 
 func (d *deps) close() {
@@ -140,13 +149,30 @@ func (d *deps) close() {
 	_ = d.rdb.Close()
 }
 
-// health reports whether Redis answers (every primary of a cluster) and
-// every stream exists.
+// health reports whether Redis answers (every primary of a cluster),
+// every stream exists and the projections are not being healed (pkg/heal).
 func (d *deps) health(ctx context.Context) error {
 	if err := redisx.Health(ctx, d.rdb); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
-	return eventlog.CheckStreams(ctx, d.js)
+	if err := eventlog.CheckStreams(ctx, d.js); err != nil {
+		return err
+	}
+	if d.gens == nil {
+		return nil
+	}
+	cur, err := d.gens.Current(ctx)
+	if err != nil {
+		return err
+	}
+	healing, err := d.gens.Healing(ctx, cur, time.Now())
+	if err != nil {
+		return err
+	}
+	if healing {
+		return errors.New("the projections are being re-applied from the log after Redis lost writes; reads may miss recent items")
+	}
+	return nil
 }
 
 // Run runs the roles until ctx ends, then shuts down gracefully.
@@ -180,11 +206,13 @@ func Run(ctx context.Context, opts Options) error {
 				return err
 			}
 		}
-		c = newComponents(d, cfg, logger, deliveries, Overrides{})
+		c = newComponents(ctx, d, cfg, logger, deliveries, Overrides{})
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
+	// Every process follows the projections' generation (pkg/generation).
+	g.Go(func() error { return c.FollowGenerations(gctx) })
 
 	var srv *grpcserver.Server
 	var sec *security
@@ -231,8 +259,13 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
+		healMetrics, err := heal.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
 		w := worker.New(worker.Deps{
-			Log: d.log, Projector: c.projector, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, Logger: logger,
+			Log: d.log, ProjectorFor: c.ProjectorFor, Generations: d.gens, Name: workerName(),
+			AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, HealMetrics: healMetrics, Logger: logger,
 		})
 		g.Go(func() error { return w.Run(gctx) })
 	}
@@ -371,4 +404,10 @@ func joinRoles(roles []Role) string {
 		s[i] = string(r)
 	}
 	return strings.Join(s, ",")
+}
+
+// workerName names this process when it runs a rebuild: host and pid.
+func workerName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }
