@@ -152,8 +152,23 @@ func (h *Healer) catchUp(ctx context.Context, gen uint64, p *projection.Projecto
 	}
 	lost := reason != "start"
 	if !complete {
-		// A shard without watermarks: emptied, or never watermarked. Its
-		// part of the projections is whatever it is: the whole log again.
+		if !lost {
+			// No watermarks when a worker starts: a Redis that was
+			// emptied, or projections written before watermarks were
+			// (an upgrade, or a first check that came late). Replaying the
+			// log in place over projections that hold it would hand old
+			// posts to followers who followed since; projections that hold
+			// nothing are rebuilt from the log as a rebuild would.
+			held, err := p.Stores().Profiles.Any(ctx)
+			if err != nil {
+				return err
+			}
+			if held {
+				h.d.Logger.InfoContext(ctx, "heal: no watermarks yet over projections that hold data; taking what the consumers acknowledged as applied", "generation", gen)
+				return nil
+			}
+		}
+		// A shard emptied (or all of Redis): the whole log again.
 		from, lost = projection.Positions{}, true
 	}
 	behind := false

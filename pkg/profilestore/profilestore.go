@@ -36,6 +36,15 @@ func (s *Store) Key(userID string) string { return s.ks.Key("profile:{" + userID
 
 func (s *Store) keyAll() string { return s.ks.Key("profiles:all") }
 
+// Any reports whether the store holds any profile.
+func (s *Store) Any(ctx context.Context) (bool, error) {
+	n, err := s.rdb.Exists(ctx, s.keyAll()).Result()
+	if err != nil {
+		return false, fmt.Errorf("read profile index: %w", err)
+	}
+	return n > 0, nil
+}
+
 // Field is the field of Key that holds the profile.
 const Field = "pb"
 
