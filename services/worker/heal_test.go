@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/heal"
 	"github.com/tidingshq/tidings/pkg/projection"
@@ -204,4 +205,34 @@ func copyFile(t *testing.T, from, to string) {
 	_, err = io.Copy(dst, src)
 	require.NoError(t, err)
 	require.NoError(t, dst.Close())
+}
+
+// Projections written before watermarks existed (an upgrade) are taken as
+// they are: replaying the log over them would hand old posts to followers
+// who followed since, beyond the backfill.
+func TestFirstWatermarksOverExistingProjections(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) { c.Backfill = 2 }})
+	stop := s.RunWorker(t, func(d *worker.Deps) { d.HealInterval = -1 }) // a worker without watermarks
+	ctx := t.Context()
+	s.Users(t, "ann", "bob")
+	for i := range 5 {
+		_, err := s.Activities(t, testenv.Employee("ann")).PostActivity(ctx, &tidingsv1.PostActivityRequest{ActorUserId: "ann", Text: fmt.Sprintf("before %d", i)})
+		require.NoError(t, err)
+	}
+	s.WaitCaughtUp(t)
+	_, err := s.Follows(t, testenv.Admin).Follow(ctx, &tidingsv1.FollowRequest{UserId: "bob", Entity: entity.User("ann")})
+	require.NoError(t, err)
+	s.WaitCaughtUp(t)
+	require.Len(t, homeIDs(t, s, "bob"), 2, "the backfill")
+	_, complete, err := s.Components.Projector().Watermarks(ctx)
+	require.NoError(t, err)
+	require.False(t, complete, "no watermarks yet")
+	before := projected(t, s)
+
+	stop()
+	s.RunWorker(t, func(d *worker.Deps) { d.HealInterval = 20 * time.Millisecond })
+	waitWatermarks(t, s)
+	require.Len(t, homeIDs(t, s, "bob"), 2, "still the backfill")
+	testenv.RequireSameSnapshot(t, before, projected(t, s), "projections as they were")
 }
