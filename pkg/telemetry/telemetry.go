@@ -57,13 +57,20 @@ type HTTPServer struct {
 	ln  net.Listener
 }
 
-// HealthHandler answers /healthz: 200 "ok" when health passes, 503 when not.
-func HealthHandler(health HealthFunc) http.Handler {
+// HealthHandler answers /healthz: 200 "ok" when health passes, 503 when
+// not. With detailed, the 503 says why (the debug listener, for operators);
+// without, it says only "not serving", so that a listener employees reach
+// never shows addresses or driver errors.
+func HealthHandler(health HealthFunc, detailed bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := health(ctx); err != nil {
-			http.Error(w, "not serving: "+err.Error(), http.StatusServiceUnavailable)
+			msg := "not serving"
+			if detailed {
+				msg += ": " + err.Error()
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
@@ -85,7 +92,7 @@ func LiveHandler() http.Handler {
 func DebugHandler(reg *prometheus.Registry, health HealthFunc) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("GET /healthz", HealthHandler(health))
+	mux.Handle("GET /healthz", HealthHandler(health, true))
 	mux.Handle("GET /livez", LiveHandler())
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

@@ -48,7 +48,7 @@ func frontHandler(_ context.Context, opts Options, srv *grpcserver.Server, grpcA
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", telemetry.HealthHandler(func(ctx context.Context) error { return f.health(ctx) }))
+	mux.Handle("GET /healthz", telemetry.HealthHandler(func(ctx context.Context) error { return f.health(ctx) }, false))
 	mux.Handle("GET /livez", telemetry.LiveHandler())
 	f.handler = mux
 
