@@ -157,8 +157,13 @@ func ToStatus(err error) (st *status.Status, internal bool) {
 	if errors.As(err, &apiErr) {
 		return apiErr.GRPCStatus(), false
 	}
-	if st, ok := status.FromError(err); ok {
-		return st, false
+	// A status wrapped with context keeps its own message: status.FromError
+	// would put the whole wrapped text (internal context) in front of it.
+	var withStatus interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &withStatus) {
+		if st := withStatus.GRPCStatus(); st != nil {
+			return st, false
+		}
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):

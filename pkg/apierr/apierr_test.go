@@ -49,6 +49,7 @@ func TestErrorsByKind(t *testing.T) {
 		{name: "a typed error passes through", ctx: live, err: apierr.NotFound("no profile ana"), code: codes.NotFound, reason: apierr.ReasonNotFound},
 		{name: "a typed Unavailable advises a retry", ctx: live, err: apierr.Unavailable("stream PROFILES: down"), code: codes.Unavailable, reason: apierr.ReasonUnavailable, retry: true},
 		{name: "Redis refusing is Unavailable", ctx: live, err: refused, code: codes.Unavailable, reason: apierr.ReasonUnavailable, retry: true, messageNotIn: "refused"},
+		{name: "a wrapped status keeps its own message", ctx: live, err: fmt.Errorf("hydrate page of user ana from redis key tidings:home:{ana}: %w", status.Error(codes.NotFound, "no such activity")), code: codes.NotFound, messageNotIn: "tidings:home"},
 		{name: "a bug is Internal", ctx: live, err: errors.New("nil map"), code: codes.Internal, internal: true},
 		{name: "a bound inside the server is Unavailable", ctx: live, err: fmt.Errorf("open stream: %w", context.DeadlineExceeded), code: codes.Unavailable, reason: apierr.ReasonUnavailable, retry: true},
 		{name: "the caller's deadline is DeadlineExceeded", ctx: expired, err: fmt.Errorf("open stream: %w", context.DeadlineExceeded), code: codes.DeadlineExceeded},
