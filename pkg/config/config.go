@@ -111,6 +111,8 @@ type Config struct {
 
 	// Security holds identity, transport, limits and audit (security.go).
 	Security
+	// Tracing says where traces go (tracing.go).
+	Tracing
 }
 
 // Default returns the configuration of a single development process.
@@ -148,6 +150,7 @@ func Default() Config {
 		HotOff:               8000,
 		InactiveAfter:        14 * 24 * time.Hour,
 		Security:             DefaultSecurity(),
+		Tracing:              DefaultTracing(),
 	}
 }
 
@@ -190,6 +193,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.HotOff, "hot-off", c.HotOff, "followers below which a pulled entity is pushed again")
 	fs.DurationVar(&c.InactiveAfter, "inactive-after", c.InactiveAfter, "skip the home timelines of users who have not read them for this long (0: never)")
 	c.bindFlags(fs)
+	c.bindTracingFlags(fs)
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -270,5 +274,6 @@ func (c *Config) Validate() error {
 	check(c.WatchBuffer >= 1 && c.WatchBuffer <= 100000, "watch-buffer must be 1..100000")
 	check(c.HotOff > 0 && c.HotOff < c.HotOn, "hot-off must be positive and below hot-on")
 	errs = append(errs, c.validate(c)...)
+	errs = append(errs, c.validateTracing()...)
 	return errors.Join(errs...)
 }

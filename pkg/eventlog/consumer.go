@@ -13,6 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tidingshq/tidings/pkg/faults"
 )
@@ -298,8 +300,14 @@ func (c *consumer) handle(ctx context.Context, batch []jetstream.Msg) {
 	if len(evs) == 0 {
 		return
 	}
+	ctx, end := c.startBatch(ctx, evs)
+	defer end()
 	retry, err := c.applyAndSettle(ctx, evs)
 	if len(retry) > 0 {
+		// The batch's span lasts as long as the outage: what held the
+		// events up.
+		trace.SpanFromContext(ctx).AddEvent("transient failure; events held and retried",
+			trace.WithAttributes(attribute.String("error", err.Error()), attribute.Int("events", len(retry))))
 		c.retryTransient(ctx, retry, err)
 	}
 }
@@ -326,7 +334,7 @@ func (c *consumer) applyAndSettle(ctx context.Context, evs []pendingEvent) ([]pe
 		switch {
 		case err == nil:
 			if ackErr := ev.m.Ack(); ackErr != nil {
-				c.log.Warn("ack failed; the event will be redelivered", "seq", ev.d.Sequence, "error", ackErr)
+				c.log.WarnContext(ctx, "ack failed; the event will be redelivered", "seq", ev.d.Sequence, "error", ackErr)
 			}
 			c.handled.Inc()
 			applied = true
@@ -355,7 +363,7 @@ func (c *consumer) apply(ctx context.Context, ds []Delivery) (errs []error) {
 	defer cancel()
 	defer func() {
 		if p := recover(); p != nil {
-			c.log.Error("handler panicked; its batch failed", "panic", p, "stack", string(debug.Stack()))
+			c.log.ErrorContext(ctx, "handler panicked; its batch failed", "panic", p, "stack", string(debug.Stack()))
 			errs = sameError(len(ds), fmt.Errorf("handler panicked: %v", p))
 		}
 	}()
@@ -462,17 +470,17 @@ func (c *consumer) settlePoison(ctx context.Context, ev pendingEvent, err error)
 	d := ev.d
 	if d.NumDelivered < uint64(c.spec.MaxDeliver) {
 		delay := c.spec.Backoff[min(int(d.NumDelivered)-1, len(c.spec.Backoff)-1)]
-		c.log.Warn("event failed; will retry", "seq", d.Sequence, "delivery", d.NumDelivered, "retry_in", delay, "error", err)
+		c.log.WarnContext(ctx, "event failed; will retry", "seq", d.Sequence, "delivery", d.NumDelivered, "retry_in", delay, "error", err)
 		_ = ev.m.NakWithDelay(delay)
 		return
 	}
 	if dlErr := c.l.deadLetter(ctx, c.spec, ev.m, d, err); dlErr != nil {
-		c.log.Error("dead-lettering failed; will retry", "seq", d.Sequence, "error", dlErr)
+		c.log.ErrorContext(ctx, "dead-lettering failed; will retry", "seq", d.Sequence, "error", dlErr)
 		_ = ev.m.NakWithDelay(c.spec.Backoff[len(c.spec.Backoff)-1])
 		return
 	}
 	c.deadLettered.Inc()
-	c.log.Error("event dead-lettered after its last delivery", "subject", d.Subject, "seq", d.Sequence,
+	c.log.ErrorContext(ctx, "event dead-lettered after its last delivery", "subject", d.Subject, "seq", d.Sequence,
 		"deliveries", d.NumDelivered, "error", err)
 	_ = ev.m.Term()
 }

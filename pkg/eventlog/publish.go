@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -95,16 +97,23 @@ func publishError(subject string, err error) error {
 }
 
 // Publish appends one event and waits until JetStream has stored it.
-func (l *Log) Publish(ctx context.Context, a Append) (Appended, error) {
+// Its span carries the trace on in the message's headers.
+func (l *Log) Publish(ctx context.Context, a Append) (_ Appended, err error) {
 	msg, opts, err := a.message()
 	if err != nil {
 		return Appended{}, err
 	}
+	ctx, span := startPublish(ctx, a.Subject, 1)
+	defer func() { endSpan(span, err) }()
+	inject(ctx, msg.Header)
 	rctx, cancel := bounded(ctx)
 	defer cancel()
 	ack, err := l.js.PublishMsg(rctx, msg, opts...)
 	if err != nil {
 		return Appended{}, publishError(a.Subject, err)
+	}
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int64("tidings.sequence", int64(ack.Sequence)), attribute.Bool("tidings.duplicate", ack.Duplicate))
 	}
 	return Appended{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
@@ -138,13 +147,21 @@ func (l *Log) LastOnSubject(ctx context.Context, stream, subject string) (last L
 // durable rate of one-at-a-time publishing is a few thousand a second), and
 // returns where each landed, in order. On error some may have been stored:
 // callers make their events safe to append again.
-func (l *Log) PublishAll(ctx context.Context, appends []Append) ([]Appended, error) {
+//
+// One span covers the whole append; every event carries it on.
+func (l *Log) PublishAll(ctx context.Context, appends []Append) (_ []Appended, err error) {
+	if len(appends) > 0 {
+		var span trace.Span
+		ctx, span = startPublish(ctx, appends[0].Subject, len(appends))
+		defer func() { endSpan(span, err) }()
+	}
 	futures := make([]jetstream.PubAckFuture, len(appends))
 	for i, a := range appends {
 		msg, opts, err := a.message()
 		if err != nil {
 			return nil, err
 		}
+		inject(ctx, msg.Header)
 		f, err := l.js.PublishMsgAsync(msg, opts...)
 		if err != nil {
 			return nil, publishError(a.Subject, err)

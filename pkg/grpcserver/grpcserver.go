@@ -4,7 +4,7 @@
 //
 // Interceptors run in this order, outermost first:
 //
-//	request id → recovery → metrics → logging → deadline cap → auth →
+//	(tracing, a stats handler) → request id → recovery → metrics → logging → deadline cap → auth →
 //	audit → rate limit → stream limits →
 //	validation (undecodable messages, unknown fields, protovalidate) →
 //	error mapping → handler
@@ -32,6 +32,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -73,6 +74,10 @@ type Options struct {
 	RateLimit RateLimiter
 	// Streams bound concurrent long-lived streams.
 	Streams StreamLimits
+	// Tracing starts a span for every call (otelgrpc, with OpenTelemetry's
+	// global tracer provider and propagators), continuing the caller's
+	// trace when the call carries one.
+	Tracing bool
 }
 
 // Server is a gRPC server with its health service.
@@ -174,6 +179,11 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.TLS != nil {
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+	}
+	if opts.Tracing {
+		// A stats handler runs before every interceptor, so the request
+		// id, the logs and the handler all see the call's span.
+		serverOpts = append(serverOpts, grpc.StatsHandler(otelgrpc.NewServerHandler()))
 	}
 	srv := grpc.NewServer(serverOpts...)
 	hs := health.NewServer()

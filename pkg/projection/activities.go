@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tidingshq/tidings/pkg/entity"
@@ -215,10 +216,14 @@ func (p *Projector) fanOut(ctx context.Context, batch []*activityChange, progres
 
 // storeBodies runs the first pipeline and returns the changes that go on
 // to the feeds: posts of activities not deleted, and deletions.
-func (p *Projector) storeBodies(ctx context.Context, batch []*activityChange) ([]*activityChange, error) {
+func (p *Projector) storeBodies(ctx context.Context, batch []*activityChange) (work []*activityChange, err error) {
+	ctx, span := startSpan(ctx, SpanStoreBodies)
+	defer func() {
+		endSpan(span, err, attribute.Int("tidings.changes", len(batch)), attribute.Int("tidings.fanned_out", len(work)))
+	}()
 	counts := map[string]redisx.Result[int64]{}
 	records := recordReads{}
-	err := redisx.Pipeline(ctx, p.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
+	err = redisx.Pipeline(ctx, p.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
 		clear(counts)
 		clear(records)
 		for _, c := range batch {
@@ -249,7 +254,6 @@ func (p *Projector) storeBodies(ctx context.Context, batch []*activityChange) ([
 			deletedHere[c.id] = true
 		}
 	}
-	var work []*activityChange
 	for _, c := range batch {
 		isDeleted, err := c.stored()
 		if err != nil {
@@ -287,7 +291,9 @@ func (p *Projector) storeBodies(ctx context.Context, batch []*activityChange) ([
 // writeFeeds runs the second pipeline: push-or-pull decisions, the
 // followers of small pushed sources, and the entity feeds. It returns the
 // followers read, by source.
-func (p *Projector) writeFeeds(ctx context.Context, work []*activityChange) (map[string]redisx.Result[[]string], error) {
+func (p *Projector) writeFeeds(ctx context.Context, work []*activityChange) (_ map[string]redisx.Result[[]string], err error) {
+	ctx, span := startSpan(ctx, SpanWriteFeeds)
+	defer func() { endSpan(span, err, attribute.Int("tidings.changes", len(work))) }()
 	adds, removes := map[string][]ids.ID{}, map[string][]ids.ID{}
 	for _, c := range work {
 		for _, s := range c.srcs {
@@ -300,7 +306,7 @@ func (p *Projector) writeFeeds(ctx context.Context, work []*activityChange) (map
 		}
 	}
 	followers := map[string]redisx.Result[[]string]{}
-	err := redisx.Pipeline(ctx, p.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
+	err = redisx.Pipeline(ctx, p.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
 		clear(followers)
 		for _, c := range work {
 			c.decisions = make([]redisx.Result[hot.Decision], len(c.srcs))
@@ -424,8 +430,12 @@ func (p *Projector) smallSource() int64 { return int64(min(p.cfg.WriteBatch, p.c
 // chunk publishes the followers of sources as FANOUT chunks of
 // Config.ChunkSize users, for any worker to write. A user in two chunks
 // gets two writes of one id, which the timeline ignores.
-func (p *Projector) chunk(ctx context.Context, c *activityChange, srcs []string, progress func()) error {
+func (p *Projector) chunk(ctx context.Context, c *activityChange, srcs []string, progress func()) (err error) {
 	chunks := 0
+	ctx, span := startSpan(ctx, SpanChunk)
+	defer func() {
+		endSpan(span, err, attribute.String("tidings.activity", c.a.GetId()), attribute.Int("tidings.chunks", chunks))
+	}()
 	for _, s := range srcs {
 		err := p.st.Graph.ScanFollowers(ctx, s, p.cfg.ChunkSize, func(edges []graphstore.Edge) error {
 			users := make([]string, len(edges))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/redisx"
@@ -73,7 +75,16 @@ func (h *homeWrites) remove(users []string, id ids.ID) {
 // writeHomes writes every user's ids in one call per user (inserts first,
 // then removals), in pipelines of up to Config.WriteBatch users, and
 // counts the new entries.
-func (p *Projector) writeHomes(ctx context.Context, h *homeWrites) error {
+func (p *Projector) writeHomes(ctx context.Context, h *homeWrites) (err error) {
+	if len(h.adds)+len(h.removes)+len(h.inbox)+len(h.unInbox) == 0 {
+		return nil
+	}
+	ctx, span := startSpan(ctx, SpanWriteHomes)
+	var total int64
+	defer func() {
+		endSpan(span, err, attribute.Int("tidings.home_inserts", len(h.adds)), attribute.Int("tidings.home_removals", len(h.removes)),
+			attribute.Int("tidings.inbox_writes", len(h.inbox)+len(h.unInbox)), attribute.Int64("tidings.entries_added", total))
+	}()
 	type write struct {
 		user   string
 		ids    []ids.ID
@@ -126,6 +137,7 @@ func (p *Projector) writeHomes(ctx context.Context, h *homeWrites) error {
 			}
 		}
 		p.m.delivered(n)
+		total += n
 	}
 	return nil
 }
@@ -144,7 +156,7 @@ type guardedInsert struct {
 // writes, counts the new entries, and returns, for each insert, the users
 // who still receive it (their watchers are told, whether or not their
 // timelines took it: an inactive user's is rebuilt at their next read).
-func (p *Projector) insertIfFollowing(ctx context.Context, ins []guardedInsert) ([][]string, error) {
+func (p *Projector) insertIfFollowing(ctx context.Context, ins []guardedInsert) (_ [][]string, err error) {
 	type write struct {
 		insert, user int
 	}
@@ -156,6 +168,14 @@ func (p *Projector) insertIfFollowing(ctx context.Context, ins []guardedInsert) 
 		for u := range in.users {
 			writes = append(writes, write{i, u})
 		}
+	}
+	var total int64
+	if len(writes) > 0 {
+		var span trace.Span
+		ctx, span = startSpan(ctx, SpanWriteHomesIfFollowing)
+		defer func() {
+			endSpan(span, err, attribute.Int("tidings.home_inserts", len(writes)), attribute.Int64("tidings.entries_added", total))
+		}()
 	}
 	reached := make([][]string, len(ins))
 	since := p.activeSince()
@@ -188,6 +208,7 @@ func (p *Projector) insertIfFollowing(ctx context.Context, ins []guardedInsert) 
 			reached[w.insert] = append(reached[w.insert], ins[w.insert].users[w.user])
 		}
 		p.m.delivered(n)
+		total += n
 	}
 	return reached, nil
 }

@@ -1,6 +1,6 @@
 // Package telemetry builds the logger, the Prometheus registry, the
-// operators' HTTP handler (/metrics, /debug/pprof, /healthz) and the HTTP
-// servers of a process.
+// OpenTelemetry tracing, the operators' HTTP handler (/metrics,
+// /debug/pprof, /healthz) and the HTTP servers of a process.
 package telemetry
 
 import (
@@ -21,7 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// NewLogger returns a structured logger writing to w.
+// NewLogger returns a structured logger writing to w. Records logged with a
+// context that carries a span get its trace_id and span_id (TraceHandler).
 func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
@@ -30,9 +31,9 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lvl}
 	switch strings.ToLower(format) {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(TraceHandler{slog.NewJSONHandler(w, opts)}), nil
 	case "text", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(TraceHandler{slog.NewTextHandler(w, opts)}), nil
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
 }

@@ -10,11 +10,13 @@ import (
 	"net/http/httputil"
 	"net/url"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/httpapi"
 	"github.com/tidingshq/tidings/pkg/telemetry"
@@ -82,7 +84,8 @@ func frontHandler(_ context.Context, opts Options, srv *grpcserver.Server, grpcA
 		return f, release, nil
 	}
 	if conn == nil {
-		cc, err := grpc.NewClient(cfg.WebAPIAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(cfg.WebAPIAddr, append(tracingDialOptions(cfg),
+			grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		if err != nil {
 			release()
 			return nil, func() {}, fmt.Errorf("dial api %s: %w", cfg.WebAPIAddr, err)
@@ -147,4 +150,13 @@ func loopback(addr string) string {
 		host = "127.0.0.1"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// tracingDialOptions trace the calls of a client the process makes, when
+// tracing is configured, so that a page's trace goes on into the API.
+func tracingDialOptions(cfg config.Config) []grpc.DialOption {
+	if cfg.OTLPEndpoint == "" {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler())}
 }

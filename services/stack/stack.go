@@ -181,13 +181,27 @@ func Run(ctx context.Context, opts Options) error {
 	if len(opts.Roles) == 0 {
 		return errors.New("no role to run")
 	}
+	tracing, err := telemetry.SetupTracing(ctx, telemetry.TracingOptions{
+		Endpoint: cfg.OTLPEndpoint, Insecure: cfg.OTLPInsecure, SampleRatio: cfg.TraceSampleRatio,
+		ServiceName: "tidings", Role: joinRoles(opts.Roles),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Last, once everything has stopped: flush the spans of the drain.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownGrace)
+		defer cancel()
+		if err := tracing.Shutdown(sctx); err != nil {
+			logger.Warn("traces not flushed", "error", err)
+		}
+	}()
 	// The services and the worker use NATS and Redis; the web role alone
 	// renders from the API (--web-api-addr) and never touches them, so its
 	// health is the API's (frontHandler).
 	var (
 		d      *deps
 		health telemetry.HealthFunc
-		err    error
 	)
 	if hasAny(opts.Roles, append(slices.Clone(ServiceRoles), RoleWorker)...) {
 		if d, err = connect(ctx, cfg, logger); err != nil {
@@ -226,6 +240,7 @@ func Run(ctx context.Context, opts Options) error {
 			Logger:     logger,
 			Registry:   reg,
 			Reflection: cfg.Reflection,
+			Tracing:    tracing.Enabled(),
 			Limits: grpcserver.Limits{
 				MaxRecvBytes:         cfg.MaxRecvBytes,
 				MaxSendBytes:         cfg.MaxSendBytes,
