@@ -34,6 +34,11 @@ func EntitySubject(entityKey string) string {
 	return SubjectPrefix + ".entity." + eventlog.Token(entityKey)
 }
 
+// NotificationSubject is the live subject of a user's notifications.
+func NotificationSubject(userID string) string {
+	return SubjectPrefix + ".notify." + eventlog.Token(userID)
+}
+
 // Publisher sends notices.
 type Publisher struct {
 	nc *nats.Conn
@@ -57,6 +62,17 @@ func (p *Publisher) Notify(users []string, id ids.ID) error {
 func (p *Publisher) NotifyEntity(entityKey string, id ids.ID) error {
 	b := id.Bytes()
 	if err := p.nc.Publish(EntitySubject(entityKey), b[:]); err != nil {
+		return fmt.Errorf("publish live notice: %w", err)
+	}
+	return nil
+}
+
+// NotifyNotification tells a user's notification watchers that an item
+// changed whose newest instance is at ms or later. The notice carries ms as
+// 8 big-endian bytes, as an id.
+func (p *Publisher) NotifyNotification(user string, ms int64) error {
+	b := ids.ID(max(ms, 0)).Bytes()
+	if err := p.nc.Publish(NotificationSubject(user), b[:]); err != nil {
 		return fmt.Errorf("publish live notice: %w", err)
 	}
 	return nil
@@ -106,12 +122,18 @@ var ErrClosed = errors.New("live hub closed")
 // Watch starts watching a user's notices, and those of the hot entities
 // (keys) they follow, with a buffer of size notices.
 func (h *Hub) Watch(userID string, hotEntities []string, size int) (*Watcher, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	subjects := []string{Subject(userID)}
 	for _, e := range hotEntities {
 		subjects = append(subjects, EntitySubject(e))
 	}
+	return h.WatchSubjects(subjects, size)
+}
+
+// WatchSubjects starts watching the notices of live subjects (such as
+// NotificationSubject's), with a buffer of size notices.
+func (h *Hub) WatchSubjects(subjects []string, size int) (*Watcher, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	w := &Watcher{hub: h, subjects: subjects, ch: make(chan ids.ID, size)}
 	added := false
 	for _, subject := range subjects {
@@ -134,7 +156,7 @@ func (h *Hub) Watch(userID string, hotEntities []string, size int) (*Watcher, er
 		// so nothing published after it is missed.
 		if err := h.nc.Flush(); err != nil {
 			h.removeLocked(w)
-			return nil, fmt.Errorf("subscribe live %s: %w", userID, err)
+			return nil, fmt.Errorf("subscribe live %s: %w", subjects[0], err)
 		}
 	}
 	return w, nil

@@ -51,8 +51,9 @@ func (p *Projector) ApplyEdges(ctx context.Context, seq uint64, ev *tidingsv1.Fo
 
 // HandleFollows is the batch handler of the FOLLOWS stream. Events are
 // applied one at a time, in order, since each reads the graph the one
-// before it wrote: it projects the graph, then backfills new follows and
-// takes unfollowed entities' activities back out of home timelines. Only a
+// before it wrote: it projects the graph, notifies users of their new
+// followers, then backfills new follows and takes unfollowed entities'
+// activities back out of home timelines. Only a
 // change that is still the edge's newest acts, so a late follow does not
 // backfill after a newer unfollow.
 func (p *Projector) HandleFollows(ctx context.Context, ds []eventlog.Delivery) []error {
@@ -77,6 +78,9 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 	}
 	current, err := p.st.Graph.Versions(ctx, pairs)
 	if err != nil {
+		return err
+	}
+	if err := p.notifyFollows(ctx, ev, changes, current); err != nil {
 		return err
 	}
 	// A bulk event follows one entity for many users: read its backfill

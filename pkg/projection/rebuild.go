@@ -14,12 +14,28 @@ import (
 var ErrNotRebuildable = errors.New("unknown projection")
 
 // RebuildOrder is the order of a full rebuild: the state streams, then the
-// graph and the feeds, which are one projection of two streams.
+// graph, the feeds, the conversations and the notifications, which are one
+// projection of four streams.
 var RebuildOrder = []tidingsv1.Projection{
 	tidingsv1.Projection_PROJECTION_PROFILES,
 	tidingsv1.Projection_PROJECTION_RECORDS,
 	tidingsv1.Projection_PROJECTION_FOLLOWS,
 	tidingsv1.Projection_PROJECTION_ACTIVITIES,
+	tidingsv1.Projection_PROJECTION_CONVERSATIONS,
+	tidingsv1.Projection_PROJECTION_USER_STATE,
+}
+
+// feedStreams are the streams replayed together, in log order, as one
+// projection: the follow graph, the feeds, the conversations and the
+// notifications that all four write.
+var feedStreams = []struct {
+	stream     string
+	projection tidingsv1.Projection
+}{
+	{eventlog.StreamFollows, tidingsv1.Projection_PROJECTION_FOLLOWS},
+	{eventlog.StreamActivities, tidingsv1.Projection_PROJECTION_ACTIVITIES},
+	{eventlog.StreamConversations, tidingsv1.Projection_PROJECTION_CONVERSATIONS},
+	{eventlog.StreamUserState, tidingsv1.Projection_PROJECTION_USER_STATE},
 }
 
 // Rebuild wipes the projections asked for and replays their streams from
@@ -29,13 +45,15 @@ var RebuildOrder = []tidingsv1.Projection{
 // position, the result is the projection of the log.
 //
 // PROFILES and RECORDS keep each entity's last event (its whole state);
-// they are replayed first, on their own. FOLLOWS and ACTIVITIES are one
-// projection: home timelines follow both streams (a follow backfills, an
-// unfollow takes back, a post reaches the followers of its moment), so
-// asking for either rebuilds both, replayed as one log in the order the
-// events were stored. When the live worker kept up with the log, that is
-// the order it applied them in, and the rebuild reproduces its state key
-// for key.
+// they are replayed first, on their own. FOLLOWS, ACTIVITIES,
+// CONVERSATIONS and USERSTATE are one projection: home timelines follow
+// the first two (a follow backfills, an unfollow takes back, a post reaches
+// the followers of its moment), and notifications all four (a new
+// follower, a mention, a comment or reaction; a mute silences, a read mark
+// starts new items). Asking for any rebuilds all four, replayed as one log
+// in the order the events were stored. When the live worker kept up with
+// the log, that is the order it applied them in, and the rebuild
+// reproduces its state key for key.
 func (p *Projector) Rebuild(ctx context.Context, which []tidingsv1.Projection) ([]*tidingsv1.ProjectionRebuild, error) {
 	var state []tidingsv1.Projection
 	feeds := false
@@ -45,7 +63,8 @@ func (p *Projector) Rebuild(ctx context.Context, which []tidingsv1.Projection) (
 			if !slices.Contains(state, w) {
 				state = append(state, w)
 			}
-		case tidingsv1.Projection_PROJECTION_FOLLOWS, tidingsv1.Projection_PROJECTION_ACTIVITIES:
+		case tidingsv1.Projection_PROJECTION_FOLLOWS, tidingsv1.Projection_PROJECTION_ACTIVITIES,
+			tidingsv1.Projection_PROJECTION_CONVERSATIONS, tidingsv1.Projection_PROJECTION_USER_STATE:
 			feeds = true
 		default:
 			return nil, fmt.Errorf("rebuild %s: %w", w, ErrNotRebuildable)
@@ -65,23 +84,34 @@ func (p *Projector) Rebuild(ctx context.Context, which []tidingsv1.Projection) (
 		out = append(out, &tidingsv1.ProjectionRebuild{Projection: w, EventCount: counts[stream]})
 	}
 	if feeds {
-		counts, err := p.replay(ctx, p.wipeFeeds, map[string]eventlog.BatchHandler{
-			eventlog.StreamFollows:    p.HandleFollows,
-			eventlog.StreamActivities: p.HandleActivities,
-		}, eventlog.StreamFollows, eventlog.StreamActivities)
-		if err != nil {
-			return out, fmt.Errorf("rebuild the follow graph and the feeds: %w", err)
+		handlers := map[string]eventlog.BatchHandler{
+			eventlog.StreamFollows:       p.HandleFollows,
+			eventlog.StreamActivities:    p.HandleActivities,
+			eventlog.StreamConversations: p.HandleConversations,
+			eventlog.StreamUserState:     p.HandleUserState,
 		}
-		out = append(out,
-			&tidingsv1.ProjectionRebuild{Projection: tidingsv1.Projection_PROJECTION_FOLLOWS, EventCount: counts[eventlog.StreamFollows]},
-			&tidingsv1.ProjectionRebuild{Projection: tidingsv1.Projection_PROJECTION_ACTIVITIES, EventCount: counts[eventlog.StreamActivities]})
+		streams := make([]string, len(feedStreams))
+		for i, f := range feedStreams {
+			streams[i] = f.stream
+		}
+		counts, err := p.replay(ctx, p.wipeFeeds, handlers, streams...)
+		if err != nil {
+			return out, fmt.Errorf("rebuild the follow graph, the feeds and the conversations: %w", err)
+		}
+		for _, f := range feedStreams {
+			out = append(out, &tidingsv1.ProjectionRebuild{Projection: f.projection, EventCount: counts[f.stream]})
+		}
 	}
 	return out, nil
 }
 
-// wipeFeeds deletes the graph, the bodies, the pull ranges and every feed.
+// wipeFeeds deletes the graph, the bodies, the pull ranges, every feed,
+// the conversations, the user state and the notifications.
 func (p *Projector) wipeFeeds(ctx context.Context) error {
-	for _, wipe := range []func(context.Context) error{p.st.Graph.Wipe, p.st.Bodies.Wipe, p.st.Hot.Wipe, p.st.Timelines.Wipe} {
+	for _, wipe := range []func(context.Context) error{
+		p.st.Graph.Wipe, p.st.Bodies.Wipe, p.st.Hot.Wipe, p.st.Timelines.Wipe,
+		p.st.Conversations.Wipe, p.st.UserState.Wipe, p.st.Notifications.Wipe,
+	} {
 		if err := wipe(ctx); err != nil {
 			return err
 		}

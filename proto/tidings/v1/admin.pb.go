@@ -38,6 +38,12 @@ const (
 	Projection_PROJECTION_FOLLOWS Projection = 3
 	// Activities and timelines, from the ACTIVITIES stream.
 	Projection_PROJECTION_ACTIVITIES Projection = 4
+	// Comments, reactions and notifications, from the CONVERSATIONS stream
+	// (notifications also come from FOLLOWS, ACTIVITIES and USERSTATE).
+	Projection_PROJECTION_CONVERSATIONS Projection = 5
+	// Bookmarks, mutes and notification read marks, from the USERSTATE
+	// stream.
+	Projection_PROJECTION_USER_STATE Projection = 6
 )
 
 // Enum value maps for Projection.
@@ -48,13 +54,17 @@ var (
 		2: "PROJECTION_RECORDS",
 		3: "PROJECTION_FOLLOWS",
 		4: "PROJECTION_ACTIVITIES",
+		5: "PROJECTION_CONVERSATIONS",
+		6: "PROJECTION_USER_STATE",
 	}
 	Projection_value = map[string]int32{
-		"PROJECTION_UNSPECIFIED": 0,
-		"PROJECTION_PROFILES":    1,
-		"PROJECTION_RECORDS":     2,
-		"PROJECTION_FOLLOWS":     3,
-		"PROJECTION_ACTIVITIES":  4,
+		"PROJECTION_UNSPECIFIED":   0,
+		"PROJECTION_PROFILES":      1,
+		"PROJECTION_RECORDS":       2,
+		"PROJECTION_FOLLOWS":       3,
+		"PROJECTION_ACTIVITIES":    4,
+		"PROJECTION_CONVERSATIONS": 5,
+		"PROJECTION_USER_STATE":    6,
 	}
 )
 
@@ -1583,14 +1593,16 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\apending\x18\x03 \x01(\x04R\apending\x12\x1f\n" +
 	"\vack_pending\x18\x04 \x01(\x03R\n" +
 	"ackPending\x12 \n" +
-	"\vredelivered\x18\x05 \x01(\x03R\vredelivered*\x8c\x01\n" +
+	"\vredelivered\x18\x05 \x01(\x03R\vredelivered*\xc5\x01\n" +
 	"\n" +
 	"Projection\x12\x1a\n" +
 	"\x16PROJECTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PROJECTION_PROFILES\x10\x01\x12\x16\n" +
 	"\x12PROJECTION_RECORDS\x10\x02\x12\x16\n" +
 	"\x12PROJECTION_FOLLOWS\x10\x03\x12\x19\n" +
-	"\x15PROJECTION_ACTIVITIES\x10\x042\x87\t\n" +
+	"\x15PROJECTION_ACTIVITIES\x10\x04\x12\x1c\n" +
+	"\x18PROJECTION_CONVERSATIONS\x10\x05\x12\x19\n" +
+	"\x15PROJECTION_USER_STATE\x10\x062\x87\t\n" +
 	"\fAdminService\x12t\n" +
 	"\n" +
 	"BulkFollow\x12\x1d.tidings.v1.BulkFollowRequest\x1a\x1e.tidings.v1.BulkFollowResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/admin/follows:bulkFollow\x12|\n" +
