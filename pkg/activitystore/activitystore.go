@@ -65,6 +65,9 @@ type Store struct {
 // New returns a Store over the keys of ks.
 func New(rdb redis.UniversalClient, ks *redisx.Keyspace) *Store { return &Store{rdb: rdb, ks: ks} }
 
+// Client returns the Redis client.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
 // Put stores a posted or edited activity at stream sequence seq, and
 // reports whether the activity is deleted (then nothing is stored).
 func (s *Store) Put(ctx context.Context, seq uint64, a *tidingsv1.Activity) (deleted bool, err error) {

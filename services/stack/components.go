@@ -7,19 +7,24 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/activity"
 	"github.com/tidingshq/tidings/pkg/config"
+	"github.com/tidingshq/tidings/pkg/conversation"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/live"
+	"github.com/tidingshq/tidings/pkg/notificationstore"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
+	"github.com/tidingshq/tidings/pkg/userstate"
 	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/activities"
 	"github.com/tidingshq/tidings/services/admin"
+	"github.com/tidingshq/tidings/services/conversations"
 	"github.com/tidingshq/tidings/services/follows"
+	"github.com/tidingshq/tidings/services/notifications"
 	"github.com/tidingshq/tidings/services/profiles"
 	"github.com/tidingshq/tidings/services/records"
 	"github.com/tidingshq/tidings/services/timelines"
@@ -38,6 +43,9 @@ type Components struct {
 	poster    *activity.Poster
 	visible   *visibility.Checker
 	hub       *live.Hub
+	comments  *conversation.Writer
+	state     *userstate.Writer
+	views     *conversation.Views
 }
 
 // Overrides adjust how services are built beyond what config.Config says;
@@ -73,7 +81,7 @@ func ProjectionConfig(cfg config.Config) projection.Config {
 // newComponents builds the components; metrics, if set, counts the
 // fan-out's deliveries.
 func newComponents(d *deps, cfg config.Config, logger *slog.Logger, metrics *projection.Metrics) *Components {
-	st := projection.NewStores(d.rdb, redisx.NewKeyspace(0), hot.Thresholds{On: cfg.HotOn, Off: cfg.HotOff})
+	st := projection.NewStoresConfig(d.rdb, redisx.NewKeyspace(0), hot.Thresholds{On: cfg.HotOn, Off: cfg.HotOff}, NotificationConfig(cfg))
 	proj := projection.New(projection.Deps{
 		Log: d.log, Stores: st, Config: ProjectionConfig(cfg),
 		Live: live.NewPublisher(d.log.JetStream().Conn()), Metrics: metrics, Logger: logger,
@@ -87,7 +95,16 @@ func newComponents(d *deps, cfg config.Config, logger *slog.Logger, metrics *pro
 		poster:    activity.NewPoster(activity.Deps{Log: d.log, Projector: proj, Logger: logger}),
 		visible:   visibility.New(st.Profiles, st.Records, st.Bodies),
 		hub:       live.NewHub(d.log.JetStream().Conn()),
+		comments:  conversation.NewWriter(conversation.Deps{Log: d.log, Projector: proj, Logger: logger}),
+		state:     userstate.NewWriter(userstate.Deps{Log: d.log, Projector: proj, Logger: logger}),
+		views:     conversation.NewViews(st.Conversations, st.UserState),
 	}
+}
+
+// NotificationConfig returns how a configuration folds and bounds
+// notifications.
+func NotificationConfig(cfg config.Config) notificationstore.Config {
+	return notificationstore.Config{Window: cfg.NotifyWindow, Cap: cfg.NotifyCap, MaxAge: cfg.NotifyMaxAge}
 }
 
 // Register adds the services of roles to srv.
@@ -112,13 +129,14 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) {
 			}))
 		case RoleActivities:
 			tidingsv1.RegisterActivityServiceServer(srv, activities.NewServer(activities.Deps{
-				Poster: c.poster, Visibility: c.visible,
+				Poster: c.poster, Visibility: c.visible, Conversations: c.views, UserState: c.state, Profiles: st.Profiles,
 			}))
 		case RoleTimelines:
 			td := timelines.Deps{
 				Timelines: st.Timelines, Bodies: st.Bodies, Profiles: st.Profiles, Records: st.Records,
 				Visibility: c.visible, Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
 				Graph: st.Graph, Hot: st.Hot, HomeCap: c.cfg.HomeCap, InactiveAfter: c.cfg.InactiveAfter,
+				Conversations: c.views, LastActivity: st.Conversations,
 			}
 			if c.overrides.Timelines != nil {
 				c.overrides.Timelines(&td)
@@ -128,6 +146,16 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) {
 			tidingsv1.RegisterAdminServiceServer(srv, admin.NewServer(admin.Deps{
 				Log: d.log, RDB: d.rdb, Graph: c.graph, Visibility: c.visible, Profiles: profileServer,
 				Settings: d.settings, Projector: c.projector, MaxFollowing: c.cfg.MaxFollowing, Logger: c.logger,
+			}))
+		case RoleConversations:
+			tidingsv1.RegisterConversationServiceServer(srv, conversations.NewServer(conversations.Deps{
+				Writer: c.comments, Profiles: st.Profiles, Visibility: c.visible,
+			}))
+		case RoleNotifications:
+			tidingsv1.RegisterNotificationServiceServer(srv, notifications.NewServer(notifications.Deps{
+				Writer: c.state, Notifications: st.Notifications, Conversations: st.Conversations, Bodies: st.Bodies,
+				Profiles: st.Profiles, Records: st.Records, UserState: st.UserState, Visibility: c.visible,
+				Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
 			}))
 		case RoleWorker:
 		}

@@ -43,13 +43,17 @@ const (
 	RoleActivities Role = "activities"
 	RoleTimelines  Role = "timelines"
 	RoleAdmin      Role = "admin"
-	RoleWorker     Role = "worker"
+	// RoleConversations serves comments and reactions.
+	RoleConversations Role = "conversations"
+	// RoleNotifications serves notifications.
+	RoleNotifications Role = "notifications"
+	RoleWorker        Role = "worker"
 	// RoleWeb serves the reference web page on the HTTP listener.
 	RoleWeb Role = "web"
 )
 
 // ServiceRoles are the roles that serve gRPC.
-var ServiceRoles = []Role{RoleProfiles, RoleFollows, RoleRecords, RoleActivities, RoleTimelines, RoleAdmin}
+var ServiceRoles = []Role{RoleProfiles, RoleFollows, RoleRecords, RoleActivities, RoleTimelines, RoleAdmin, RoleConversations, RoleNotifications}
 
 // AllRoles is everything, as `tidings dev` runs it.
 func AllRoles() []Role { return append(slices.Clone(ServiceRoles), RoleWorker, RoleWeb) }
