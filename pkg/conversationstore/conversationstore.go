@@ -110,7 +110,14 @@ end
 // unless it is deleted or a newer event was applied: ARGV[1] id, ARGV[3]
 // body, ARGV[4] author, ARGV[5] create time (ms). Returns 1 when applied, 0
 // when a newer event was, -1 when the comment is deleted.
+//
+// Who commented and when the activity was last commented on count every
+// comment ever made, deleted ones too, so that they do not depend on
+// whether a deletion was applied before the comment it deletes.
 var putScript = redisx.NewScript(summarize + `
+redis.call('ZADD', KEYS[3], 'LT', ARGV[5], ARGV[4])
+local la = tonumber(redis.call('HGET', KEYS[4], 'la') or '0')
+if tonumber(ARGV[5]) > la then redis.call('HSET', KEYS[4], 'la', ARGV[5]) end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   if string.sub(cur, 21, 21) == 'D' then return -1 end
@@ -118,19 +125,20 @@ if cur then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. 'L' .. ARGV[3])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
-redis.call('ZADD', KEYS[3], 'LT', ARGV[5], ARGV[4])
-local la = tonumber(redis.call('HGET', KEYS[4], 'la') or '0')
-if tonumber(ARGV[5]) > la then redis.call('HSET', KEYS[4], 'la', ARGV[5]) end
 summarize()
 return 1
 `)
 
 // deleteScript leaves the tombstone of comment ARGV[1], deleted at seq
-// ARGV[2]: final, whatever came before or comes after. Returns 1 when the
-// comment was not deleted before.
+// ARGV[2]: final, whatever came before or comes after. Of several
+// deletions it keeps the first in the log. Returns 1 when the comment was
+// not deleted before.
 var deleteScript = redisx.NewScript(summarize + `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur and string.sub(cur, 21, 21) == 'D' then return 0 end
+if cur and string.sub(cur, 21, 21) == 'D' then
+  if string.sub(cur, 1, 20) > ARGV[2] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. 'D') end
+  return 0
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. 'D')
 redis.call('ZREM', KEYS[2], ARGV[1])
 summarize()
