@@ -113,7 +113,8 @@ func (w *Writer) MarkRead(ctx context.Context, user string, upToMs int64, caller
 	if err != nil {
 		return false, err
 	}
-	if upToMs == 0 {
+	// Nothing is marked read before it exists: up to the newest at most.
+	if upToMs == 0 || upToMs > newest {
 		upToMs = newest
 	}
 	if upToMs <= mark || upToMs <= 0 {

@@ -13,7 +13,7 @@ func summary(it notificationstore.Item, n *tidingsv1.Notification) string {
 	who := names(it, n)
 	switch it.Kind {
 	case tidingsv1.NotificationKind_NOTIFICATION_KIND_MENTION:
-		if n.GetCommentId() != "" {
+		if n.GetCommentId() != "" && it.Count == 1 {
 			return who + " mentioned you in a comment"
 		}
 		return who + " mentioned you"
