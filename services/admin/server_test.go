@@ -185,19 +185,19 @@ func TestStatusAndRebuild(t *testing.T) {
 	status, err := s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
 	require.NoError(t, err)
 	require.True(t, status.GetRedisOk())
-	require.Len(t, status.GetStreams(), 6)
+	require.Len(t, status.GetStreams(), 8)
 	var names []string
 	for _, c := range status.GetConsumers() {
 		names = append(names, c.GetName())
 		require.Zero(t, c.GetPending())
 	}
-	require.Subset(t, names, []string{"profiles-projector", "follows-projector", "records-projector", "fanout", "fanout-chunks"})
+	require.Subset(t, names, []string{"profiles-projector", "follows-projector", "records-projector", "fanout", "fanout-chunks", "conversations", "userstate"})
 
 	before := testenv.Snapshot(t, s.Env.RDB)
 	require.NoError(t, s.Env.RDB.FlushAll(ctx).Err())
 	rebuilt, err := s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
 	require.NoError(t, err)
-	require.Len(t, rebuilt.GetRebuilt(), 4)
+	require.Len(t, rebuilt.GetRebuilt(), 6)
 	testenv.RequireSameSnapshot(t, before, testenv.Snapshot(t, s.Env.RDB), "rebuilt projection")
 
 	_, err = s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{Projections: []tidingsv1.Projection{0}})
