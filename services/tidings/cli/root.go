@@ -67,6 +67,11 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newFeedCmd(client),
 		newStatusCmd(client),
 		newBenchCmd(),
+		newCommentCmd(client),
+		newReactCmd(client),
+		newNotificationsCmd(client),
+		newBookmarkCmd(client),
+		newMuteCmd(client),
 	)
 	root.AddCommand(newFollowCmds(client)...)
 	return root
