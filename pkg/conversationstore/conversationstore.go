@@ -74,7 +74,7 @@ func (s *Store) versionsKey(a string) string     { return s.ks.Key("rxv:{" + a +
 func (s *Store) reactorsKey(a, item string, k tidingsv1.ReactionKind) string {
 	return s.ks.Key("rx:{"+a+"}") + item + "|" + KindName(k)
 }
-func (s *Store) bumpedKey() string            { return s.ks.Key("bumped") }
+func (s *Store) bumpedKey() string           { return s.ks.Key("bumped") }
 func (s *Store) idemKey(scope string) string { return s.ks.Key("cidem:{" + scope + "}") }
 
 // countField is the summary field of an item's reactions of one kind.

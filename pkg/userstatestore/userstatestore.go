@@ -37,8 +37,10 @@ const (
 // MaxPerUser bounds the activities one user may flag of each kind.
 const MaxPerUser = 10000
 
-func (s *Store) setKey(f Flag, user string) string     { return s.ks.Key(string(f) + ":{" + user + "}") }
-func (s *Store) versionKey(f Flag, user string) string { return s.ks.Key(string(f) + "v:{" + user + "}") }
+func (s *Store) setKey(f Flag, user string) string { return s.ks.Key(string(f) + ":{" + user + "}") }
+func (s *Store) versionKey(f Flag, user string) string {
+	return s.ks.Key(string(f) + "v:{" + user + "}")
+}
 
 // SetKey is the sorted set of a user's flagged activities (for scripts of
 // other stores that read it under the user's hash tag).
