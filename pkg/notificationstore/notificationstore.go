@@ -177,7 +177,7 @@ return 1
 // pageScript reads items newest first: ARGV[1] the cursor's time ("" from
 // the newest), ARGV[2] the cursor's item, ARGV[3] how many, ARGV[4] the
 // actors to name per item, ARGV[5] '1' to stop at the first read item,
-// ARGV[6] the oldest time to read (” for any). It returns the newest mark,
+// ARGV[6] the oldest time to read (empty for any). It returns the newest mark,
 // whether more items follow, then per item: item, time, actor count,
 // object, newest actors.
 var pageScript = redisx.NewScript(`
