@@ -9,9 +9,6 @@
 //	                                     thread order by lexicographic range)
 //	tidings:cmp:{<activity>}             sorted set: who ever commented → the
 //	                                     time (ms) of their first comment
-//	tidings:cv:{<activity>}              hash: the summary: n (comments), c1 and
-//	                                     c2 (the newest two), la (newest comment
-//	                                     time, ms), r:<item>|<KIND> (reactions)
 //	tidings:rxv:{<activity>}             hash: <item>|<user>|<KIND> → ± seq
 //	tidings:rx:{<activity>}<item>|<KIND> sorted set: who reacted → when (ms)
 //	tidings:bumped                       sorted set: activity → newest comment
@@ -19,6 +16,14 @@
 //	tidings:cidem:{<scope>}              string: comment id of an idempotency key
 //
 // An item is the activity id itself or one of its comments' ids.
+//
+// The summary lives in the activity's body hash (tidings:act:{<activity>},
+// pkg/activitystore), beside the body, under the same hash tag: n (live
+// comments), c1 and c2 (the newest two), la (the newest comment's time,
+// ms), r:<item> (the item's reactions, "<like>,<celebrate>,…" in Kinds
+// order) and m:<item>|<user> (the user's own, one digit a kind). So a page
+// of a feed reads each item's body and summary with one HMGET, and the
+// scripts that change the conversation write the summary in the same step.
 //
 // Every apply is idempotent and ordered by log position. A comment keeps
 // the stream sequence of the newest event applied to it; a deleted comment
@@ -34,9 +39,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
@@ -69,7 +76,6 @@ const IdempotencyTTL = 7 * 24 * time.Hour
 func (s *Store) commentsKey(a string) string     { return s.ks.Key("cmt:{" + a + "}") }
 func (s *Store) liveKey(a string) string         { return s.ks.Key("cml:{" + a + "}") }
 func (s *Store) participantsKey(a string) string { return s.ks.Key("cmp:{" + a + "}") }
-func (s *Store) summaryKey(a string) string      { return s.ks.Key("cv:{" + a + "}") }
 func (s *Store) versionsKey(a string) string     { return s.ks.Key("rxv:{" + a + "}") }
 func (s *Store) reactorsKey(a, item string, k tidingsv1.ReactionKind) string {
 	return s.ks.Key("rx:{"+a+"}") + item + "|" + KindName(k)
@@ -77,8 +83,11 @@ func (s *Store) reactorsKey(a, item string, k tidingsv1.ReactionKind) string {
 func (s *Store) bumpedKey() string           { return s.ks.Key("bumped") }
 func (s *Store) idemKey(scope string) string { return s.ks.Key("cidem:{" + scope + "}") }
 
-// countField is the summary field of an item's reactions of one kind.
-func countField(item string, k tidingsv1.ReactionKind) string { return "r:" + item + "|" + KindName(k) }
+// countField is the summary field of an item's reaction counts.
+func countField(item string) string { return "r:" + item }
+
+// mineField is the summary field of a user's own reactions on an item.
+func mineField(item, user string) string { return "m:" + item + "|" + user }
 
 // versionField is the version register of one user's reaction of one kind.
 func versionField(item, user string, k tidingsv1.ReactionKind) string {
@@ -92,8 +101,8 @@ const headerLen = 21
 
 func seqString(seq uint64) string { return fmt.Sprintf("%020d", seq) }
 
-// summarize recomputes the comment part of the summary: the count and the
-// newest two comments, from the live set.
+// summarize recomputes the comment part of the summary (KEYS[4], the body
+// hash): the count and the newest two comments, from the live set.
 const summarize = `
 local function summarize()
   redis.call('HSET', KEYS[4], 'n', redis.call('ZCARD', KEYS[2]))
@@ -145,42 +154,65 @@ summarize()
 return 1
 `)
 
-// reactScript applies one reaction change at seq ARGV[2] unless a newer
-// change of the same reaction was applied: ARGV[1] the version field,
-// ARGV[3] 1 to add and 0 to remove, ARGV[4] the user, ARGV[5] when (ms),
-// ARGV[6] the summary's count field, which it sets to the set's
-// cardinality. Returns 1 when the set changed.
+// reactScript applies one reaction change at seq ARGV[4] unless a newer
+// change of the same reaction was applied. KEYS: 1 the version registers,
+// 2 the body hash (the summary), 3.. the item's reaction set of each kind.
+// ARGV: 1 the item, 2 the user, 3 the kind's index (from 1), 4 the seq, 5
+// 1 to add and 0 to remove, 6 when (ms), 7.. the kinds' names. It then
+// writes the item's counts (the sets' cardinalities) and the user's own
+// reactions into the summary. Returns 1 when the set changed.
 var reactScript = redisx.NewScript(`
-local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local v = tonumber(ARGV[2])
+local k = tonumber(ARGV[3])
+local vfield = ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[6 + k]
+local cur = tonumber(redis.call('HGET', KEYS[1], vfield) or '0')
+local v = tonumber(ARGV[4])
 if math.abs(cur) >= v then return 0 end
+local set = KEYS[2 + k]
 local changed
-if ARGV[3] == '1' then
-  redis.call('HSET', KEYS[1], ARGV[1], v)
-  changed = redis.call('ZADD', KEYS[2], 'CH', ARGV[5], ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], vfield, v)
+  changed = redis.call('ZADD', set, 'CH', ARGV[6], ARGV[2])
 else
-  redis.call('HSET', KEYS[1], ARGV[1], -v)
-  changed = redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('HSET', KEYS[1], vfield, -v)
+  changed = redis.call('ZREM', set, ARGV[2])
 end
-local n = redis.call('ZCARD', KEYS[2])
-if n > 0 then redis.call('HSET', KEYS[3], ARGV[6], n) else redis.call('HDEL', KEYS[3], ARGV[6]) end
+local counts, mine, any, own = {}, {}, false, false
+for i = 3, #KEYS do
+  local n = redis.call('ZCARD', KEYS[i])
+  counts[#counts + 1] = n
+  if n > 0 then any = true end
+  local mv = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[4 + i]) or '0')
+  if mv > 0 then
+    mine[#mine + 1] = '1'
+    own = true
+  else
+    mine[#mine + 1] = '0'
+  end
+end
+if any then redis.call('HSET', KEYS[2], 'r:' .. ARGV[1], table.concat(counts, ',')) else redis.call('HDEL', KEYS[2], 'r:' .. ARGV[1]) end
+local mfield = 'm:' .. ARGV[1] .. '|' .. ARGV[2]
+if own then redis.call('HSET', KEYS[2], mfield, table.concat(mine)) else redis.call('HDEL', KEYS[2], mfield) end
 return changed
 `)
 
 // Store reads and writes conversations.
 type Store struct {
-	rdb redis.UniversalClient
-	ks  *redisx.Keyspace
+	rdb     redis.UniversalClient
+	ks      *redisx.Keyspace
+	bodyKey func(activityID string) string
 }
 
-// New returns a Store over the keys of ks.
-func New(rdb redis.UniversalClient, ks *redisx.Keyspace) *Store { return &Store{rdb: rdb, ks: ks} }
+// New returns a Store over the keys of ks; bodyKey names an activity's body
+// hash (pkg/activitystore), which holds the conversation's summary.
+func New(rdb redis.UniversalClient, ks *redisx.Keyspace, bodyKey func(activityID string) string) *Store {
+	return &Store{rdb: rdb, ks: ks, bodyKey: bodyKey}
+}
 
 // Client returns the Redis client.
 func (s *Store) Client() redis.UniversalClient { return s.rdb }
 
 func (s *Store) commentKeys(a string) []string {
-	return []string{s.commentsKey(a), s.liveKey(a), s.participantsKey(a), s.summaryKey(a)}
+	return []string{s.commentsKey(a), s.liveKey(a), s.participantsKey(a), s.bodyKey(a)}
 }
 
 // Applied is what an apply did: 1 applied, 0 a newer event was applied
@@ -269,8 +301,17 @@ func (s *Store) QueueReact(ctx context.Context, pipe redis.Pipeliner, seq uint64
 	if on {
 		add = "1"
 	}
-	cmd := reactScript.EvalSha(ctx, pipe, []string{s.versionsKey(a), s.reactorsKey(a, it.ID(), k), s.summaryKey(a)},
-		versionField(it.ID(), user, k), seq, add, user, ms, countField(it.ID(), k))
+	ki := slices.Index(Kinds, k)
+	if ki < 0 {
+		return func() (int64, error) { return 0, fmt.Errorf("apply reaction on %s: unknown kind %s", it.ID(), k) }
+	}
+	keys := []string{s.versionsKey(a), s.bodyKey(a)}
+	args := []any{it.ID(), user, ki + 1, seq, add, ms}
+	for _, kk := range Kinds {
+		keys = append(keys, s.reactorsKey(a, it.ID(), kk))
+		args = append(args, KindName(kk))
+	}
+	cmd := reactScript.EvalSha(ctx, pipe, keys, args...)
 	return func() (int64, error) {
 		n, err := cmd.Int64()
 		if err != nil {
@@ -361,7 +402,8 @@ func decodeStored(v string) (*tidingsv1.Comment, bool, error) {
 
 func decodeComment(data string) (*tidingsv1.Comment, error) {
 	c := &tidingsv1.Comment{}
-	if err := proto.Unmarshal([]byte(data), c); err != nil {
+	// Unmarshal copies what it keeps: read the string in place.
+	if err := proto.Unmarshal(unsafe.Slice(unsafe.StringData(data), len(data)), c); err != nil {
 		return nil, fmt.Errorf("decode comment: %w", err)
 	}
 	return c, nil
@@ -466,7 +508,8 @@ func (s *Store) Participants(ctx context.Context, activityID string, beforeMs in
 
 // Wipe deletes every conversation key, before a rebuild.
 func (s *Store) Wipe(ctx context.Context) error {
-	for _, p := range []string{"cmt:*", "cml:*", "cmp:*", "cv:*", "rxv:*", "rx:*", "cidem:*", "bumped"} {
+	// The summaries go with the bodies (activitystore.Store.Wipe).
+	for _, p := range []string{"cmt:*", "cml:*", "cmp:*", "rxv:*", "rx:*", "cidem:*", "bumped"} {
 		if _, err := redisx.DeleteMatching(ctx, s.rdb, s.ks.Key(p)); err != nil {
 			return err
 		}

@@ -3,12 +3,14 @@ package conversationstore_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/conversationstore"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/redisx"
@@ -24,7 +26,8 @@ func newStore(t *testing.T) (*conversationstore.Store, *redis.Client) {
 	rs := testenv.Redis(t)
 	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
-	return conversationstore.New(rdb, redisx.NewKeyspace(0)), rdb
+	ks := redisx.NewKeyspace(0)
+	return conversationstore.New(rdb, ks, activitystore.New(rdb, ks).BodyKey), rdb
 }
 
 // event is one conversation change at a log position.
@@ -106,10 +109,11 @@ func TestApplyInAnyOrder(t *testing.T) {
 	ids, _, total, err := s.Page(ctx, act, "", 1000, false)
 	require.NoError(t, err)
 	require.Len(t, ids, int(total))
-	sum, err := redisx.Run(ctx, rdb, func(pipe redis.Pipeliner) redisx.Result[conversationstore.Summary] {
-		return s.QueueSummary(ctx, pipe, act, "u1")
+	entries, err := redisx.Run(ctx, rdb, func(pipe redis.Pipeliner) redisx.Result[[]conversationstore.Entry] {
+		return s.QueueEntries(ctx, pipe, []string{act}, "u1")
 	})
 	require.NoError(t, err)
+	sum := entries[0].Summary
 	require.Equal(t, total, sum.CommentCount)
 	if total >= 2 {
 		require.Len(t, sum.Recent, 2)
@@ -125,6 +129,8 @@ func TestApplyInAnyOrder(t *testing.T) {
 			}
 		}
 		require.Equal(t, n, got, "count of %s", k)
+		score, err := rdb.ZScore(ctx, "tidings:rx:{"+act+"}"+act+"|"+conversationstore.KindName(k), "u1").Result()
+		require.Equal(t, err == nil && score > 0, slices.Contains(sum.Mine, k), "u1's own %s", k)
 	}
 }
 
@@ -140,10 +146,11 @@ func TestDeletedCommentLeavesAtOnceAndStaysGone(t *testing.T) {
 	require.Zero(t, n)
 	_, err = s.Comment(ctx, act, c.GetId())
 	require.ErrorIs(t, err, conversationstore.ErrDeleted)
-	sum, err := redisx.Run(ctx, rdb, func(pipe redis.Pipeliner) redisx.Result[conversationstore.Summary] {
-		return s.QueueSummary(ctx, pipe, act, "")
+	entries, err := redisx.Run(ctx, rdb, func(pipe redis.Pipeliner) redisx.Result[[]conversationstore.Entry] {
+		return s.QueueEntries(ctx, pipe, []string{act}, "")
 	})
 	require.NoError(t, err)
+	sum := entries[0].Summary
 	require.Zero(t, sum.CommentCount)
 	require.Empty(t, sum.Recent)
 	require.Equal(t, id.Time().UnixMilli(), sum.LastCommentMs, "the post stays where the comment moved it")

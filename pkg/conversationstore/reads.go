@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/tidingshq/tidings/pkg/redisx"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
@@ -31,98 +33,97 @@ type Summary struct {
 	Reactions
 }
 
-// summaryFields are the fields of the summary hash a read asks for: the
-// comment part, then the activity's count of each kind.
-func summaryFields(activityID string) []string {
-	out := []string{"n", "c1", "c2", "la"}
-	for _, k := range Kinds {
-		out = append(out, countField(activityID, k))
-	}
-	return out
+// BodyField is the field of the body hash that holds the activity
+// (activitystore.BodyField).
+const BodyField = "pb"
+
+// Entry is an activity's body and the summary of its conversation, as one
+// reader sees it.
+type Entry struct {
+	// Body is the activity as stored (nil when missing or deleted).
+	Body *tidingsv1.Activity
+	Summary
 }
 
-// mineFields are the version registers of reader's reactions on item.
-func mineFields(item, reader string) []string {
-	out := make([]string, len(Kinds))
-	for i, k := range Kinds {
-		out[i] = versionField(item, reader, k)
-	}
-	return out
-}
-
-// QueueSummary queues, on pipe, the read of an activity's summary as
-// reader (a user id; "" for none) sees it: two commands, whatever the
-// activity holds.
-func (s *Store) QueueSummary(ctx context.Context, pipe redis.Pipeliner, activityID, reader string) redisx.Result[Summary] {
-	sum := pipe.HMGet(ctx, s.summaryKey(activityID), summaryFields(activityID)...)
-	var mine *redis.SliceCmd
-	if reader != "" {
-		mine = pipe.HMGet(ctx, s.versionsKey(activityID), mineFields(activityID, reader)...)
-	}
-	return func() (Summary, error) {
-		var out Summary
-		vals, err := sum.Result()
-		if err != nil {
-			return out, fmt.Errorf("read conversation of %s: %w", activityID, err)
+// QueueEntries queues, on pipe, the read of activities with their
+// conversations as reader (a user id; "" for none) sees them: one HMGET of
+// each activity's body hash, the command that reads the body alone.
+func (s *Store) QueueEntries(ctx context.Context, pipe redis.Pipeliner, activityIDs []string, reader string) redisx.Result[[]Entry] {
+	cmds := make([]*redis.SliceCmd, len(activityIDs))
+	for i, a := range activityIDs {
+		fields := []string{BodyField, "n", "c1", "c2", "la", countField(a), ""}
+		if reader != "" {
+			fields[6] = mineField(a, reader)
+		} else {
+			fields = fields[:6]
 		}
-		out.CommentCount = intOf(vals[0])
-		for _, v := range []any{vals[2], vals[1]} {
-			if str, ok := v.(string); ok {
-				c, err := decodeComment(str)
-				if err != nil {
-					return out, err
-				}
-				out.Recent = append(out.Recent, c)
+		cmds[i] = pipe.HMGet(ctx, s.bodyKey(a), fields...)
+	}
+	return func() ([]Entry, error) {
+		out := make([]Entry, len(activityIDs))
+		for i, cmd := range cmds {
+			vals, err := cmd.Result()
+			if err != nil {
+				return nil, fmt.Errorf("read activity %s: %w", activityIDs[i], err)
 			}
-		}
-		out.LastCommentMs = intOf(vals[3])
-		out.Counts = counts(vals[4:])
-		if mine != nil {
-			if out.Mine, err = minesOf(mine); err != nil {
-				return out, err
+			if body, ok := vals[0].(string); ok {
+				a := &tidingsv1.Activity{}
+				// Unmarshal copies what it keeps: read the string in place.
+				if err := proto.Unmarshal(unsafe.Slice(unsafe.StringData(body), len(body)), a); err != nil {
+					return nil, fmt.Errorf("decode activity %s: %w", activityIDs[i], err)
+				}
+				out[i].Body = a
+			}
+			sum := &out[i].Summary
+			sum.CommentCount = intOf(vals[1])
+			for _, v := range []any{vals[3], vals[2]} {
+				if str, ok := v.(string); ok {
+					c, err := decodeComment(str)
+					if err != nil {
+						return nil, err
+					}
+					sum.Recent = append(sum.Recent, c)
+				}
+			}
+			sum.LastCommentMs = intOf(vals[4])
+			sum.Counts = countsOf(vals[5])
+			if len(vals) > 6 {
+				sum.Mine = mineOf(vals[6])
 			}
 		}
 		return out, nil
 	}
 }
 
-// QueueItemReactions queues, on pipe, the read of the reactions on several
-// comments of one activity as reader sees them, in two commands.
+// QueueItemReactions queues, on pipe, the read of the reactions on items
+// of one activity (its comments, or itself) as reader sees them, in one
+// command.
 func (s *Store) QueueItemReactions(ctx context.Context, pipe redis.Pipeliner, activityID string, items []string, reader string) redisx.Result[[]Reactions] {
 	if len(items) == 0 {
 		return func() ([]Reactions, error) { return nil, nil }
 	}
-	var fields, mineF []string
+	fields := make([]string, 0, 2*len(items))
 	for _, it := range items {
-		for _, k := range Kinds {
-			fields = append(fields, countField(it, k))
-		}
+		fields = append(fields, countField(it))
 		if reader != "" {
-			mineF = append(mineF, mineFields(it, reader)...)
+			fields = append(fields, mineField(it, reader))
 		}
 	}
-	cnt := pipe.HMGet(ctx, s.summaryKey(activityID), fields...)
-	var mine *redis.SliceCmd
-	if reader != "" {
-		mine = pipe.HMGet(ctx, s.versionsKey(activityID), mineF...)
-	}
+	cmd := pipe.HMGet(ctx, s.bodyKey(activityID), fields...)
 	return func() ([]Reactions, error) {
-		vals, err := cnt.Result()
+		vals, err := cmd.Result()
 		if err != nil {
 			return nil, fmt.Errorf("read reactions on %s: %w", activityID, err)
 		}
-		var mv []any
-		if mine != nil {
-			if mv, err = mine.Result(); err != nil {
-				return nil, fmt.Errorf("read reactions on %s: %w", activityID, err)
-			}
+		step := 1
+		if reader != "" {
+			step = 2
 		}
-		n := len(Kinds)
 		out := make([]Reactions, len(items))
 		for i := range items {
-			out[i].Counts = counts(vals[i*n : i*n+n])
-			if mv != nil {
-				out[i].Mine = mineOf(mv[i*n : i*n+n])
+			out[i].Counts = countsOf(vals[i*step])
+			if reader != "" {
+				out[i].Mine = mineOf(vals[i*step+1])
 			}
 		}
 		return out, nil
@@ -135,28 +136,27 @@ func intOf(v any) int64 {
 	return n
 }
 
-func counts(vals []any) []*tidingsv1.ReactionCount {
+// countsOf reads a counts field: "<n>,<n>,…" in Kinds order.
+func countsOf(v any) []*tidingsv1.ReactionCount {
+	str, _ := v.(string)
+	if str == "" {
+		return nil
+	}
 	var out []*tidingsv1.ReactionCount
-	for i, v := range vals {
-		if n := intOf(v); n > 0 {
+	for i, part := range strings.Split(str, ",") {
+		if n, _ := strconv.ParseInt(part, 10, 64); n > 0 && i < len(Kinds) {
 			out = append(out, &tidingsv1.ReactionCount{Kind: Kinds[i], Count: n})
 		}
 	}
 	return out
 }
 
-func minesOf(cmd *redis.SliceCmd) ([]tidingsv1.ReactionKind, error) {
-	vals, err := cmd.Result()
-	if err != nil {
-		return nil, fmt.Errorf("read own reactions: %w", err)
-	}
-	return mineOf(vals), nil
-}
-
-func mineOf(vals []any) []tidingsv1.ReactionKind {
+// mineOf reads a user's own reactions: one digit a kind, in Kinds order.
+func mineOf(v any) []tidingsv1.ReactionKind {
+	str, _ := v.(string)
 	var out []tidingsv1.ReactionKind
-	for i, v := range vals {
-		if intOf(v) > 0 {
+	for i := 0; i < len(str) && i < len(Kinds); i++ {
+		if str[i] == '1' {
 			out = append(out, Kinds[i])
 		}
 	}

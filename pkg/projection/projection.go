@@ -87,14 +87,15 @@ func NewStores(rdb redis.UniversalClient, ks *redisx.Keyspace, th hot.Thresholds
 // NewStoresConfig is NewStores with notifications folded and bounded by nc.
 func NewStoresConfig(rdb redis.UniversalClient, ks *redisx.Keyspace, th hot.Thresholds, nc notificationstore.Config) Stores {
 	us := userstatestore.New(rdb, ks)
+	bodies := activitystore.New(rdb, ks)
 	return Stores{
 		Profiles:      profilestore.New(rdb, ks),
 		Records:       recordstore.New(rdb, ks),
 		Graph:         graphstore.New(rdb, ks),
-		Bodies:        activitystore.New(rdb, ks),
+		Bodies:        bodies,
 		Timelines:     timelinestore.New(rdb, ks),
 		Hot:           hot.New(rdb, ks, th),
-		Conversations: conversationstore.New(rdb, ks),
+		Conversations: conversationstore.New(rdb, ks, bodies.BodyKey),
 		UserState:     us,
 		Notifications: notificationstore.New(rdb, ks, nc, func(u string) string { return us.SetKey(userstatestore.Mute, u) }),
 	}

@@ -97,7 +97,7 @@ func newComponents(d *deps, cfg config.Config, logger *slog.Logger, metrics *pro
 		hub:       live.NewHub(d.log.JetStream().Conn()),
 		comments:  conversation.NewWriter(conversation.Deps{Log: d.log, Projector: proj, Logger: logger}),
 		state:     userstate.NewWriter(userstate.Deps{Log: d.log, Projector: proj, Logger: logger}),
-		views:     conversation.NewViews(st.Conversations, st.UserState),
+		views:     conversation.NewViews(st.Conversations, st.UserState, st.Bodies),
 	}
 }
 

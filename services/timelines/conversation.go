@@ -62,8 +62,9 @@ func (c *conversations) item(i int, a *tidingsv1.Activity, profiles map[string]*
 
 // readBodies reads a page's bodies and, in the same round trip, what the
 // page needs of conversations: each activity's conversation (the FULL
-// view), and which of them the reader muted (a home feed). That costs two
-// commands per item and two per page, and no round trip of its own.
+// view; read with the body, by the same command), and which of them the
+// reader muted (a home feed). That costs two commands a page and no round
+// trip of its own.
 func (s *Server) readBodies(ctx context.Context, ids []string, reader auth.Identity, o hydrateOpts) ([]*tidingsv1.Activity, *conversations, error) {
 	views := s.st.Conversations
 	if views == nil || (!o.full && !o.home) {
@@ -74,25 +75,11 @@ func (s *Server) readBodies(ctx context.Context, ids []string, reader auth.Ident
 	if reader.Kind == auth.KindEmployee {
 		user = reader.ID
 	}
-	var (
-		bodies redisx.Result[[]*tidingsv1.Activity]
-		page   redisx.Result[conversation.Page]
-	)
-	err := redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
-		bodies = s.st.Bodies.QueueGetMany(ctx, pipe, ids)
-		page = views.Queue(ctx, pipe, ids, user, o.full)
-		return nil
+	p, err := redisx.Run(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) redisx.Result[conversation.Page] {
+		return views.Queue(ctx, pipe, ids, user, o.full)
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("read feed items: %w", err)
 	}
-	acts, err := bodies()
-	if err != nil {
-		return nil, nil, err
-	}
-	p, err := page()
-	if err != nil {
-		return nil, nil, err
-	}
-	return acts, &conversations{page: p, home: o.home}, nil
+	return p.Bodies, &conversations{page: p, home: o.home}, nil
 }

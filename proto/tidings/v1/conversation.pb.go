@@ -379,7 +379,9 @@ type Conversation struct {
 	ActivityId string `protobuf:"bytes,1,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
 	// Comments, deleted ones not counted.
 	CommentCount int64 `protobuf:"varint,2,opt,name=comment_count,json=commentCount,proto3" json:"comment_count,omitempty"`
-	// The newest two comments, oldest first.
+	// The newest two comments, oldest first. Their authors' profiles hold
+	// what a preview shows: the id, the display name, the title and the
+	// avatar.
 	RecentComments []*CommentView `protobuf:"bytes,3,rep,name=recent_comments,json=recentComments,proto3" json:"recent_comments,omitempty"`
 	// Reactions to the activity, by kind (kinds with none are left out).
 	ReactionCounts []*ReactionCount `protobuf:"bytes,4,rep,name=reaction_counts,json=reactionCounts,proto3" json:"reaction_counts,omitempty"`
