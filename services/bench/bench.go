@@ -58,9 +58,11 @@ type Sizes struct {
 	Reads time.Duration
 	// Latency is how long the latency figure runs.
 	Latency time.Duration
-	// Participants is the size of the conversation figure's thread,
-	// Probes how many comments are timed on it, and Reactors how many
-	// users react to its hot post at once.
+	// Participants is the size of the conversation figure's thread (1,000
+	// in full; each of its comments notifies every earlier participant, so
+	// building it costs n²/2 notifications, and quick takes 500), Probes how
+	// many comments are timed on it, and Reactors how many users react to
+	// its hot post at once.
 	Participants int
 	Probes       int
 	Reactors     int
@@ -70,7 +72,7 @@ type Sizes struct {
 func SizesFor(m Mode) Sizes {
 	if m == Quick {
 		return Sizes{Users: 2000, Growth: []int{1000, 2000, 4000}, BigAudience: 20000, Posts: 4000, Reads: 2 * time.Second, Latency: 6 * time.Second,
-			Participants: 1000, Probes: 20, Reactors: 1000}
+			Participants: 500, Probes: 20, Reactors: 1000}
 	}
 	return Sizes{Users: 10000, Growth: []int{1000, 10000, 100000}, BigAudience: 100000, Posts: 15000, Reads: 5 * time.Second, Latency: 15 * time.Second,
 		Participants: 1000, Probes: 50, Reactors: 1000}
