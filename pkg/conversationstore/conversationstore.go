@@ -400,10 +400,16 @@ func decodeStored(v string) (*tidingsv1.Comment, bool, error) {
 	return c, false, err
 }
 
+// inPlace returns the bytes of s without copying them, for proto.Unmarshal,
+// which copies what it keeps and never writes its input: a page decodes
+// its bodies and comments from Redis replies without a copy of each.
+func inPlace(s string) []byte {
+	return unsafe.Slice(unsafe.StringData(s), len(s)) //nolint:gosec // G103: read-only view, see above
+}
+
 func decodeComment(data string) (*tidingsv1.Comment, error) {
 	c := &tidingsv1.Comment{}
-	// Unmarshal copies what it keeps: read the string in place.
-	if err := proto.Unmarshal(unsafe.Slice(unsafe.StringData(data), len(data)), c); err != nil {
+	if err := proto.Unmarshal(inPlace(data), c); err != nil {
 		return nil, fmt.Errorf("decode comment: %w", err)
 	}
 	return c, nil

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
@@ -68,8 +67,7 @@ func (s *Store) QueueEntries(ctx context.Context, pipe redis.Pipeliner, activity
 			}
 			if body, ok := vals[0].(string); ok {
 				a := &tidingsv1.Activity{}
-				// Unmarshal copies what it keeps: read the string in place.
-				if err := proto.Unmarshal(unsafe.Slice(unsafe.StringData(body), len(body)), a); err != nil {
+				if err := proto.Unmarshal(inPlace(body), a); err != nil {
 					return nil, fmt.Errorf("decode activity %s: %w", activityIDs[i], err)
 				}
 				out[i].Body = a

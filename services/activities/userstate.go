@@ -48,8 +48,8 @@ func (s *Server) conversations(ctx context.Context, acts []*tidingsv1.Activity, 
 	if err != nil {
 		return nil, err
 	}
-	for i, c := range page.Conversations {
-		conversation.Finish(c, acts[i], profiles)
+	for i, a := range acts {
+		conversation.Finish(page.Conversations[i], a, profiles)
 	}
 	return page.Conversations, nil
 }

@@ -99,7 +99,7 @@ func (s *Server) EditComment(ctx context.Context, req *tidingsv1.EditCommentRequ
 	if err != nil {
 		return nil, err
 	}
-	if !id.IsAdmin() && !(id.Kind == auth.KindEmployee && id.ID == c.GetAuthorUserId()) {
+	if !id.IsAdmin() && (id.Kind != auth.KindEmployee || id.ID != c.GetAuthorUserId()) {
 		return nil, apierr.PermissionDenied("only the author may edit a comment")
 	}
 	edited, err := s.d.Writer.EditComment(ctx, c, req.GetText(), id.Caller())
