@@ -29,8 +29,8 @@ import (
 //   - home reads with the conversation fields (the FULL view) against the
 //     same reads without them (BASIC), saturated, on timelines whose items
 //     have comments and reactions, alternating in five rounds (the cost is
-//     the median round's ratio of rates); and the latest-activity order
-//     (FULL).
+//     the median round's ratio of rates), and in the same rounds the
+//     latest-activity order (FULL).
 //   - reactions on one hot post: Reactors users at once, each adding every
 //     kind; the rate they were acknowledged at and the rate the worker
 //     applied them at, and the counts read back, which must be exact.
@@ -50,13 +50,16 @@ type Conversations struct {
 	CostRatio         float64 `json:"full_cost_vs_basic"`
 	ActivityPerSec    float64 `json:"latest_activity_reads_per_sec"`
 	ActivityCostRatio float64 `json:"latest_activity_cost_vs_latest_posts"`
-	Reactors          int     `json:"hot_post_reactors"`
-	Reactions         int     `json:"hot_post_reactions"`
-	AckedPerSec       float64 `json:"reactions_acknowledged_per_sec"`
-	AppliedPerSec     float64 `json:"reactions_applied_per_sec"`
-	CountsExact       bool    `json:"counts_exact"`
-	CountsRead        string  `json:"counts_read"`
-	FoldedActors      int64   `json:"author_notification_actors"`
+	// ActivityItemsPerRead is how many items a latest-activity read
+	// returned (50 asked).
+	ActivityItemsPerRead float64 `json:"latest_activity_items_per_read"`
+	Reactors             int     `json:"hot_post_reactors"`
+	Reactions            int     `json:"hot_post_reactions"`
+	AckedPerSec          float64 `json:"reactions_acknowledged_per_sec"`
+	AppliedPerSec        float64 `json:"reactions_applied_per_sec"`
+	CountsExact          bool    `json:"counts_exact"`
+	CountsRead           string  `json:"counts_read"`
+	FoldedActors         int64   `json:"author_notification_actors"`
 }
 
 // conversationKinds are the reactions each hot-post reactor adds.
@@ -399,13 +402,17 @@ func runConversationReads(ctx context.Context, c *client, org *Org, d time.Durat
 		return err
 	}
 	cv.ReadCallers = readCallers
-	var items, commented atomic.Int64
+	var items, commented, activityItems, activityReads atomic.Int64
 	read := func(view tidingsv1.FeedItemView, sort tidingsv1.HomeSort) func(ctx context.Context, w int, i int64) error {
 		return func(ctx context.Context, w int, i int64) error {
 			u := readers[(int(i)*31+w)%len(readers)]
 			resp, err := c.timelines.GetHomeTimeline(ctx, &tidingsv1.GetHomeTimelineRequest{UserId: u, PageSize: 50, View: view, Sort: sort}, c.employee(u))
 			if err != nil {
 				return fmt.Errorf("read home of %s: %w", u, err)
+			}
+			if sort == tidingsv1.HomeSort_HOME_SORT_LATEST_ACTIVITY {
+				activityItems.Add(int64(len(resp.GetItems())))
+				activityReads.Add(1)
 			}
 			if view == tidingsv1.FeedItemView_FEED_ITEM_VIEW_FULL && sort != tidingsv1.HomeSort_HOME_SORT_LATEST_ACTIVITY {
 				for _, it := range resp.GetItems() {
@@ -421,8 +428,9 @@ func runConversationReads(ctx context.Context, c *client, org *Org, d time.Durat
 	// Alternate the two views in short rounds, so that drift on a shared
 	// machine weighs on both alike, and take the median round's ratio.
 	const rounds = 5
-	var basic, full float64
+	var basic, full, activity float64
 	ratios := make([]float64, 0, rounds)
+	activityRatios := make([]float64, 0, rounds)
 	for range rounds {
 		b, err := closedLoop(ctx, readCallers, d/rounds, read(tidingsv1.FeedItemView_FEED_ITEM_VIEW_BASIC, tidingsv1.HomeSort_HOME_SORT_LATEST_POSTS))
 		if err != nil {
@@ -432,16 +440,20 @@ func runConversationReads(ctx context.Context, c *client, org *Org, d time.Durat
 		if err != nil {
 			return err
 		}
-		basic, full = basic+b/rounds, full+f/rounds
+		a, err := closedLoop(ctx, readCallers, d/rounds/2, read(tidingsv1.FeedItemView_FEED_ITEM_VIEW_FULL, tidingsv1.HomeSort_HOME_SORT_LATEST_ACTIVITY))
+		if err != nil {
+			return err
+		}
+		basic, full, activity = basic+b/rounds, full+f/rounds, activity+a/rounds
 		ratios = append(ratios, b/f)
+		activityRatios = append(activityRatios, f/a)
 	}
 	slices.Sort(ratios)
+	slices.Sort(activityRatios)
 	cv.BasicPerSec, cv.FullPerSec, cv.CostRatio = basic, full, ratios[rounds/2]
+	cv.ActivityPerSec, cv.ActivityCostRatio = activity, activityRatios[rounds/2]
 	cv.ItemsWithComments = float64(commented.Load()) / float64(max(1, items.Load()))
-	if cv.ActivityPerSec, err = closedLoop(ctx, readCallers, d/2, read(tidingsv1.FeedItemView_FEED_ITEM_VIEW_FULL, tidingsv1.HomeSort_HOME_SORT_LATEST_ACTIVITY)); err != nil {
-		return err
-	}
-	cv.ActivityCostRatio = full / cv.ActivityPerSec
+	cv.ActivityItemsPerRead = float64(activityItems.Load()) / float64(max(1, activityReads.Load()))
 	return nil
 }
 
