@@ -3,6 +3,10 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
 GO               ?= go
+# The toolchain go.mod pins (its toolchain line), fetched through the Go
+# module proxy when the local Go is older: govulncheck found the standard
+# library of go1.26.8 affected by vulnerabilities fixed in go1.26.9/10.
+export GOTOOLCHAIN ?= auto
 BIN              := bin/tidings
 # The protovalidate rules imported by the API, as a pinned Go module (see buf.yaml).
 PROTOVALIDATE    := github.com/bufbuild/protovalidate@v1.2.2
@@ -15,6 +19,7 @@ GOLANGCI_LINT    := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15
 GOOGLEAPIS       := github.com/grpc-ecosystem/grpc-gateway@v1.16.0
 TEST_FLAGS       ?= -race -timeout 12m
 BENCH            ?= .
+FUZZTIME         ?= 2m
 
 .PHONY: help
 help: ## Show this help
@@ -37,7 +42,7 @@ run: deps build ## Run everything on embedded NATS + a local redis-server (data 
 .PHONY: test
 test: deps lint ## Lint, then run every test (real redis-server and JetStream, started by the tests)
 	$(GO) test $(TEST_FLAGS) ./...
-	cd deploy && $(GO) test -count=1 ./...   # Kubernetes manifests: rendered and validated offline (own module)
+	cd deploy && $(GO) test -mod=mod -count=1 ./...   # Kubernetes manifests: rendered and validated offline (own module, which follows the main one)
 	@echo "Full-size graph import/export (100,000 users, 2,000,000 edges; without -race):"
 	$(GO) test -count=1 -timeout 10m -run 'TestImportExportLargeGraph' -v ./services/admin/
 
@@ -91,9 +96,17 @@ proto: proto-deps ## Lint the API and regenerate its Go code and OpenAPI documen
 	$(GO) tool buf generate
 
 .PHONY: lint
-lint: proto-deps ## buf lint and golangci-lint (.golangci.yaml: vet, staticcheck, errorlint, gosec, revive, gofmt...)
+lint: proto-deps vulncheck ## buf lint, golangci-lint (.golangci.yaml: vet, staticcheck, errorlint, gosec, revive, gofmt...), govulncheck
 	$(GO) tool buf lint
-	$(GO) run $(GOLANGCI_LINT) run ./...
+	$(GO) run $(GOLANGCI_LINT) run --allow-parallel-runners ./...
+
+.PHONY: vulncheck
+vulncheck: ## govulncheck against a database built offline from golang.org/x/vulndb (pinned)
+	@GO=$(GO) deploy/scripts/govulncheck.sh
+
+.PHONY: fuzz
+fuzz: deps ## Fuzz every RPC of a real server (FUZZTIME=5m to change how long)
+	$(GO) test -run '^$$' -fuzz '^FuzzServer$$' -fuzztime $(FUZZTIME) ./services/stacktest/
 
 .PHONY: breaking
 breaking: proto-deps ## Check the API against the last release tag

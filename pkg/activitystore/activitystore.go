@@ -196,24 +196,26 @@ func (s *Store) IdempotentID(ctx context.Context, scope string) (string, bool, e
 	return id, true, nil
 }
 
-// RememberIdempotent records the activity id of an idempotency scope.
-func (s *Store) RememberIdempotent(ctx context.Context, scope, id string) error {
-	_, err := redisx.Run(ctx, s.rdb, func(pipe redis.Pipeliner) redisx.Result[bool] {
-		return s.QueueRememberIdempotent(ctx, pipe, scope, id)
-	})
-	return err
-}
-
-// QueueRememberIdempotent queues RememberIdempotent on pipe; its result
-// tells whether the scope was new.
-func (s *Store) QueueRememberIdempotent(ctx context.Context, pipe redis.Pipeliner, scope, id string) redisx.Result[bool] {
-	cmd := pipe.SetNX(ctx, s.idemKey(scope), id, IdempotencyTTL)
+// QueueRememberIdempotent queues, on pipe, the record of the activity id
+// of an idempotency scope, for IdempotencyTTL from at (when the activity
+// was posted): a replay writes the same expiry as the first apply did, and
+// writes nothing for a key whose time is over. Its result tells whether the
+// scope was new.
+func (s *Store) QueueRememberIdempotent(ctx context.Context, pipe redis.Pipeliner, scope, id string, at time.Time) redisx.Result[bool] {
+	until := at.Add(IdempotencyTTL)
+	if !until.After(time.Now()) {
+		return func() (bool, error) { return false, nil }
+	}
+	cmd := pipe.SetArgs(ctx, s.idemKey(scope), id, redis.SetArgs{Mode: "NX", ExpireAt: until})
 	return func() (bool, error) {
-		added, err := cmd.Result()
+		err := cmd.Err()
+		if errors.Is(err, redis.Nil) {
+			return false, nil
+		}
 		if err != nil {
 			return false, fmt.Errorf("write idempotency key: %w", err)
 		}
-		return added, nil
+		return true, nil
 	}
 }
 

@@ -143,3 +143,23 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestEveryMethodIsClassifiedForAudit(t *testing.T) {
+	t.Parallel()
+	for _, m := range servedMethods(t) {
+		if !strings.HasPrefix(m, "/tidings.") {
+			continue
+		}
+		_, known := auth.IsWrite(m)
+		require.True(t, known, "method %s is neither a read nor a write in pkg/auth/audited.go", m)
+	}
+	admin := auth.Identity{Kind: auth.KindAdmin, ID: "root"}
+	app := auth.Identity{Kind: auth.KindApp, ID: "crm"}
+	ana := auth.Identity{Kind: auth.KindEmployee, ID: "ana"}
+	require.True(t, auth.Audited("/tidings.v1.AdminService/ExportGraph", admin))
+	require.True(t, auth.Audited("/tidings.v1.RecordService/UpsertRecord", app))
+	require.False(t, auth.Audited("/tidings.v1.RecordService/GetRecord", app))
+	require.True(t, auth.Audited("/tidings.v1.ActivityService/PostActivity", admin))
+	require.False(t, auth.Audited("/tidings.v1.ActivityService/PostActivity", ana))
+	require.True(t, auth.Audited("/tidings.v1.NewService/Unclassified", app), "unclassified methods are audited")
+}

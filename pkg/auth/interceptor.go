@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 
@@ -11,16 +12,53 @@ import (
 	"github.com/tidingshq/tidings/pkg/apierr"
 )
 
+// TokenVerifier checks a bearer token and returns the caller it names:
+// *Verifier (HS256, a shared secret) and *OIDCVerifier (an OpenID Connect
+// provider's keys) are the two.
+type TokenVerifier interface {
+	Verify(token string) (Identity, error)
+}
+
+// Verifiers accepts a token that any of its verifiers accepts, trying them
+// in order; it lets a deployment move from a shared secret to OIDC.
+type Verifiers []TokenVerifier
+
+// Verify implements TokenVerifier.
+func (vs Verifiers) Verify(token string) (Identity, error) {
+	errs := make([]error, 0, len(vs))
+	for _, v := range vs {
+		id, err := v.Verify(token)
+		if err == nil {
+			return id, nil
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return Identity{}, errors.New("no token verifier is configured")
+	}
+	return Identity{}, errors.Join(errs...)
+}
+
 // Authorizer authenticates each call and applies the policy.
 type Authorizer struct {
-	verifier *Verifier
+	verifier TokenVerifier
 	policy   Policy
 	log      *slog.Logger
+	// certs, when set, names the caller of a call without a bearer token
+	// from its verified client certificate.
+	certs *CertIdentities
 }
 
 // NewAuthorizer returns an Authorizer.
-func NewAuthorizer(v *Verifier, p Policy, log *slog.Logger) *Authorizer {
+func NewAuthorizer(v TokenVerifier, p Policy, log *slog.Logger) *Authorizer {
 	return &Authorizer{verifier: v, policy: p, log: log}
+}
+
+// WithClientCertificates makes a verified client certificate (mutual TLS)
+// authenticate calls that carry no bearer token, as the app c names.
+func (a *Authorizer) WithClientCertificates(c *CertIdentities) *Authorizer {
+	a.certs = c
+	return a
 }
 
 // Authorize returns ctx with the caller's identity, or the error to send.
@@ -33,18 +71,38 @@ func (a *Authorizer) Authorize(ctx context.Context, fullMethod string) (context.
 	if rule.Public {
 		return ctx, nil
 	}
-	token, err := bearerToken(ctx)
+	id, err := a.authenticate(ctx)
 	if err != nil {
 		return nil, err
-	}
-	id, err := a.verifier.Verify(token)
-	if err != nil {
-		return nil, apierr.Unauthenticated("invalid bearer token")
 	}
 	if !rule.Allows(id) {
 		return nil, apierr.PermissionDenied("%s may not call %s", id.Kind, fullMethod)
 	}
 	return WithIdentity(ctx, id), nil
+}
+
+// authenticate names the caller: by its bearer token when it sends one,
+// else by its verified client certificate when mutual TLS is on.
+func (a *Authorizer) authenticate(ctx context.Context) (Identity, error) {
+	if a.certs != nil && !hasAuthorization(ctx) {
+		if id, ok := a.certs.FromPeer(ctx); ok {
+			return id, nil
+		}
+	}
+	token, err := bearerToken(ctx)
+	if err != nil {
+		return Identity{}, err
+	}
+	id, err := a.verifier.Verify(token)
+	if err != nil {
+		return Identity{}, apierr.Unauthenticated("invalid bearer token")
+	}
+	return id, nil
+}
+
+func hasAuthorization(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get("authorization")) > 0
 }
 
 func bearerToken(ctx context.Context) (string, error) {

@@ -92,8 +92,10 @@ type Config struct {
 	// AckWait is how long the worker's consumers wait for an ack before
 	// redelivering an event to another worker.
 	AckWait time.Duration
-	// MaxDeliver is how often an event is tried before it goes to the
-	// dead-letter stream.
+	// MaxDeliver is how often an event that fails on its own content is
+	// tried before it goes to the dead-letter stream. Transient failures
+	// (Redis or NATS unavailable) never count: they are retried until the
+	// outage ends.
 	MaxDeliver int
 	// WatchBuffer is how many items a Watch client may fall behind before
 	// it is cut off.
@@ -112,6 +114,9 @@ type Config struct {
 	NotifyWindow time.Duration
 	NotifyCap    int
 	NotifyMaxAge time.Duration
+
+	// Security holds identity, transport, limits and audit (security.go).
+	Security
 }
 
 // Default returns the configuration of a single development process.
@@ -151,6 +156,7 @@ func Default() Config {
 		NotifyWindow:         24 * time.Hour,
 		NotifyCap:            200,
 		NotifyMaxAge:         90 * 24 * time.Hour,
+		Security:             DefaultSecurity(),
 	}
 }
 
@@ -187,7 +193,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.FanoutChunk, "fanout-chunk", c.FanoutChunk, "largest audience written in one step; larger ones are chunked")
 	fs.IntVar(&c.Backfill, "backfill", c.Backfill, "recent activities a new follow copies into the home timeline")
 	fs.DurationVar(&c.AckWait, "ack-wait", c.AckWait, "worker: redeliver an unacknowledged event after this long")
-	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "worker: deliveries of an event before it is dead-lettered")
+	fs.IntVar(&c.MaxDeliver, "max-deliver", c.MaxDeliver, "worker: deliveries of an event failing on its own content before it is dead-lettered (outages never count)")
 	fs.IntVar(&c.WatchBuffer, "watch-buffer", c.WatchBuffer, "items a Watch client may fall behind before it is cut off")
 	fs.Int64Var(&c.HotOn, "hot-on", c.HotOn, "followers above which an entity is pulled at read time, not pushed")
 	fs.Int64Var(&c.HotOff, "hot-off", c.HotOff, "followers below which a pulled entity is pushed again")
@@ -195,6 +201,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.NotifyWindow, "notify-window", c.NotifyWindow, "notifications of the same kind about the same thing within this long fold into one")
 	fs.IntVar(&c.NotifyCap, "notify-cap", c.NotifyCap, "notifications each user keeps")
 	fs.DurationVar(&c.NotifyMaxAge, "notify-max-age", c.NotifyMaxAge, "notifications older than this (before the user's newest) are dropped")
+	c.bindFlags(fs)
 }
 
 // ApplyEnv sets every flag of fs that was not given on the command line
@@ -253,7 +260,8 @@ func (c *Config) Validate() error {
 	}
 	check(c.NATSURL != "", "nats-url must be set")
 	check(len(c.RedisAddrs) > 0, "redis-addr must be set")
-	check(len(c.AuthSecret) >= 32, "auth-secret must be at least 32 bytes (set --auth-secret, --auth-secret-file or %s)", EnvName("auth-secret"))
+	check(c.AuthSecret != "" || c.OIDCIssuer != "", "%v", errNoAuth)
+	check(c.AuthSecret == "" || len(c.AuthSecret) >= 32, "auth-secret must be at least 32 bytes (set --auth-secret, --auth-secret-file or %s)", EnvName("auth-secret"))
 	check(c.AuthIssuer != "" && c.AuthAudience != "", "auth-issuer and auth-audience must be set")
 	check(c.LogFormat == "text" || c.LogFormat == "json", "log-format %q: want text or json", c.LogFormat)
 	check(c.MaxRecvBytes > 0 && c.MaxRecvBytes <= 64<<20, "max-recv-bytes must be 1..64MiB")
@@ -276,5 +284,6 @@ func (c *Config) Validate() error {
 	check(c.NotifyWindow >= time.Second, "notify-window must be at least 1s")
 	check(c.NotifyCap >= 10 && c.NotifyCap <= 10000, "notify-cap must be 10..10000")
 	check(c.NotifyMaxAge >= time.Hour, "notify-max-age must be at least 1h")
+	errs = append(errs, c.validate(c)...)
 	return errors.Join(errs...)
 }

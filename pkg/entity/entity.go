@@ -32,6 +32,10 @@ func UserKey(userID string) string { return "u:" + userID }
 // RecordKey returns the key of a record.
 func RecordKey(r *tidingsv1.RecordRef) string { return "r:" + r.GetType() + ":" + r.GetExternalId() }
 
+// RecordName names a record in messages to callers, as "<type>/<external
+// id>" (the form the CLI takes); RecordKey is internal and never shown.
+func RecordName(r *tidingsv1.RecordRef) string { return r.GetType() + "/" + r.GetExternalId() }
+
 // Parse returns the reference of a key.
 func Parse(key string) (*tidingsv1.EntityRef, error) {
 	switch {

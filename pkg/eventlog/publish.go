@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +17,18 @@ const HeaderEventType = "Tidings-Event"
 // ErrConflict means a publish expected a subject's last sequence that is no
 // longer the last: a concurrent change won. Re-read and retry.
 var ErrConflict = errors.New("concurrent change to the same entity")
+
+// RequestTimeout bounds each JetStream request a service makes for a
+// caller (an append, a read of a subject's last event). A stream without a
+// leader, or a cluster without a quorum, may never answer; the bound turns
+// that into a transient error the caller sees as Unavailable, instead of a
+// call that hangs until its own deadline.
+const RequestTimeout = 5 * time.Second
+
+// bounded returns ctx bounded by RequestTimeout.
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, RequestTimeout)
+}
 
 // Log appends events to JetStream and reads them back.
 type Log struct {
@@ -70,10 +83,12 @@ func (a Append) message() (*nats.Msg, []jetstream.PublishOpt, error) {
 }
 
 // publishError names a failed append: ErrConflict when its condition on
-// the subject's last sequence failed.
+// the subject's last sequence failed (replicated streams report it with a
+// code of their own).
 func publishError(subject string, err error) error {
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 		return ErrConflict
 	}
 	return fmt.Errorf("publish %s: %w", subject, err)
@@ -85,7 +100,9 @@ func (l *Log) Publish(ctx context.Context, a Append) (Appended, error) {
 	if err != nil {
 		return Appended{}, err
 	}
-	ack, err := l.js.PublishMsg(ctx, msg, opts...)
+	rctx, cancel := bounded(ctx)
+	defer cancel()
+	ack, err := l.js.PublishMsg(rctx, msg, opts...)
 	if err != nil {
 		return Appended{}, publishError(a.Subject, err)
 	}
@@ -101,6 +118,8 @@ type Last struct {
 // LastOnSubject returns the last event of a subject in stream, or found ==
 // false when the subject has none.
 func (l *Log) LastOnSubject(ctx context.Context, stream, subject string) (last Last, found bool, err error) {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	s, err := l.js.Stream(ctx, stream)
 	if err != nil {
 		return Last{}, false, fmt.Errorf("open stream %s: %w", stream, err)
@@ -148,6 +167,8 @@ func (l *Log) PublishAll(ctx context.Context, appends []Append) ([]Appended, err
 
 // MessageAt returns the data of the event at sequence seq of stream.
 func (l *Log) MessageAt(ctx context.Context, stream string, seq uint64) ([]byte, error) {
+	ctx, cancel := bounded(ctx)
+	defer cancel()
 	s, err := l.js.Stream(ctx, stream)
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", stream, err)

@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tidingshq/tidings/pkg/faults"
 )
 
-// replayFetch is how many events a replay fetches from a stream at a time.
+// replayFetch is how many events a replay reads from a stream at a time.
 const replayFetch = 256
 
 // ReplayBatch is the most events of one stream a replay hands over at once.
@@ -111,13 +113,23 @@ type timedDelivery struct {
 	time time.Time
 }
 
-// replayCursor reads one stream of a replay through an ordered consumer,
-// up to the last sequence stored when it opened.
+// replayCursor reads one stream of a replay through an ephemeral pull
+// consumer of its own, up to the last sequence stored when it opened.
+//
+// Not an ordered consumer: one used with Fetch makes a new consumer for
+// every fetch, and a pull sent right after a consumer is made can find no
+// responder when the client is connected to another server of a cluster
+// than the consumer (its interest has not crossed the routes yet), which
+// failed rebuilds on R3 streams with "no responders". This cursor makes
+// one consumer, retries a pull that meets a transient failure, and checks
+// that the consumer's sequence has no gap (events are not acknowledged, so
+// one lost on the way would otherwise go unnoticed).
 type replayCursor struct {
 	src     ReplaySource
 	stream  jetstream.Stream
 	cons    jetstream.Consumer
 	last    uint64
+	cseq    uint64 // the consumer sequence of the last event read
 	pending []timedDelivery
 	head    timedDelivery
 	hasHead bool
@@ -139,9 +151,15 @@ func (l *Log) openReplay(ctx context.Context, src ReplaySource) (*replayCursor, 
 	if info.State.Msgs == 0 {
 		return nil, nil
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: src.Filter,
+	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckNonePolicy,
+		FilterSubjects: src.Filter,
+		// Deleted when the replay ends; this is for a replay whose process
+		// died.
+		InactiveThreshold: 5 * time.Minute,
+		Replicas:          1,
+		MemoryStorage:     true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("replay %s: %w", src.Stream, err)
@@ -170,8 +188,39 @@ func (c *replayCursor) peek(ctx context.Context) (timedDelivery, bool, error) {
 func (c *replayCursor) pop() { c.hasHead = false }
 
 // fetch reads the next events of the stream into pending, and notes when
-// the last one of the replay was read.
+// the last one of the replay was read. A pull that meets a transient
+// failure (no responder yet, a timeout) is tried again, a few times.
 func (c *replayCursor) fetch(ctx context.Context) error {
+	bo := newBackoff(20*time.Millisecond, time.Second)
+	for attempt := 1; ; attempt++ {
+		got, err := c.fetchOnce()
+		if err != nil && (!faults.IsTransient(err) || attempt == 8) {
+			return err
+		}
+		if err == nil || got > 0 {
+			// What a failed pull brought is kept; the next pull goes on
+			// from there (the consumer's sequence shows any gap).
+			c.idle = got == 0
+			break
+		}
+		if !bo.wait(ctx) {
+			return fmt.Errorf("%w (retrying: %w)", ctx.Err(), err)
+		}
+	}
+	if c.idle && !c.done {
+		// Nothing more on the filter (the last message may be on another
+		// subject)?
+		info, err := c.cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		c.done = info.NumPending == 0
+	}
+	return nil
+}
+
+// fetchOnce sends one pull and reads what it brings into pending.
+func (c *replayCursor) fetchOnce() (int, error) {
 	var (
 		batch jetstream.MessageBatch
 		err   error
@@ -182,7 +231,7 @@ func (c *replayCursor) fetch(ctx context.Context) error {
 		batch, err = c.cons.FetchNoWait(replayFetch)
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	// Drain the whole batch even past the end, so that no fetch is left
 	// running.
@@ -198,6 +247,11 @@ func (c *replayCursor) fetch(ctx context.Context) error {
 			merr = err
 			continue
 		}
+		if meta.Sequence.Consumer != c.cseq+1 {
+			merr = fmt.Errorf("events missing between consumer sequences %d and %d", c.cseq, meta.Sequence.Consumer)
+			continue
+		}
+		c.cseq = meta.Sequence.Consumer
 		seq := meta.Sequence.Stream
 		if seq > c.last {
 			c.done = true
@@ -210,22 +264,12 @@ func (c *replayCursor) fetch(ctx context.Context) error {
 		c.done = seq == c.last
 	}
 	if merr != nil {
-		return merr
+		return got, merr
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-		return err
+		return got, err
 	}
-	c.idle = got == 0
-	if c.idle && !c.done {
-		// Nothing more on the filter (the last message may be on another
-		// subject)?
-		info, err := c.cons.Info(ctx)
-		if err != nil {
-			return err
-		}
-		c.done = info.NumPending == 0
-	}
-	return nil
+	return got, nil
 }
 
 // close deletes the cursor's consumer, so that no replay consumer is left

@@ -27,6 +27,7 @@ const (
 	StreamActivities = "ACTIVITIES"
 	StreamDeadLetter = "DEADLETTER"
 	StreamFanout     = "FANOUT"
+	StreamRedrive    = "REDRIVE"
 	// StreamConversations holds comments and reactions, one subject per
 	// activity.
 	StreamConversations = "CONVERSATIONS"
@@ -43,6 +44,7 @@ const (
 	SubjectActivities = "tidings.activities"
 	SubjectDeadLetter = "tidings.deadletter"
 	SubjectFanout     = "tidings.fanout"
+	SubjectRedrive    = "tidings.redrive"
 	// SubjectConversations prefixes the CONVERSATIONS stream's subjects.
 	SubjectConversations = "tidings.conversations"
 	// SubjectUserState prefixes the USERSTATE stream's subjects.
@@ -117,13 +119,29 @@ func StreamConfigs(opts StreamOptions) []jetstream.StreamConfig {
 	fanout.MaxAge = 24 * time.Hour
 	conversations := base(StreamConversations, SubjectConversations, "Comments and reactions, every event")
 	userState := base(StreamUserState, SubjectUserState, "Bookmarks, mutes and notification read marks, every event")
-	return []jetstream.StreamConfig{profiles, records, follows, activities, dead, fanout, conversations, userState}
+	// REDRIVE holds requests to re-drive dead letters until a worker has
+	// done them.
+	redrive := base(StreamRedrive, SubjectRedrive, "Requests to re-drive dead letters, shared by workers")
+	redrive.Retention = jetstream.WorkQueuePolicy
+	redrive.MaxAge = 7 * 24 * time.Hour
+	return []jetstream.StreamConfig{profiles, records, follows, activities, dead, fanout, redrive, conversations, userState}
 }
 
 // EnsureStreams creates every stream, or updates it to the configuration.
+// Many processes may call it at once, on a cluster that is still forming:
+// each stream is created, and updated when it exists with another
+// configuration, in short attempts retried with jittered back-off
+// (RetryStartup) until ctx ends.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, opts StreamOptions) error {
 	for _, cfg := range StreamConfigs(opts) {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		err := RetryStartup(ctx, func(ctx context.Context) error {
+			_, err := js.CreateStream(ctx, cfg)
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				_, err = js.UpdateStream(ctx, cfg)
+			}
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}

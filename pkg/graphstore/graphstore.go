@@ -47,7 +47,12 @@ func Score(ms, v int64) float64 { return float64(ms*1000 + v%1000) }
 // ScoreTime returns the create time (Unix ms) encoded in a score.
 func ScoreTime(score float64) int64 { return int64(score) / 1000 }
 
-func (s *Store) followingKey(userID string) string    { return s.ks.Key("fing:{" + userID + "}") }
+func (s *Store) followingKey(userID string) string { return s.ks.Key("fing:{" + userID + "}") }
+
+// FollowingKey is the sorted set of the entities a user follows; it shares
+// the hash tag of the user's home timeline, so a timeline script may read
+// it.
+func (s *Store) FollowingKey(userID string) string    { return s.followingKey(userID) }
 func (s *Store) followingVerKey(userID string) string { return s.ks.Key("fingv:{" + userID + "}") }
 func (s *Store) followersKey(entityKey string) string { return s.ks.Key("fers:{" + entityKey + "}") }
 func (s *Store) followersVerKey(entityKey string) string {

@@ -5,12 +5,20 @@
 // Interceptors run in this order, outermost first:
 //
 //	request id → recovery → metrics → logging → deadline cap → auth →
-//	validation (unknown fields, protovalidate) → error mapping → handler
+//	audit → rate limit → stream limits →
+//	validation (undecodable messages, unknown fields, protovalidate) →
+//	error mapping → handler
+//
+// Audit, rate limit and stream limits are on when their options are set.
+//
+// The server's codec marks requests that do not decode instead of failing
+// (grpc-go would answer Internal); validation answers them InvalidArgument.
 package grpcserver
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -22,11 +30,11 @@ import (
 	"buf.build/go/protovalidate"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
-	protovalidatemw "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/protovalidate"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -55,6 +63,16 @@ type Options struct {
 	Authorizer *auth.Authorizer
 	Limits     Limits
 	Reflection bool
+
+	// TLS, when set, serves TLS (and mutual TLS, as its client settings
+	// say); plaintext when nil.
+	TLS *tls.Config
+	// Audit, when set, records audited calls (auth.Audited).
+	Audit Auditor
+	// RateLimit, when set, refuses calls of callers over their budget.
+	RateLimit RateLimiter
+	// Streams bound concurrent long-lived streams.
+	Streams StreamLimits
 }
 
 // Server is a gRPC server with its health service.
@@ -72,7 +90,7 @@ const LivenessService = "tidings.liveness"
 
 // New builds the server. Register services on it, then call SetServing.
 func New(opts Options) (*Server, error) {
-	validator, err := protovalidate.New()
+	pv, err := protovalidate.New()
 	if err != nil {
 		return nil, fmt.Errorf("build validator: %w", err)
 	}
@@ -102,9 +120,45 @@ func New(opts Options) (*Server, error) {
 		log.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
 	errs := errorMapper{log: log}
+	validate := validator{v: pv, log: log}
+
+	unary := []grpc.UnaryServerInterceptor{
+		requestIDUnary,
+		recovery.UnaryServerInterceptor(recoveryOpt),
+		metrics.UnaryServerInterceptor(),
+		logging.UnaryServerInterceptor(logger, logOpts...),
+		deadlineCap(opts.Limits.MaxDeadline),
+		opts.Authorizer.UnaryInterceptor(),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		requestIDStream,
+		recovery.StreamServerInterceptor(recoveryOpt),
+		metrics.StreamServerInterceptor(),
+		logging.StreamServerInterceptor(logger, logOpts...),
+		opts.Authorizer.StreamInterceptor(),
+	}
+	if opts.Audit != nil {
+		a := auditing{rec: opts.Audit}
+		unary, stream = append(unary, a.unary), append(stream, a.stream)
+	}
+	if opts.RateLimit != nil {
+		r := rateLimiting{l: opts.RateLimit}
+		unary, stream = append(unary, r.unary), append(stream, r.stream)
+	}
+	if len(opts.Streams.Methods) > 0 {
+		sl, err := newStreamLimiter(opts.Streams, opts.Registry)
+		if err != nil {
+			return nil, err
+		}
+		stream = append(stream, sl.stream)
+	}
+	unary = append(unary, rejectUnknownFieldsUnary, validate.unary, errs.unary)
+	stream = append(stream, rejectUnknownFieldsStream, validate.stream, errs.stream)
 
 	const streamWorkers = 64
-	srv := grpc.NewServer(
+	serverOpts := []grpc.ServerOption{
+		// Requests that do not decode get InvalidArgument, not Internal.
+		grpc.ForceServerCodecV2(newCodec()),
 		grpc.MaxRecvMsgSize(opts.Limits.MaxRecvBytes),
 		grpc.MaxSendMsgSize(opts.Limits.MaxSendBytes),
 		grpc.MaxConcurrentStreams(opts.Limits.MaxConcurrentStreams),
@@ -115,28 +169,13 @@ func New(opts Options) (*Server, error) {
 		grpc.MaxHeaderListSize(opts.Limits.MaxHeaderBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
-		grpc.ChainUnaryInterceptor(
-			requestIDUnary,
-			recovery.UnaryServerInterceptor(recoveryOpt),
-			metrics.UnaryServerInterceptor(),
-			logging.UnaryServerInterceptor(logger, logOpts...),
-			deadlineCap(opts.Limits.MaxDeadline),
-			opts.Authorizer.UnaryInterceptor(),
-			rejectUnknownFieldsUnary,
-			protovalidatemw.UnaryServerInterceptor(validator),
-			errs.unary,
-		),
-		grpc.ChainStreamInterceptor(
-			requestIDStream,
-			recovery.StreamServerInterceptor(recoveryOpt),
-			metrics.StreamServerInterceptor(),
-			logging.StreamServerInterceptor(logger, logOpts...),
-			opts.Authorizer.StreamInterceptor(),
-			rejectUnknownFieldsStream,
-			protovalidatemw.StreamServerInterceptor(validator),
-			errs.stream,
-		),
-	)
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+	}
+	if opts.TLS != nil {
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(opts.TLS)))
+	}
+	srv := grpc.NewServer(serverOpts...)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(LivenessService, healthpb.HealthCheckResponse_SERVING)
@@ -190,9 +229,18 @@ func requestID(ctx context.Context) string {
 	return hex.EncodeToString(b[:])
 }
 
+type requestIDKey struct{}
+
+// RequestID returns the request id of the call ctx belongs to.
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
 func requestIDUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	id := requestID(ctx)
 	_ = grpc.SetHeader(ctx, metadata.Pairs(requestIDHeader, id))
+	ctx = context.WithValue(ctx, requestIDKey{}, id)
 	return handler(logging.InjectFields(ctx, logging.Fields{"request_id", id}), req)
 }
 
@@ -203,7 +251,8 @@ func requestIDUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handl
 // pkg/httpapi that it never opened.
 func requestIDStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	id := requestID(ss.Context())
-	s := &ctxStream{ServerStream: ss, ctx: logging.InjectFields(ss.Context(), logging.Fields{"request_id", id}), id: id}
+	ctx := context.WithValue(ss.Context(), requestIDKey{}, id)
+	s := &ctxStream{ServerStream: ss, ctx: logging.InjectFields(ctx, logging.Fields{"request_id", id}), id: id}
 	err := handler(srv, s)
 	if !s.headerSet.Load() {
 		ss.SetTrailer(metadata.Pairs(requestIDHeader, id))
@@ -250,16 +299,20 @@ func deadlineCap(maxDeadline time.Duration) grpc.UnaryServerInterceptor {
 }
 
 // errorMapper converts handler errors to statuses once, logging the text of
-// internal errors, which never reaches the client.
+// internal errors and of outages (Unavailable), which never reaches the
+// client.
 type errorMapper struct{ log *slog.Logger }
 
 func (m errorMapper) mapErr(ctx context.Context, method string, err error) error {
 	if err == nil {
 		return nil
 	}
-	st, internal := apierr.ToStatus(err)
-	if internal {
+	st, internal := apierr.ToStatusFor(ctx, err)
+	switch {
+	case internal:
 		m.log.ErrorContext(ctx, "internal error", "method", method, "error", err)
+	case st.Code() == codes.Unavailable:
+		m.log.WarnContext(ctx, "unavailable", "method", method, "error", err)
 	}
 	return st.Err()
 }

@@ -63,6 +63,9 @@ type protoMessage interface{ ProtoReflect() protoreflect.Message }
 
 func checkUnknown(req any) error {
 	if m, ok := req.(protoMessage); ok {
+		if err := undecodable(m.ProtoReflect()); err != nil {
+			return err
+		}
 		if path := UnknownField(m.ProtoReflect()); path != "" {
 			e := apierr.InvalidArgument("%s has a field this server does not know", path)
 			e.Reason = apierr.ReasonUnknownField

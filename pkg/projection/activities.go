@@ -104,7 +104,7 @@ func (p *Projector) queueBody(ctx context.Context, pipe redis.Pipeliner, c *acti
 	}
 	res := p.st.Bodies.QueuePut(ctx, pipe, c.seq, c.a)
 	if scope := c.ev.GetIdempotencyScope(); scope != "" && c.kind == posted {
-		p.st.Bodies.QueueRememberIdempotent(ctx, pipe, scope, c.a.GetId())
+		p.st.Bodies.QueueRememberIdempotent(ctx, pipe, scope, c.a.GetId(), c.a.GetCreateTime().AsTime())
 	}
 	return res
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/entity"
@@ -206,4 +208,32 @@ func TestHandleActivitiesReportsBadEvents(t *testing.T) {
 	id, err := ids.Parse(named["by u01"])
 	require.NoError(t, err)
 	require.Contains(t, timelinestore.Decode(data), id)
+}
+
+// TestIdempotencyKeysExpireFromThePost checks that a post's idempotency key
+// lives IdempotencyTTL from when the post was made, not from when it was
+// applied: a replay neither brings back a key whose time is over nor
+// extends one.
+func TestIdempotencyKeysExpireFromThePost(t *testing.T) {
+	t.Parallel()
+	env := testenv.New(t)
+	ctx := t.Context()
+	p, rdb := newBatchFanout(t, env.Log)
+	gen := ids.NewGenerator()
+	post := func(seq uint64, scope string, age time.Duration) {
+		a := &tidingsv1.Activity{Id: gen.Next().String(), Actor: &tidingsv1.Caller{Kind: tidingsv1.CallerKind_CALLER_KIND_EMPLOYEE, Id: "u01"},
+			Verb: "posted", Text: "keyed", CreateTime: timestamppb.New(time.Now().Add(-age))}
+		data, err := proto.Marshal(&tidingsv1.ActivityEvent{Change: &tidingsv1.ActivityEvent_Posted{Posted: a}, IdempotencyScope: scope})
+		require.NoError(t, err)
+		require.Nil(t, p.HandleActivities(ctx, []eventlog.Delivery{{Data: data, Sequence: seq, NumDelivered: 1}}))
+	}
+	post(1, "old", activitystore.IdempotencyTTL+time.Hour)
+	post(2, "recent", activitystore.IdempotencyTTL-time.Hour)
+	keys, err := rdb.Keys(ctx, "tidings:idem:*").Result()
+	require.NoError(t, err)
+	require.Equal(t, []string{"tidings:idem:{recent}"}, keys, "a key whose time is over is not written")
+	ttl, err := rdb.TTL(ctx, keys[0]).Result()
+	require.NoError(t, err)
+	require.LessOrEqual(t, ttl, time.Hour, "the key lives from the post, not from the apply")
+	require.Positive(t, ttl)
 }

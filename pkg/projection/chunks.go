@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/ids"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
@@ -57,12 +58,11 @@ func (p *Projector) HandleChunks(ctx context.Context, ds []eventlog.Delivery) []
 	if err != nil {
 		return fail(err)
 	}
+	// Removals go to everyone in the chunk; inserts only to those who
+	// still follow a source of the activity when the write lands, so a
+	// chunk applied after a newer unfollow writes nothing for that user.
 	homes := &homeWrites{}
-	type notice struct {
-		users []string
-		id    ids.ID
-	}
-	var notices []notice
+	var inserts []guardedInsert
 	j := 0
 	for _, c := range chunks {
 		users := c.c.GetUserIds()
@@ -84,16 +84,19 @@ func (p *Projector) HandleChunks(ctx context.Context, ds []eventlog.Delivery) []
 				}
 			}
 		}
-		homes.add(to, c.id)
-		notices = append(notices, notice{to, c.id})
+		inserts = append(inserts, guardedInsert{to, []ids.ID{c.id}, entity.Sources(a)})
 	}
 	if err := p.writeHomes(ctx, homes); err != nil {
 		return fail(err)
 	}
+	notices, err := p.insertIfFollowing(ctx, inserts)
+	if err != nil {
+		return fail(err)
+	}
 	if p.live != nil {
-		for _, n := range notices {
-			if err := p.live.Notify(n.users, n.id); err != nil {
-				p.logger.WarnContext(ctx, "live notices not sent", "activity", n.id.String(), "error", err)
+		for i, users := range notices {
+			if err := p.live.Notify(users, inserts[i].ids[0]); err != nil {
+				p.logger.WarnContext(ctx, "live notices not sent", "activity", inserts[i].ids[0].String(), "error", err)
 			}
 		}
 	}

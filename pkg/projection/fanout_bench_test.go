@@ -116,11 +116,11 @@ func BenchmarkBaselineNaiveZAdd(b *testing.B) {
 	b.ReportMetric(float64(n*1000)/b.Elapsed().Seconds(), "deliveries/s")
 }
 
-// BenchmarkSmallAudiences compares the two ways the worker has handled the
-// ACTIVITIES stream, on the same Redis in the same run: 16 handlers taking
-// one activity each through HandleActivity (the worker before batches),
-// and 4 handlers taking batches of 64 through HandleActivities (the worker
-// now). Each iteration fans out
+// BenchmarkSmallAudiences compares two ways of taking the ACTIVITIES
+// stream, on the same Redis in the same run: 16 handlers taking one
+// activity at a time (batches of one, as the worker did before batches),
+// and 4 handlers taking batches of 64 (the worker now), both through
+// HandleActivities. Each iteration fans out
 // 256 posts by 2,000 users who each have 15 followers.
 func BenchmarkSmallAudiences(b *testing.B) {
 	const users, followers, posts = 2000, 15, 256

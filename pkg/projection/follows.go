@@ -85,8 +85,11 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 	}
 	// A bulk event follows one entity for many users: read its backfill
 	// once, and write it to everyone who sees the same list in one step.
+	// The writes are due only while the follow holds: one that lands after
+	// a newer unfollow's take-back writes nothing.
 	backfills := map[string]*backfill{}
 	sameList := map[string][]string{}
+	var inserts []guardedInsert
 	for i, c := range changes {
 		if abs(current[i]) != c.Version {
 			continue
@@ -110,16 +113,13 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 			sameList[c.Entity] = append(sameList[c.Entity], c.UserID)
 			continue
 		}
-		if _, err := p.st.Timelines.InsertHomes(ctx, []string{c.UserID}, p.cfg.HomeCap, p.activeSince(), b.visibleTo(c.UserID)); err != nil {
-			return err
-		}
+		inserts = append(inserts, guardedInsert{[]string{c.UserID}, b.visibleTo(c.UserID), []string{c.Entity}})
 	}
 	for e, users := range sameList {
-		if _, err := p.st.Timelines.InsertHomes(ctx, users, p.cfg.HomeCap, p.activeSince(), backfills[e].ids); err != nil {
-			return err
-		}
+		inserts = append(inserts, guardedInsert{users, backfills[e].ids, []string{e}})
 	}
-	return nil
+	_, err = p.insertIfFollowing(ctx, inserts)
+	return err
 }
 
 func abs(v int64) int64 {

@@ -40,9 +40,12 @@ var feedStreams = []struct {
 
 // Rebuild wipes the projections asked for and replays their streams from
 // the start through the same handlers the worker runs, and returns how many
-// events each replayed. Writes that land meanwhile are applied by the live
-// consumers as usual; since every apply is idempotent and ordered by log
-// position, the result is the projection of the log.
+// events each replayed. It rebuilds in place: while it runs, readers see
+// the projections partly built, and an event the live worker applies
+// meanwhile is fanned out over a graph that is only partly rebuilt, so a
+// follower may miss it (beyond what a later follow's backfill repairs).
+// Run it with the API drained, or after a loss of Redis, until rebuilds
+// build a new generation beside the live one (redisx.Keyspace).
 //
 // PROFILES and RECORDS keep each entity's last event (its whole state);
 // they are replayed first, on their own. FOLLOWS, ACTIVITIES,

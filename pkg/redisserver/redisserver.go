@@ -150,6 +150,22 @@ func (s *Server) waitReady(ctx context.Context, exited <-chan struct{}) error {
 	}
 }
 
+// stopped reports whether the server process has exited.
+func (s *Server) stopped() bool {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done == nil {
+		return true
+	}
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Addr is the host:port the server listens on.
 func (s *Server) Addr() string { return s.addr }
 

@@ -7,32 +7,152 @@ package redisx
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tidingshq/tidings/pkg/faults"
 )
 
 // Prefix starts every key Tidings writes.
 const Prefix = "tidings:"
 
+// Timeouts of the Redis clients. A command against a node that has
+// vanished fails in seconds, so that the caller (or the consumer's
+// transient retry) goes on, rather than waiting on a dead peer.
+const (
+	dialTimeout  = 2 * time.Second
+	ioTimeout    = 3 * time.Second
+	dialAttempts = 2
+)
+
+// ClusterRefreshInterval bounds how old a Redis Cluster client's slot map
+// may get while commands succeed. go-redis refreshes it at once on MOVED
+// and READONLY replies, but a primary that died answers nothing, so
+// without a refresh the client keeps dialling it until the next periodic
+// reload (60 s by default), long after its replica took over. NewClient
+// also refreshes the map whenever a command meets a transient failure
+// (see reloadOnFailure), so a failover costs the cluster's own detection
+// time plus about one round trip.
+const ClusterRefreshInterval = 5 * time.Second
+
 // NewClient returns a client for one server (one address) or a Redis
 // Cluster (several seed addresses).
+//
+// On a cluster, commands go to primaries only (ReadOnly off: reading
+// replicas would show timelines and graphs that lag behind the log); up to
+// 8 MOVED/ASK redirects or retries of CLUSTERDOWN and TRYAGAIN are
+// followed within one command (a slot migration or a failover under way);
+// the slot map is reloaded every ClusterRefreshInterval and on any
+// transient failure.
 func NewClient(addrs []string, password string) redis.UniversalClient {
-	return redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:    addrs,
+	if len(addrs) > 1 {
+		c := redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:                      addrs,
+			Password:                   password,
+			MaxRedirects:               8,
+			DialTimeout:                dialTimeout,
+			DialerRetries:              dialAttempts,
+			ReadTimeout:                ioTimeout,
+			WriteTimeout:               ioTimeout,
+			ClusterStateReloadInterval: ClusterRefreshInterval,
+		})
+		c.AddHook(reloadOnFailure{c})
+		return c
+	}
+	return redis.NewClient(&redis.Options{
+		Addr:     addrs[0],
 		Password: password,
 		// Fail fast and let the caller (or JetStream redelivery) retry.
-		MaxRetries: 2,
+		MaxRetries:    2,
+		DialTimeout:   dialTimeout,
+		DialerRetries: dialAttempts,
 	})
 }
 
-// DeleteMatching deletes every key matching pattern, on every master of a
-// cluster, in batches, and returns how many it deleted.
+// reloadOnFailure asks a cluster client to reload its slot map whenever a
+// command or pipeline meets a transient failure: a node that refuses
+// connections, times out or answers CLUSTERDOWN may no longer serve its
+// slots. Reloads run in the background and are coalesced by go-redis.
+type reloadOnFailure struct{ c *redis.ClusterClient }
+
+func (h reloadOnFailure) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnFailure) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if err != nil && faults.IsTransient(err) {
+			h.c.ReloadState(ctx)
+		}
+		return err
+	}
+}
+
+func (h reloadOnFailure) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		for _, cmd := range cmds {
+			if cerr := cmd.Err(); cerr != nil && faults.IsTransient(cerr) {
+				h.c.ReloadState(ctx)
+				break
+			}
+		}
+		return err
+	}
+}
+
+// Health reports whether Redis can serve: the server answers PING, or, on
+// a cluster, every primary answers PING and reports cluster_state:ok (every
+// slot served). A cluster with one primary down is unhealthy until its
+// replica has taken over.
+func Health(ctx context.Context, rdb redis.UniversalClient) error {
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("ping redis: %w", err)
+		}
+		return nil
+	}
+	err := c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		addr := m.Options().Addr
+		if err := m.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("ping redis primary %s: %w", addr, err)
+		}
+		info, err := m.ClusterInfo(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("cluster info of %s: %w", addr, err)
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("redis primary %s: cluster state is not ok", addr)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis cluster: %w", err)
+	}
+	return nil
+}
+
+// DeleteMatching deletes every key matching pattern, on every primary of a
+// cluster, in batches, and returns how many it deleted. Keys are unlinked
+// one command each, pipelined (one round trip per node and batch): a
+// command with several keys fails on a cluster when they live in
+// different slots (CROSSSLOT), which keys matched by a pattern do.
 func DeleteMatching(ctx context.Context, rdb redis.UniversalClient, pattern string) (int64, error) {
 	var total int64
 	err := ScanKeys(ctx, rdb, pattern, 1000, func(keys []string) error {
-		n, err := rdb.Unlink(ctx, keys...).Result()
-		total += n
+		cmds := make([]*redis.IntCmd, len(keys))
+		_, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = pipe.Unlink(ctx, k)
+			}
+			return nil
+		})
+		for _, c := range cmds {
+			total += c.Val()
+		}
 		return err
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tidingshq/tidings/pkg/eventlog"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -31,14 +32,21 @@ type Store struct {
 	kv jetstream.KeyValue
 }
 
-// Open creates the bucket if needed and returns a Store.
+// Open creates the bucket if needed and returns a Store. Many processes
+// may open it at once on a cluster that is still forming: attempts are
+// short and retried (eventlog.RetryStartup) until ctx ends.
 func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "Tidings settings changed by admins",
-		History:     10,
-		Storage:     jetstream.FileStorage,
-		Replicas:    replicas,
+	var kv jetstream.KeyValue
+	err := eventlog.RetryStartup(ctx, func(ctx context.Context) error {
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      Bucket,
+			Description: "Tidings settings changed by admins",
+			History:     10,
+			Storage:     jetstream.FileStorage,
+			Replicas:    replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open settings bucket: %w", err)

@@ -5,6 +5,7 @@ package telemetry
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -111,6 +112,9 @@ func NewHTTPServer(addr string, h http.Handler, maxHeaderBytes int) (*HTTPServer
 		ln: ln,
 	}, nil
 }
+
+// UseTLS serves TLS with cfg on the listener; call it before Serve.
+func (s *HTTPServer) UseTLS(cfg *tls.Config) { s.ln = tls.NewListener(s.ln, cfg) }
 
 // Addr is the address listened on.
 func (s *HTTPServer) Addr() string { return s.ln.Addr().String() }

@@ -93,6 +93,17 @@ func NATS(t testing.TB) *server.Server {
 	return s
 }
 
+// NATSCluster starts a fresh 3-node JetStream cluster for the test (see
+// natsserver.StartCluster: its meta leader may not be elected yet when
+// this returns).
+func NATSCluster(t testing.TB) *natsserver.Cluster {
+	t.Helper()
+	c, err := natsserver.StartCluster(natsserver.ClusterOptions{Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(c.Shutdown)
+	return c
+}
+
 // Redis starts a redis-server process for the test.
 func Redis(t testing.TB) *redisserver.Server {
 	t.Helper()
@@ -164,10 +175,17 @@ type Server struct {
 // lets register add services, and returns it once it accepts calls.
 func Serve(t testing.TB, register func(s *grpcserver.Server)) *Server {
 	t.Helper()
+	return ServeWith(t, nil, register)
+}
+
+// ServeWith is Serve with configure, when set, changing the server's
+// options (TLS, audit, rate and stream limits) before it is built.
+func ServeWith(t testing.TB, configure func(*grpcserver.Options), register func(s *grpcserver.Server)) *Server {
+	t.Helper()
 	verifier, err := auth.NewVerifier(TokenConfig)
 	require.NoError(t, err)
 	logger := Logger()
-	srv, err := grpcserver.New(grpcserver.Options{
+	opts := grpcserver.Options{
 		Logger:     logger,
 		Registry:   prometheus.NewRegistry(),
 		Authorizer: auth.NewAuthorizer(verifier, auth.DefaultPolicy(), logger),
@@ -179,7 +197,11 @@ func Serve(t testing.TB, register func(s *grpcserver.Server)) *Server {
 			MaxHeaderBytes:       16 << 10,
 			MaxDeadline:          30 * time.Second,
 		},
-	})
+	}
+	if configure != nil {
+		configure(&opts)
+	}
+	srv, err := grpcserver.New(opts)
 	require.NoError(t, err)
 	register(srv)
 	srv.SetServing(true)

@@ -49,16 +49,20 @@ func SeenKey(userID string) string { return redisx.Prefix + "seen:{" + userID + 
 // read) older than ARGV[2], the user is inactive and nothing is written:
 // their next read rebuilds the timeline. It returns how many ids it added,
 // or -1 for an inactive user. The bench drives it with redis-benchmark.
-const InsertSource = `
+const InsertSource = "local A = ARGV\n" + insertBody
+
+// insertBody is the insert over the arguments A (ARGV, or what a guard
+// leaves of it).
+const insertBody = `
 if KEYS[2] then
   local seen = tonumber(redis.call('GET', KEYS[2]) or '')
-  if seen and seen < tonumber(ARGV[2]) then return -1 end
+  if seen and seen < tonumber(A[2]) then return -1 end
 end
 local s = redis.call('GET', KEYS[1]) or ''
-local cap = tonumber(ARGV[1])
+local cap = tonumber(A[1])
 local added = 0
-for i = 3, #ARGV do
-  local id = ARGV[i]
+for i = 3, #A do
+  local id = A[i]
   local n = #s / 8
   local lo, hi = 0, n
   if n > 0 and string.sub(s, 1, 8) < id then
@@ -77,6 +81,22 @@ end
 if added > 0 then redis.call('SET', KEYS[1], s) end
 return added
 `
+
+// guardedInsertScript is the home insert that applies only while the user
+// follows one of ARGV[2..ARGV[1]+1] (entity keys), as the user's following
+// set KEYS[3] (same hash tag) says at that moment; the rest of ARGV is the
+// insert's. Writes that arrive late (a chunk of a large fan-out, a
+// backfill) so cannot undo a newer unfollow's take-back.
+var guardedInsertScript = redisx.NewScript(`
+local g = tonumber(ARGV[1])
+local follows = false
+for i = 2, g + 1 do
+  if redis.call('ZSCORE', KEYS[3], ARGV[i]) then follows = true break end
+end
+if not follows then return 0 end
+local A = {}
+for i = g + 2, #ARGV do A[#A + 1] = ARGV[i] end
+` + insertBody)
 
 var insertScript = redisx.NewScript(InsertSource)
 
@@ -196,6 +216,28 @@ func (s *Store) QueueInsert(ctx context.Context, pipe redis.Pipeliner, key strin
 // how many ids were new (0 for a user inactive since activeSince).
 func (s *Store) QueueInsertHome(ctx context.Context, pipe redis.Pipeliner, userID string, limit int, activeSince int64, list []ids.ID) redisx.Result[int64] {
 	return queueInsert(ctx, pipe, s.homeKeys(userID), idArgs(limit, activeSince, list))
+}
+
+// QueueInsertHomeIfFollowing is QueueInsertHome for a write that is due
+// only while the user follows one of sources (entity keys): it reads the
+// user's following set (followingKey, pkg/graphstore) in the same script,
+// so it cannot land after a newer unfollow took the entity's items back.
+func (s *Store) QueueInsertHomeIfFollowing(ctx context.Context, pipe redis.Pipeliner, userID, followingKey string, sources []string, limit int, activeSince int64, list []ids.ID) redisx.Result[int64] {
+	args := make([]any, 0, 1+len(sources)+2+len(list))
+	args = append(args, len(sources))
+	for _, src := range sources {
+		args = append(args, src)
+	}
+	args = append(args, idArgs(limit, activeSince, list)...)
+	keys := append(s.homeKeys(userID), followingKey)
+	cmd := guardedInsertScript.EvalSha(ctx, pipe, keys, args...)
+	return func() (int64, error) {
+		n, err := cmd.Int64()
+		if err != nil {
+			return 0, fmt.Errorf("insert into %s: %w", keys[0], err)
+		}
+		return max(n, 0), nil
+	}
 }
 
 // homeKeys are the keys of a home insert: the timeline and the read time.

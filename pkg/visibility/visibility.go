@@ -80,7 +80,7 @@ func New(profiles *profilestore.Store, records *recordstore.Store, bodies *activ
 }
 
 func notFound(ref *tidingsv1.RecordRef) error {
-	return apierr.NotFound("no record %s", entity.RecordKey(ref))
+	return apierr.NotFound("no record %s", entity.RecordName(ref))
 }
 
 // Record returns a record if it exists and the caller may see it, and

@@ -26,6 +26,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/projection"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
 	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
@@ -372,16 +373,16 @@ func (s *Server) RebuildProjections(ctx context.Context, req *tidingsv1.RebuildP
 
 // GetSystemStatus implements tidingsv1.AdminServiceServer.
 func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStatusRequest) (*tidingsv1.GetSystemStatusResponse, error) {
-	resp := &tidingsv1.GetSystemStatusResponse{Time: timestamppb.Now(), RedisOk: s.d.RDB.Ping(ctx).Err() == nil}
+	resp := &tidingsv1.GetSystemStatusResponse{Time: timestamppb.Now(), RedisOk: redisx.Health(ctx, s.d.RDB) == nil}
 	js := s.d.Log.JetStream()
 	for _, cfg := range eventlog.StreamConfigs(eventlog.StreamOptions{}) {
 		st, err := js.Stream(ctx, cfg.Name)
 		if err != nil {
-			return nil, apierr.Unavailable("stream %s: %v", cfg.Name, err)
+			return nil, s.unavailable(ctx, "stream "+cfg.Name, err)
 		}
 		info, err := st.Info(ctx)
 		if err != nil {
-			return nil, apierr.Unavailable("stream %s: %v", cfg.Name, err)
+			return nil, s.unavailable(ctx, "stream "+cfg.Name, err)
 		}
 		resp.Streams = append(resp.Streams, &tidingsv1.StreamStatus{
 			Name: cfg.Name, Messages: info.State.Msgs, Bytes: info.State.Bytes,
@@ -389,13 +390,27 @@ func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStat
 		})
 		consumers := st.ListConsumers(ctx)
 		for ci := range consumers.Info() {
+			// Only durable consumers: those of replays and rebuilds are
+			// ephemeral, and their lag says nothing about the pipeline.
+			if ci.Config.Durable == "" {
+				continue
+			}
 			resp.Consumers = append(resp.Consumers, consumerStatus(cfg.Name, ci))
 		}
 		if err := consumers.Err(); err != nil {
-			return nil, apierr.Unavailable("consumers of %s: %v", cfg.Name, err)
+			return nil, s.unavailable(ctx, "consumers of "+cfg.Name, err)
 		}
 	}
+	// Hook: running background rebuilds (issue 14, part B) are to be
+	// reported here, beside the durable consumers.
 	return resp, nil
+}
+
+// unavailable logs why what could not be read, and returns Unavailable
+// without the driver's text.
+func (s *Server) unavailable(ctx context.Context, what string, err error) error {
+	s.d.Logger.WarnContext(ctx, "system status incomplete", "what", what, "error", err)
+	return apierr.Unavailable("%s cannot be read now; retry", what)
 }
 
 func consumerStatus(stream string, ci *jetstream.ConsumerInfo) *tidingsv1.ConsumerStatus {

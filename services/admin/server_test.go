@@ -11,11 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
@@ -185,7 +188,7 @@ func TestStatusAndRebuild(t *testing.T) {
 	status, err := s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
 	require.NoError(t, err)
 	require.True(t, status.GetRedisOk())
-	require.Len(t, status.GetStreams(), 8)
+	require.Len(t, status.GetStreams(), 9)
 	var names []string
 	for _, c := range status.GetConsumers() {
 		names = append(names, c.GetName())
@@ -199,6 +202,25 @@ func TestStatusAndRebuild(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, rebuilt.GetRebuilt(), 6)
 	testenv.RequireSameSnapshot(t, before, testenv.Snapshot(t, s.Env.RDB), "rebuilt projection")
+
+	// Finding 8 of issue 14: the status lists durable consumers only, not
+	// the consumers of the replays (which are deleted when a replay ends)
+	// nor any other short-lived one.
+	acts, err := s.Env.JS.Stream(ctx, eventlog.StreamActivities)
+	require.NoError(t, err)
+	_, err = acts.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	_, err = acts.CreateConsumer(ctx, jetstream.ConsumerConfig{InactiveThreshold: time.Minute})
+	require.NoError(t, err)
+	status, err = s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
+	require.NoError(t, err)
+	durable := map[string]bool{eventlog.RedriveConsumer.Durable: true}
+	for _, spec := range projection.ConsumerSpecs() {
+		durable[spec.Durable] = true
+	}
+	for _, c := range status.GetConsumers() {
+		require.True(t, durable[c.GetName()], "consumer %s of %s is not durable", c.GetName(), c.GetStream())
+	}
 
 	_, err = s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{Projections: []tidingsv1.Projection{0}})
 	testenv.RequireCode(t, err, codes.InvalidArgument)

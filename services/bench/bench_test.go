@@ -25,7 +25,8 @@ func TestRunAgainstRunningStack(t *testing.T) {
 	cfg.NATSURL, cfg.RedisAddrs = ns.ClientURL(), []string{rs.Addr()}
 	cfg.GRPCAddr, cfg.HTTPAddr, cfg.DebugAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.AuthSecret = "bench-test-secret-of-at-least-32-bytes"
-	cfg.HotOn, cfg.HotOff = 100, 80 // a few hot entities among 300 users
+	cfg.HotOn, cfg.HotOff = 100, 80                        // a few hot entities among 300 users
+	cfg.RateEmployee, cfg.RateApp, cfg.RateAdmin = 0, 0, 0 // as target.go runs the bench
 
 	ctx, cancel := context.WithCancel(t.Context())
 	ready := make(chan stack.Addrs, 1)

@@ -145,7 +145,7 @@ func (s *Server) update(ctx context.Context, ref *tidingsv1.RecordRef,
 		Mutate:      mutate,
 	})
 	if errors.Is(err, eventlog.ErrTooMuchContention) {
-		return res, apierr.Aborted("record %s is being changed concurrently; retry", entity.RecordKey(ref))
+		return res, apierr.Aborted("record %s is being changed concurrently; retry", entity.RecordName(ref))
 	}
 	return res, err
 }
@@ -285,7 +285,7 @@ func (s *Server) PostRecordActivity(ctx context.Context, req *tidingsv1.PostReco
 		return nil, err
 	}
 	if _, err := s.records.Get(ctx, ref); errors.Is(err, recordstore.ErrNotFound) {
-		return nil, apierr.NotFound("no record %s", entity.RecordKey(ref))
+		return nil, apierr.NotFound("no record %s", entity.RecordName(ref))
 	} else if err != nil {
 		return nil, err
 	}

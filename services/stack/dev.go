@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,14 +89,21 @@ func RunDev(ctx context.Context, opts DevOptions) error {
 	if err := os.WriteFile(filepath.Join(opts.DataDir, CLITokenFile), []byte(cliToken+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write cli token: %w", err)
 	}
-	// The web page signs people in with development tokens.
-	opts.DevTokens = func(kind auth.Kind, id string) (string, error) {
+	// The web page signs people in with development tokens, as anyone
+	// (admins included): only on loopback, where only this machine's user
+	// reaches it.
+	devTokens := func(kind auth.Kind, id string) (string, error) {
 		return auth.Mint(tokenCfg, auth.Identity{Kind: kind, ID: id}, 12*time.Hour, time.Now())
+	}
+	if isLoopback(cfg.HTTPAddr) {
+		opts.DevTokens = devTokens
+	} else {
+		opts.Logger.Warn("the web page's development sign-in is off: --http-addr is not a loopback address; sign in with a token", "http_addr", cfg.HTTPAddr)
 	}
 	if opts.Demo {
 		ready := opts.OnReady
 		opts.OnReady = func(a Addrs) {
-			if err := seedDemo(ctx, a.GRPC, cliToken, opts.DevTokens); err != nil {
+			if err := seedDemo(ctx, a.GRPC, cliToken, devTokens); err != nil {
 				opts.Logger.Warn("demo directory not seeded", "error", err)
 			}
 			if ready != nil {
@@ -130,4 +138,19 @@ func loadOrCreateSecret(path string) (string, error) {
 		return "", fmt.Errorf("write secret: %w", err)
 	}
 	return s, nil
+}
+
+// isLoopback reports whether a listen address (host:port) binds loopback
+// only: 127.0.0.0/8, ::1 or localhost (an empty host binds every
+// interface).
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tidingshq/tidings/pkg/grpcserver"
@@ -32,7 +33,7 @@ type front struct {
 // role without the services in its process renders from the API's gRPC
 // address and proxies the browser's /v1/ calls to the API's HTTP address.
 // The returned func releases what it opened.
-func frontHandler(_ context.Context, opts Options, srv *grpcserver.Server, grpcAddr string, health telemetry.HealthFunc) (*front, func(), error) {
+func frontHandler(_ context.Context, opts Options, srv *grpcserver.Server, grpcAddr string, self credentials.TransportCredentials, health telemetry.HealthFunc) (*front, func(), error) {
 	cfg := opts.Config
 	f := &front{close: func() {}}
 	var closers []func()
@@ -50,7 +51,10 @@ func frontHandler(_ context.Context, opts Options, srv *grpcserver.Server, grpcA
 	var conn grpc.ClientConnInterface
 	if srv != nil {
 		// Streams go through a client of the process's own server.
-		cc, err := grpc.NewClient(loopback(grpcAddr), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if self == nil {
+			self = insecure.NewCredentials()
+		}
+		cc, err := grpc.NewClient(loopback(grpcAddr), grpc.WithTransportCredentials(self))
 		if err != nil {
 			return nil, release, fmt.Errorf("dial own grpc server: %w", err)
 		}

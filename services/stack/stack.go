@@ -6,6 +6,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
@@ -28,6 +30,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
 	"github.com/tidingshq/tidings/pkg/telemetry"
+	"github.com/tidingshq/tidings/pkg/tlsfiles"
 	"github.com/tidingshq/tidings/services/worker"
 )
 
@@ -81,6 +84,10 @@ type Options struct {
 	DevTokens func(kind auth.Kind, id string) (string, error)
 }
 
+// startupTimeout bounds how long a process waits for JetStream to accept
+// its streams and bucket at start.
+const startupTimeout = 2 * time.Minute
+
 // deps are the connections a process holds.
 type deps struct {
 	nc       *nats.Conn
@@ -110,7 +117,11 @@ func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps
 		nc.Close()
 		return nil, fmt.Errorf("open jetstream: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// Streams and the settings bucket are created (or updated) by every
+	// process at start, in short retried attempts, so that processes
+	// started together on a fresh cluster all come up; a cluster that has
+	// not formed within startupTimeout fails the start.
+	sctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	defer cancel()
 	if err := eventlog.EnsureStreams(sctx, js, eventlog.StreamOptions{
 		Replicas:        cfg.StreamReplicas,
@@ -132,9 +143,10 @@ func (d *deps) close() {
 	_ = d.rdb.Close()
 }
 
-// health reports whether Redis answers and every stream exists.
+// health reports whether Redis answers (every primary of a cluster) and
+// every stream exists.
 func (d *deps) health(ctx context.Context) error {
-	if err := d.rdb.Ping(ctx).Err(); err != nil {
+	if err := redisx.Health(ctx, d.rdb); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
 	return eventlog.CheckStreams(ctx, d.js)
@@ -165,17 +177,16 @@ func Run(ctx context.Context, opts Options) error {
 	var addrs Addrs
 
 	var srv *grpcserver.Server
+	var sec *security
 	if hasAny(opts.Roles, ServiceRoles...) {
-		verifier, err := auth.NewVerifier(auth.TokenConfig{
-			Secret: []byte(cfg.AuthSecret), Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience, Leeway: 30 * time.Second,
-		})
+		sec, err = newSecurity(ctx, cfg, d, reg, logger)
 		if err != nil {
 			return err
 		}
-		srv, err = grpcserver.New(grpcserver.Options{
+		defer sec.shutdown()
+		sopts := grpcserver.Options{
 			Logger:     logger,
 			Registry:   reg,
-			Authorizer: auth.NewAuthorizer(verifier, auth.DefaultPolicy(), logger),
 			Reflection: cfg.Reflection,
 			Limits: grpcserver.Limits{
 				MaxRecvBytes:         cfg.MaxRecvBytes,
@@ -184,10 +195,13 @@ func Run(ctx context.Context, opts Options) error {
 				MaxHeaderBytes:       cfg.MaxHeaderBytes,
 				MaxDeadline:          cfg.MaxDeadline,
 			},
-		})
+		}
+		sec.serverOptions(&sopts, logger)
+		srv, err = grpcserver.New(sopts)
 		if err != nil {
 			return err
 		}
+		sec.run(gctx, g, cfg)
 		c.Register(srv, opts.Roles)
 		ln, err := net.Listen("tcp", cfg.GRPCAddr)
 		if err != nil {
@@ -213,7 +227,22 @@ func Run(ctx context.Context, opts Options) error {
 		g.Go(func() error { return w.Run(gctx) })
 	}
 
-	front, closeFront, err := frontHandler(ctx, opts, srv, addrs.GRPC, d.health)
+	// The HTTP and debug listeners serve TLS when the gRPC listener does,
+	// from the same certificate files.
+	var httpTLS *tls.Config
+	var selfCreds credentials.TransportCredentials
+	switch {
+	case sec != nil && sec.tls != nil:
+		httpTLS, selfCreds = sec.tls.ServerConfig(), sec.tls.SelfCredentials()
+	case cfg.TLSCertFile != "":
+		src, err := tlsfiles.New(tlsfiles.Files{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile}, logger)
+		if err != nil {
+			return err
+		}
+		httpTLS = src.ServerConfig()
+		g.Go(func() error { src.Watch(gctx, cfg.TLSReload); return nil })
+	}
+	front, closeFront, err := frontHandler(ctx, opts, srv, addrs.GRPC, selfCreds, d.health)
 	if err != nil {
 		return err
 	}
@@ -233,6 +262,9 @@ func Run(ctx context.Context, opts Options) error {
 		hs, err := telemetry.NewHTTPServer(l.addr, l.h, int(cfg.MaxHeaderBytes))
 		if err != nil {
 			return err
+		}
+		if httpTLS != nil {
+			hs.UseTLS(httpTLS)
 		}
 		*l.out = hs.Addr()
 		g.Go(hs.Serve)

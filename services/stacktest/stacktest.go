@@ -38,6 +38,9 @@ type Options struct {
 	Configure func(*config.Config)
 	// Overrides adjust services beyond what configuration says.
 	Overrides stack.Overrides
+	// Server, if set, changes the gRPC server's options (TLS, audit, rate
+	// and stream limits); env is the test's JetStream and Redis.
+	Server func(env *testenv.Env, o *grpcserver.Options)
 }
 
 // Start serves every service for the test.
@@ -48,6 +51,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	require.NoError(t, err)
 	cfg := config.Default()
 	var overrides stack.Overrides
+	var server func(*grpcserver.Options)
 	for _, o := range opts {
 		if o.Configure != nil {
 			o.Configure(&cfg)
@@ -55,12 +59,26 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		if o.Overrides.Timelines != nil {
 			overrides.Timelines = o.Overrides.Timelines
 		}
+		if o.Server != nil {
+			configure := o.Server
+			server = func(so *grpcserver.Options) { configure(env, so) }
+		}
 	}
 	c := stack.Wire(env.Log, env.RDB, st, cfg, env.Logger, overrides)
-	srv := testenv.Serve(t, func(s *grpcserver.Server) {
+	srv := testenv.ServeWith(t, server, func(s *grpcserver.Server) {
 		c.Register(s, stack.ServiceRoles)
 	})
 	return &Stack{Env: env, Server: srv, Components: c, Settings: st, Config: cfg}
+}
+
+// AnotherServer serves the same services on a second server over the same
+// JetStream and Redis, as a second API replica would; configure, if set,
+// changes its options.
+func (s *Stack) AnotherServer(t testing.TB, configure func(*grpcserver.Options)) *testenv.Server {
+	t.Helper()
+	return testenv.ServeWith(t, configure, func(srv *grpcserver.Server) {
+		s.Components.Register(srv, stack.ServiceRoles)
+	})
 }
 
 // Rebuild rebuilds every projection, as AdminService.RebuildProjections does.

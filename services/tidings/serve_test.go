@@ -24,11 +24,12 @@ import (
 const faultSecret = "fault-tests-secret-0123456789abcdef"
 
 // metricsText reads a process's /metrics page.
-func metricsText(t *testing.T, httpAddr string) string {
+func metricsText(t *testing.T, debugAddr string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	resp, err := http.Get("http://" + debugAddr + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "GET /metrics on %s", debugAddr)
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return string(b)
@@ -42,6 +43,7 @@ func TestServeAPIAndWorkerScaleApart(t *testing.T) {
 	e := newFaultEnv(t, false)
 	grpcAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	debugAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	out := &syncBuffer{}
 	cmd := exec.Command(binary, "serve", "api",
 		"--nats-url", e.NATS.ClientURL(),
@@ -49,6 +51,7 @@ func TestServeAPIAndWorkerScaleApart(t *testing.T) {
 		"--auth-secret", faultSecret,
 		"--grpc-addr", grpcAddr,
 		"--http-addr", httpAddr,
+		"--debug-addr", debugAddr,
 	)
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
@@ -62,7 +65,9 @@ func TestServeAPIAndWorkerScaleApart(t *testing.T) {
 
 	// The worker's metrics are registered before /metrics serves, so their
 	// absence says the API process runs no worker.
-	require.NotContains(t, metricsText(t, httpAddr), "tidings_fanout_deliveries_total", "serve api registered the worker's metrics")
+	apiMetrics := metricsText(t, debugAddr)
+	require.Contains(t, apiMetrics, "go_goroutines", "the API process serves its metrics")
+	require.NotContains(t, apiMetrics, "tidings_fanout_deliveries_total", "serve api registered the worker's metrics")
 	require.Contains(t, out.String(), "roles=profiles,follows,records,activities,timelines,admin")
 
 	token := func(id auth.Identity) string {

@@ -2,6 +2,7 @@ package timelines
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -53,7 +54,7 @@ func (s *Server) Watch(req *tidingsv1.WatchRequest, stream grpc.ServerStreamingS
 	}
 	w, err := s.st.Live.Watch(req.GetUserId(), hotFollowed, size)
 	if err != nil {
-		return apierr.Unavailable("live updates: %v", err)
+		return fmt.Errorf("subscribe to live updates of %s: %w", req.GetUserId(), err)
 	}
 	defer w.Close()
 	// The headers tell the client it is subscribed: what lands from now on

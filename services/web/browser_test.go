@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/tidingshq/tidings/pkg/auth"
@@ -110,10 +112,14 @@ func (s *site) seed(t *testing.T) {
 	_, err = tidingsv1.NewProfileServiceClient(root).UpdateAboutMe(ctx, &tidingsv1.UpdateAboutMeRequest{UserId: "mal", AboutMe: hostile + ` <a href="javascript:window.__pwned=1">click</a>`})
 	require.NoError(t, err)
 	crm := tidingsv1.NewRecordServiceClient(s.conn(t, testenv.App("crm")))
-	_, err = crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: &tidingsv1.Record{
+	acme := &tidingsv1.Record{
 		Ref: &tidingsv1.RecordRef{Type: "crm.opportunity", ExternalId: "ACME/1"}, Title: "Acme " + hostile, OwnerId: "ana",
 		Url: "javascript:window.__pwned=1", Attributes: map[string]string{"Stage": hostile},
-	}})
+	}
+	_, err = crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: acme})
+	testenv.RequireCode(t, err, codes.InvalidArgument) // the API refuses script URLs; the page escapes the rest
+	acme.Url = "https://crm.example.com/opp/ACME-1?" + url.QueryEscape(hostile)
+	_, err = crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: acme})
 	require.NoError(t, err)
 	support := tidingsv1.NewRecordServiceClient(s.conn(t, testenv.App("support")))
 	_, err = support.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: &tidingsv1.Record{
@@ -126,9 +132,15 @@ func (s *site) seed(t *testing.T) {
 		_, err = follows.Follow(ctx, &tidingsv1.FollowRequest{UserId: f[0], Entity: entity.User(f[1])})
 		require.NoError(t, err)
 	}
-	_, err = tidingsv1.NewActivityServiceClient(s.conn(t, testenv.Employee("mal"))).PostActivity(ctx, &tidingsv1.PostActivityRequest{
+	mal := tidingsv1.NewActivityServiceClient(s.conn(t, testenv.Employee("mal")))
+	_, err = mal.PostActivity(ctx, &tidingsv1.PostActivityRequest{
 		ActorUserId: "mal", Text: hostile + " javascript:window.__pwned=1 @bo",
 		Links: []*tidingsv1.Link{{Url: "javascript:window.__pwned=1", Title: hostile}, {Url: "https://example.com/ok", Title: "a fine link"}},
+	})
+	testenv.RequireCode(t, err, codes.InvalidArgument) // the API refuses script URLs
+	_, err = mal.PostActivity(ctx, &tidingsv1.PostActivityRequest{
+		ActorUserId: "mal", Text: hostile + " javascript:window.__pwned=1 @bo",
+		Links: []*tidingsv1.Link{{Url: "https://example.com/x?q=" + url.QueryEscape(hostile), Title: hostile}, {Url: "https://example.com/ok", Title: "a fine link"}},
 	})
 	require.NoError(t, err)
 }

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"time"
@@ -124,11 +125,11 @@ func (s *Server) markRead(w http.ResponseWriter, r *http.Request, sess *session)
 }
 
 // unread reads the bell's count for an employee's page (0 when it cannot).
-func (s *Server) unread(r *http.Request, sess *session) int64 {
+func (s *Server) unread(ctx context.Context, sess *session) int64 {
 	if sess.ID.Kind != auth.KindEmployee {
 		return 0
 	}
-	ctx, cancel := callCtx(r)
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	resp, err := tidingsv1.NewNotificationServiceClient(s.opts.Conn).GetUnreadCount(ctx, &tidingsv1.GetUnreadCountRequest{UserId: sess.ID.ID}, s.creds(sess))
 	if err != nil {

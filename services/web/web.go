@@ -32,6 +32,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc"
@@ -232,7 +233,7 @@ func (s *Server) signedIn(h func(http.ResponseWriter, *http.Request, *session)) 
 			return
 		}
 		if r.Method == http.MethodGet {
-			sess.Unread = s.unread(r, sess)
+			sess.Unread = s.unread(r.Context(), sess)
 		}
 		h(w, r, sess)
 	}
@@ -265,8 +266,11 @@ func (s *Server) gateway() http.Handler {
 }
 
 // callCtx returns a context whose gRPC calls carry the session's token.
+// callTimeout bounds each API call a page makes.
+const callTimeout = 10 * time.Second
+
 func callCtx(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), 10*time.Second)
+	return context.WithTimeout(r.Context(), callTimeout)
 }
 
 func (s *Server) creds(sess *session) grpc.CallOption {
@@ -275,7 +279,11 @@ func (s *Server) creds(sess *session) grpc.CallOption {
 
 // safeNext returns a local path to go to after sign-in.
 func safeNext(next string) string {
-	if strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") && !strings.Contains(next, "\\") {
+	u, err := url.Parse(next)
+	ok := err == nil && u.Scheme == "" && u.Host == "" && u.User == nil &&
+		strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") &&
+		!strings.ContainsFunc(next, func(r rune) bool { return r == '\\' || unicode.IsControl(r) || unicode.IsSpace(r) })
+	if ok {
 		return next
 	}
 	return "/"

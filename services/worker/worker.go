@@ -38,6 +38,16 @@ type Worker struct {
 // New returns a Worker.
 func New(d Deps) *Worker { return &Worker{d: d} }
 
+// HandlersByConsumer returns each durable consumer's handler by the
+// consumer's name: dead letters are re-driven through them.
+func (w *Worker) HandlersByConsumer() map[string]eventlog.BatchHandler {
+	out := map[string]eventlog.BatchHandler{}
+	for _, c := range w.d.Projector.Consumers() {
+		out[c.Spec.Durable] = c.Handle
+	}
+	return out
+}
+
 // Run consumes until ctx ends.
 func (w *Worker) Run(ctx context.Context) error {
 	if err := redisx.LoadScripts(ctx, w.d.Projector.Stores().Timelines.Client()); err != nil {
@@ -54,6 +64,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		g.Go(func() error { return w.d.Log.ConsumeBatches(gctx, spec, c.Handle, w.d.Metrics, w.d.Logger) })
 	}
+	g.Go(func() error { return w.d.Log.ConsumeRedrives(gctx, w.HandlersByConsumer(), w.d.Metrics, w.d.Logger) })
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

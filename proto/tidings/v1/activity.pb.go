@@ -238,7 +238,9 @@ func (x *FieldChange) GetNewValue() string {
 // Link is a link shown with an activity.
 type Link struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The URL; http or https.
+	// The URL: an absolute http or https URL with a host. Other schemes
+	// (javascript:, data:, ...), relative and malformed URLs are refused with
+	// InvalidArgument, since clients render the link.
 	Url string `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
 	// Text shown for the link; the URL when empty.
 	Title         string `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
@@ -1453,10 +1455,10 @@ const file_tidings_v1_activity_proto_rawDesc = "" +
 	"\vFieldChange\x12\x1f\n" +
 	"\x05field\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18dR\x05field\x12%\n" +
 	"\told_value\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\boldValue\x12%\n" +
-	"\tnew_value\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\bnewValue\"G\n" +
-	"\x04Link\x12\x1f\n" +
-	"\x03url\x18\x01 \x01(\tB\r\xbaH\n" +
-	"r\b\x10\x01\x18\x80\x10\x88\x01\x01R\x03url\x12\x1e\n" +
+	"\tnew_value\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\xe8\aR\bnewValue\"\xc9\x01\n" +
+	"\x04Link\x12\xa0\x01\n" +
+	"\x03url\x18\x01 \x01(\tB\x8d\x01\xbaH\x89\x01\xba\x01\x7f\n" +
+	"\x0fstring.http_url\x12%must be an absolute http or https URL\x1aEthis == '' || (this.isUri() && this.matches('^(?i)https?://[^/?#]+'))r\x05\x10\x01\x18\x80\x10R\x03url\x12\x1e\n" +
 	"\x05title\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xac\x02R\x05title\"\xb0\x02\n" +
 	"\x13PostActivityRequest\x12Q\n" +
 	"\ractor_user_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\vactorUserId\x12\x1e\n" +

@@ -11,6 +11,7 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1271,9 +1272,11 @@ type GetSystemStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One entry per event stream.
 	Streams []*StreamStatus `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
-	// One entry per durable consumer.
+	// One entry per durable consumer. The short-lived consumers of replays
+	// and rebuilds are not listed.
 	Consumers []*ConsumerStatus `protobuf:"bytes,2,rep,name=consumers,proto3" json:"consumers,omitempty"`
-	// Whether Redis answered a PING.
+	// Whether Redis can serve: the server answered a PING or, on a Redis
+	// Cluster, every primary did and the cluster serves every slot.
 	RedisOk bool `protobuf:"varint,3,opt,name=redis_ok,json=redisOk,proto3" json:"redis_ok,omitempty"`
 	// When the status was taken.
 	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
@@ -1503,12 +1506,721 @@ func (x *ConsumerStatus) GetRedelivered() int64 {
 	return 0
 }
 
+// DeadLetterFilter picks dead letters.
+type DeadLetterFilter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only dead letters from this stream, such as "ACTIVITIES"; empty for
+	// every stream.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Only dead letters of this durable consumer, such as "fanout"; empty for
+	// every consumer.
+	Consumer string `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// Only these dead letters, by their sequence in the DEADLETTER stream
+	// (DeadLetter.sequence), at most 1,000; empty for every dead letter that
+	// matches the fields above.
+	Sequences     []uint64 `protobuf:"varint,3,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetterFilter) Reset() {
+	*x = DeadLetterFilter{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetterFilter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetterFilter) ProtoMessage() {}
+
+func (x *DeadLetterFilter) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetterFilter.ProtoReflect.Descriptor instead.
+func (*DeadLetterFilter) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeadLetterFilter) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *DeadLetterFilter) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *DeadLetterFilter) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+// ListDeadLettersRequest is the input of AdminService.ListDeadLetters.
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which dead letters; unset for all.
+	Filter *DeadLetterFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	// Dead letters per page, 1 to 500; 0 means 100.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The next_page_token of the previous page, with the same filter; empty
+	// for the first page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListDeadLettersRequest) GetFilter() *DeadLetterFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListDeadLettersResponse is the output of AdminService.ListDeadLetters.
+type ListDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dead letters of this page, oldest first.
+	DeadLetters []*DeadLetter `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// The token of the next page; empty when this page is the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// DeadLetter is an event a consumer failed to apply on every delivery.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its sequence in the DEADLETTER stream: it names the dead letter in
+	// DeadLetterFilter.sequences.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The stream the event was appended to, such as "ACTIVITIES".
+	Stream string `protobuf:"bytes,2,opt,name=stream,proto3" json:"stream,omitempty"`
+	// The durable consumer that failed to apply it, such as "fanout".
+	Consumer string `protobuf:"bytes,3,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// The event's subject in its stream.
+	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The event's sequence in its stream: a re-drive applies it at this
+	// position of the log.
+	StreamSequence uint64 `protobuf:"varint,5,opt,name=stream_sequence,json=streamSequence,proto3" json:"stream_sequence,omitempty"`
+	// Why its last delivery failed: the handler's error text, for admins
+	// (it may name internal detail).
+	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	// When it was dead-lettered.
+	DeadLetterTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=dead_letter_time,json=deadLetterTime,proto3" json:"dead_letter_time,omitempty"`
+	// How many times it was delivered; 0 when not recorded (dead letters
+	// older than this field).
+	Deliveries uint64 `protobuf:"varint,8,opt,name=deliveries,proto3" json:"deliveries,omitempty"`
+	// The protobuf type of the event, such as "tidings.v1.ActivityEvent";
+	// empty when not recorded.
+	EventType string `protobuf:"bytes,9,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// The event's size in bytes.
+	SizeBytes     int64 `protobuf:"varint,10,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DeadLetter) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetStreamSequence() uint64 {
+	if x != nil {
+		return x.StreamSequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDeadLetterTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeadLetterTime
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetDeliveries() uint64 {
+	if x != nil {
+		return x.Deliveries
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+// ReplayDeadLettersRequest is the input of AdminService.ReplayDeadLetters.
+type ReplayDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Which dead letters; unset for all.
+	Filter        *DeadLetterFilter `protobuf:"bytes,1,opt,name=filter,proto3" json:"filter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersRequest) Reset() {
+	*x = ReplayDeadLettersRequest{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersRequest) ProtoMessage() {}
+
+func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReplayDeadLettersRequest) GetFilter() *DeadLetterFilter {
+	if x != nil {
+		return x.Filter
+	}
+	return nil
+}
+
+// ReplayDeadLettersResponse is the output of AdminService.ReplayDeadLetters.
+type ReplayDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Dead letters that matched the filter when the request was stored: the
+	// worker re-drives these.
+	MatchedCount int64 `protobuf:"varint,1,opt,name=matched_count,json=matchedCount,proto3" json:"matched_count,omitempty"`
+	// The last DEADLETTER sequence the request covers; dead letters that
+	// arrive later are left for another replay.
+	ThroughSequence uint64 `protobuf:"varint,2,opt,name=through_sequence,json=throughSequence,proto3" json:"through_sequence,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersResponse) Reset() {
+	*x = ReplayDeadLettersResponse{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersResponse) ProtoMessage() {}
+
+func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ReplayDeadLettersResponse) GetMatchedCount() int64 {
+	if x != nil {
+		return x.MatchedCount
+	}
+	return 0
+}
+
+func (x *ReplayDeadLettersResponse) GetThroughSequence() uint64 {
+	if x != nil {
+		return x.ThroughSequence
+	}
+	return 0
+}
+
+// AuditEvent records one audited call, after it finished. Recording never
+// slows or fails the call: when the recorder falls behind, events are
+// dropped and counted (tidings_audit_events_dropped_total), never queued
+// without bound.
+type AuditEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position of the event in the AUDIT stream; set when listed.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// When the call started.
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// Who called: caller kind and user or app id.
+	Caller *Caller `protobuf:"bytes,3,opt,name=caller,proto3" json:"caller,omitempty"`
+	// The full gRPC method, such as "/tidings.v1.AdminService/BulkFollow".
+	Method string `protobuf:"bytes,4,opt,name=method,proto3" json:"method,omitempty"`
+	// A short summary of the request: its scalar fields (strings cut to 64
+	// characters), nested messages to three levels, and the length of lists,
+	// at most 512 characters. Requests carry no credentials (tokens travel in
+	// metadata, which is never recorded). For client streams, the first
+	// message and the number of messages.
+	Summary string `protobuf:"bytes,5,opt,name=summary,proto3" json:"summary,omitempty"`
+	// Network address the call came from.
+	PeerAddress string `protobuf:"bytes,6,opt,name=peer_address,json=peerAddress,proto3" json:"peer_address,omitempty"`
+	// gRPC status code of the outcome (0 OK, 3 INVALID_ARGUMENT, 5
+	// NOT_FOUND, 7 PERMISSION_DENIED, 8 RESOURCE_EXHAUSTED, 13 INTERNAL,
+	// 14 UNAVAILABLE, ...).
+	Code uint32 `protobuf:"varint,7,opt,name=code,proto3" json:"code,omitempty"`
+	// How long the call took.
+	Duration *durationpb.Duration `protobuf:"bytes,8,opt,name=duration,proto3" json:"duration,omitempty"`
+	// The call's request id (the x-request-id header), to find its log lines.
+	RequestId     string `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditEvent) Reset() {
+	*x = AuditEvent{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditEvent) ProtoMessage() {}
+
+func (x *AuditEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
+func (*AuditEvent) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AuditEvent) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AuditEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetPeerAddress() string {
+	if x != nil {
+		return x.PeerAddress
+	}
+	return ""
+}
+
+func (x *AuditEvent) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *AuditEvent) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *AuditEvent) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// ListAuditEventsRequest is the input of AdminService.ListAuditEvents.
+type ListAuditEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Most events to return; 100 when 0, at most 1,000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token; the other fields
+	// must be the same as in that request.
+	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only events of this caller kind; any kind when unspecified.
+	CallerKind CallerKind `protobuf:"varint,3,opt,name=caller_kind,json=callerKind,proto3,enum=tidings.v1.CallerKind" json:"caller_kind,omitempty"`
+	// Only events of this caller id; any caller when empty.
+	CallerId string `protobuf:"bytes,4,opt,name=caller_id,json=callerId,proto3" json:"caller_id,omitempty"`
+	// Only events of this method: a full method
+	// ("/tidings.v1.AdminService/RemoveUser") or a service prefix ending in
+	// "/" ("/tidings.v1.AdminService/"); every method when empty.
+	Method string `protobuf:"bytes,5,opt,name=method,proto3" json:"method,omitempty"`
+	// Only events recorded at or after this time. Events are recorded just
+	// after their call finished (time + duration).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Only events recorded before this time.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEventsRequest) Reset() {
+	*x = ListAuditEventsRequest{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEventsRequest) ProtoMessage() {}
+
+func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListAuditEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAuditEventsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetCallerKind() CallerKind {
+	if x != nil {
+		return x.CallerKind
+	}
+	return CallerKind_CALLER_KIND_UNSPECIFIED
+}
+
+func (x *ListAuditEventsRequest) GetCallerId() string {
+	if x != nil {
+		return x.CallerId
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ListAuditEventsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListAuditEventsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+// ListAuditEventsResponse is the output of AdminService.ListAuditEvents.
+type ListAuditEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, newest first.
+	Events []*AuditEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// Token for the next (older) page; empty when there is none.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditEventsResponse) Reset() {
+	*x = ListAuditEventsResponse{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditEventsResponse) ProtoMessage() {}
+
+func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *ListAuditEventsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_tidings_v1_admin_proto protoreflect.FileDescriptor
 
 const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16tidings/v1/admin.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\x1a\x17tidings/v1/follow.proto\"\xcc\x01\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\x1a\x17tidings/v1/follow.proto\"\xcc\x01\n" +
 	"\fUserSelector\x12,\n" +
 	"\x05users\x18\x01 \x01(\v2\x14.tidings.v1.UserListH\x00R\x05users\x12+\n" +
 	"\n" +
@@ -1593,7 +2305,69 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\apending\x18\x03 \x01(\x04R\apending\x12\x1f\n" +
 	"\vack_pending\x18\x04 \x01(\x03R\n" +
 	"ackPending\x12 \n" +
-	"\vredelivered\x18\x05 \x01(\x03R\vredelivered*\xc5\x01\n" +
+	"\vredelivered\x18\x05 \x01(\x03R\vredelivered\"\xb3\x01\n" +
+	"\x10DeadLetterFilter\x126\n" +
+	"\x06stream\x18\x01 \x01(\tB\x1e\xbaH\x1br\x19\x18 2\x15^([A-Z][A-Z0-9_-]*)?$R\x06stream\x128\n" +
+	"\bconsumer\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x18@2\x13^([A-Za-z0-9_-]+)?$R\bconsumer\x12-\n" +
+	"\tsequences\x18\x03 \x03(\x04B\x0f\xbaH\f\x92\x01\t\x10\xe8\a\"\x042\x02 \x00R\tsequences\"\xa0\x01\n" +
+	"\x16ListDeadLettersRequest\x124\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1c.tidings.v1.DeadLetterFilterR\x06filter\x12'\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xf4\x03(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"|\n" +
+	"\x17ListDeadLettersResponse\x129\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x16.tidings.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd9\x02\n" +
+	"\n" +
+	"DeadLetter\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x16\n" +
+	"\x06stream\x18\x02 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bconsumer\x18\x03 \x01(\tR\bconsumer\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x12'\n" +
+	"\x0fstream_sequence\x18\x05 \x01(\x04R\x0estreamSequence\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\x12D\n" +
+	"\x10dead_letter_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x0edeadLetterTime\x12\x1e\n" +
+	"\n" +
+	"deliveries\x18\b \x01(\x04R\n" +
+	"deliveries\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\t \x01(\tR\teventType\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\n" +
+	" \x01(\x03R\tsizeBytes\"P\n" +
+	"\x18ReplayDeadLettersRequest\x124\n" +
+	"\x06filter\x18\x01 \x01(\v2\x1c.tidings.v1.DeadLetterFilterR\x06filter\"k\n" +
+	"\x19ReplayDeadLettersResponse\x12#\n" +
+	"\rmatched_count\x18\x01 \x01(\x03R\fmatchedCount\x12)\n" +
+	"\x10through_sequence\x18\x02 \x01(\x04R\x0fthroughSequence\"\xc3\x02\n" +
+	"\n" +
+	"AuditEvent\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12*\n" +
+	"\x06caller\x18\x03 \x01(\v2\x12.tidings.v1.CallerR\x06caller\x12\x16\n" +
+	"\x06method\x18\x04 \x01(\tR\x06method\x12\x18\n" +
+	"\asummary\x18\x05 \x01(\tR\asummary\x12!\n" +
+	"\fpeer_address\x18\x06 \x01(\tR\vpeerAddress\x12\x12\n" +
+	"\x04code\x18\a \x01(\rR\x04code\x125\n" +
+	"\bduration\x18\b \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\t \x01(\tR\trequestId\"\xb2\x03\n" +
+	"\x16ListAuditEventsRequest\x12'\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\tpageToken\x12A\n" +
+	"\vcaller_kind\x18\x03 \x01(\x0e2\x16.tidings.v1.CallerKindB\b\xbaH\x05\x82\x01\x02\x10\x01R\n" +
+	"callerKind\x12K\n" +
+	"\tcaller_id\x18\x04 \x01(\tB.\xbaH+r)\x18@2%^([A-Za-z0-9][A-Za-z0-9._@-]{0,63})?$R\bcallerId\x12D\n" +
+	"\x06method\x18\x05 \x01(\tB,\xbaH)r'\x18\xc8\x012\"^(/[A-Za-z0-9_.]+/[A-Za-z0-9_]*)?$R\x06method\x129\n" +
+	"\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"q\n" +
+	"\x17ListAuditEventsResponse\x12.\n" +
+	"\x06events\x18\x01 \x03(\v2\x16.tidings.v1.AuditEventR\x06events\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xc5\x01\n" +
 	"\n" +
 	"Projection\x12\x1a\n" +
 	"\x16PROJECTION_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -1602,7 +2376,7 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\x12PROJECTION_FOLLOWS\x10\x03\x12\x19\n" +
 	"\x15PROJECTION_ACTIVITIES\x10\x04\x12\x1c\n" +
 	"\x18PROJECTION_CONVERSATIONS\x10\x05\x12\x19\n" +
-	"\x15PROJECTION_USER_STATE\x10\x062\x87\t\n" +
+	"\x15PROJECTION_USER_STATE\x10\x062\x8c\f\n" +
 	"\fAdminService\x12t\n" +
 	"\n" +
 	"BulkFollow\x12\x1d.tidings.v1.BulkFollowRequest\x1a\x1e.tidings.v1.BulkFollowResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/admin/follows:bulkFollow\x12|\n" +
@@ -1614,7 +2388,10 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\x12GetAutoFollowRules\x12%.tidings.v1.GetAutoFollowRulesRequest\x1a&.tidings.v1.GetAutoFollowRulesResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/admin/autoFollowRules\x12\x92\x01\n" +
 	"\x15UpdateAutoFollowRules\x12(.tidings.v1.UpdateAutoFollowRulesRequest\x1a).tidings.v1.UpdateAutoFollowRulesResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\x1a\x19/v1/admin/autoFollowRules\x12\x8d\x01\n" +
 	"\x12RebuildProjections\x12%.tidings.v1.RebuildProjectionsRequest\x1a&.tidings.v1.RebuildProjectionsResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/admin/projections:rebuild\x12t\n" +
-	"\x0fGetSystemStatus\x12\".tidings.v1.GetSystemStatusRequest\x1a#.tidings.v1.GetSystemStatusResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/admin/statusB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"\x0fGetSystemStatus\x12\".tidings.v1.GetSystemStatusRequest\x1a#.tidings.v1.GetSystemStatusResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/admin/status\x12z\n" +
+	"\x0fListDeadLetters\x12\".tidings.v1.ListDeadLettersRequest\x1a#.tidings.v1.ListDeadLettersResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/admin/dead-letters\x12\x8a\x01\n" +
+	"\x11ReplayDeadLetters\x12$.tidings.v1.ReplayDeadLettersRequest\x1a%.tidings.v1.ReplayDeadLettersResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/admin/dead-letters:replay\x12z\n" +
+	"\x0fListAuditEvents\x12\".tidings.v1.ListAuditEventsRequest\x1a#.tidings.v1.ListAuditEventsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/admin/audit-eventsB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_admin_proto_rawDescOnce sync.Once
@@ -1629,7 +2406,7 @@ func file_tidings_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_tidings_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidings_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tidings_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_tidings_v1_admin_proto_goTypes = []any{
 	(Projection)(0),                       // 0: tidings.v1.Projection
 	(*UserSelector)(nil),                  // 1: tidings.v1.UserSelector
@@ -1657,18 +2434,30 @@ var file_tidings_v1_admin_proto_goTypes = []any{
 	(*GetSystemStatusResponse)(nil),       // 23: tidings.v1.GetSystemStatusResponse
 	(*StreamStatus)(nil),                  // 24: tidings.v1.StreamStatus
 	(*ConsumerStatus)(nil),                // 25: tidings.v1.ConsumerStatus
-	(*EntityRef)(nil),                     // 26: tidings.v1.EntityRef
-	(*Follow)(nil),                        // 27: tidings.v1.Follow
-	(*timestamppb.Timestamp)(nil),         // 28: google.protobuf.Timestamp
+	(*DeadLetterFilter)(nil),              // 26: tidings.v1.DeadLetterFilter
+	(*ListDeadLettersRequest)(nil),        // 27: tidings.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),       // 28: tidings.v1.ListDeadLettersResponse
+	(*DeadLetter)(nil),                    // 29: tidings.v1.DeadLetter
+	(*ReplayDeadLettersRequest)(nil),      // 30: tidings.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil),     // 31: tidings.v1.ReplayDeadLettersResponse
+	(*AuditEvent)(nil),                    // 32: tidings.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),        // 33: tidings.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),       // 34: tidings.v1.ListAuditEventsResponse
+	(*EntityRef)(nil),                     // 35: tidings.v1.EntityRef
+	(*Follow)(nil),                        // 36: tidings.v1.Follow
+	(*timestamppb.Timestamp)(nil),         // 37: google.protobuf.Timestamp
+	(*Caller)(nil),                        // 38: tidings.v1.Caller
+	(*durationpb.Duration)(nil),           // 39: google.protobuf.Duration
+	(CallerKind)(0),                       // 40: tidings.v1.CallerKind
 }
 var file_tidings_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: tidings.v1.UserSelector.users:type_name -> tidings.v1.UserList
 	1,  // 1: tidings.v1.BulkFollowRequest.users:type_name -> tidings.v1.UserSelector
-	26, // 2: tidings.v1.BulkFollowRequest.entity:type_name -> tidings.v1.EntityRef
+	35, // 2: tidings.v1.BulkFollowRequest.entity:type_name -> tidings.v1.EntityRef
 	1,  // 3: tidings.v1.BulkUnfollowRequest.users:type_name -> tidings.v1.UserSelector
-	26, // 4: tidings.v1.BulkUnfollowRequest.entity:type_name -> tidings.v1.EntityRef
-	27, // 5: tidings.v1.ExportGraphResponse.follows:type_name -> tidings.v1.Follow
-	27, // 6: tidings.v1.ImportGraphRequest.follows:type_name -> tidings.v1.Follow
+	35, // 4: tidings.v1.BulkUnfollowRequest.entity:type_name -> tidings.v1.EntityRef
+	36, // 5: tidings.v1.ExportGraphResponse.follows:type_name -> tidings.v1.Follow
+	36, // 6: tidings.v1.ImportGraphRequest.follows:type_name -> tidings.v1.Follow
 	11, // 7: tidings.v1.ImportGraphResponse.errors:type_name -> tidings.v1.RowError
 	14, // 8: tidings.v1.GetAutoFollowRulesResponse.rules:type_name -> tidings.v1.AutoFollowRules
 	14, // 9: tidings.v1.UpdateAutoFollowRulesRequest.rules:type_name -> tidings.v1.AutoFollowRules
@@ -1678,30 +2467,47 @@ var file_tidings_v1_admin_proto_depIdxs = []int32{
 	0,  // 13: tidings.v1.ProjectionRebuild.projection:type_name -> tidings.v1.Projection
 	24, // 14: tidings.v1.GetSystemStatusResponse.streams:type_name -> tidings.v1.StreamStatus
 	25, // 15: tidings.v1.GetSystemStatusResponse.consumers:type_name -> tidings.v1.ConsumerStatus
-	28, // 16: tidings.v1.GetSystemStatusResponse.time:type_name -> google.protobuf.Timestamp
-	3,  // 17: tidings.v1.AdminService.BulkFollow:input_type -> tidings.v1.BulkFollowRequest
-	5,  // 18: tidings.v1.AdminService.BulkUnfollow:input_type -> tidings.v1.BulkUnfollowRequest
-	7,  // 19: tidings.v1.AdminService.ExportGraph:input_type -> tidings.v1.ExportGraphRequest
-	9,  // 20: tidings.v1.AdminService.ImportGraph:input_type -> tidings.v1.ImportGraphRequest
-	12, // 21: tidings.v1.AdminService.RemoveUser:input_type -> tidings.v1.RemoveUserRequest
-	15, // 22: tidings.v1.AdminService.GetAutoFollowRules:input_type -> tidings.v1.GetAutoFollowRulesRequest
-	17, // 23: tidings.v1.AdminService.UpdateAutoFollowRules:input_type -> tidings.v1.UpdateAutoFollowRulesRequest
-	19, // 24: tidings.v1.AdminService.RebuildProjections:input_type -> tidings.v1.RebuildProjectionsRequest
-	22, // 25: tidings.v1.AdminService.GetSystemStatus:input_type -> tidings.v1.GetSystemStatusRequest
-	4,  // 26: tidings.v1.AdminService.BulkFollow:output_type -> tidings.v1.BulkFollowResponse
-	6,  // 27: tidings.v1.AdminService.BulkUnfollow:output_type -> tidings.v1.BulkUnfollowResponse
-	8,  // 28: tidings.v1.AdminService.ExportGraph:output_type -> tidings.v1.ExportGraphResponse
-	10, // 29: tidings.v1.AdminService.ImportGraph:output_type -> tidings.v1.ImportGraphResponse
-	13, // 30: tidings.v1.AdminService.RemoveUser:output_type -> tidings.v1.RemoveUserResponse
-	16, // 31: tidings.v1.AdminService.GetAutoFollowRules:output_type -> tidings.v1.GetAutoFollowRulesResponse
-	18, // 32: tidings.v1.AdminService.UpdateAutoFollowRules:output_type -> tidings.v1.UpdateAutoFollowRulesResponse
-	20, // 33: tidings.v1.AdminService.RebuildProjections:output_type -> tidings.v1.RebuildProjectionsResponse
-	23, // 34: tidings.v1.AdminService.GetSystemStatus:output_type -> tidings.v1.GetSystemStatusResponse
-	26, // [26:35] is the sub-list for method output_type
-	17, // [17:26] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	37, // 16: tidings.v1.GetSystemStatusResponse.time:type_name -> google.protobuf.Timestamp
+	26, // 17: tidings.v1.ListDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
+	29, // 18: tidings.v1.ListDeadLettersResponse.dead_letters:type_name -> tidings.v1.DeadLetter
+	37, // 19: tidings.v1.DeadLetter.dead_letter_time:type_name -> google.protobuf.Timestamp
+	26, // 20: tidings.v1.ReplayDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
+	37, // 21: tidings.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	38, // 22: tidings.v1.AuditEvent.caller:type_name -> tidings.v1.Caller
+	39, // 23: tidings.v1.AuditEvent.duration:type_name -> google.protobuf.Duration
+	40, // 24: tidings.v1.ListAuditEventsRequest.caller_kind:type_name -> tidings.v1.CallerKind
+	37, // 25: tidings.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	37, // 26: tidings.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	32, // 27: tidings.v1.ListAuditEventsResponse.events:type_name -> tidings.v1.AuditEvent
+	3,  // 28: tidings.v1.AdminService.BulkFollow:input_type -> tidings.v1.BulkFollowRequest
+	5,  // 29: tidings.v1.AdminService.BulkUnfollow:input_type -> tidings.v1.BulkUnfollowRequest
+	7,  // 30: tidings.v1.AdminService.ExportGraph:input_type -> tidings.v1.ExportGraphRequest
+	9,  // 31: tidings.v1.AdminService.ImportGraph:input_type -> tidings.v1.ImportGraphRequest
+	12, // 32: tidings.v1.AdminService.RemoveUser:input_type -> tidings.v1.RemoveUserRequest
+	15, // 33: tidings.v1.AdminService.GetAutoFollowRules:input_type -> tidings.v1.GetAutoFollowRulesRequest
+	17, // 34: tidings.v1.AdminService.UpdateAutoFollowRules:input_type -> tidings.v1.UpdateAutoFollowRulesRequest
+	19, // 35: tidings.v1.AdminService.RebuildProjections:input_type -> tidings.v1.RebuildProjectionsRequest
+	22, // 36: tidings.v1.AdminService.GetSystemStatus:input_type -> tidings.v1.GetSystemStatusRequest
+	27, // 37: tidings.v1.AdminService.ListDeadLetters:input_type -> tidings.v1.ListDeadLettersRequest
+	30, // 38: tidings.v1.AdminService.ReplayDeadLetters:input_type -> tidings.v1.ReplayDeadLettersRequest
+	33, // 39: tidings.v1.AdminService.ListAuditEvents:input_type -> tidings.v1.ListAuditEventsRequest
+	4,  // 40: tidings.v1.AdminService.BulkFollow:output_type -> tidings.v1.BulkFollowResponse
+	6,  // 41: tidings.v1.AdminService.BulkUnfollow:output_type -> tidings.v1.BulkUnfollowResponse
+	8,  // 42: tidings.v1.AdminService.ExportGraph:output_type -> tidings.v1.ExportGraphResponse
+	10, // 43: tidings.v1.AdminService.ImportGraph:output_type -> tidings.v1.ImportGraphResponse
+	13, // 44: tidings.v1.AdminService.RemoveUser:output_type -> tidings.v1.RemoveUserResponse
+	16, // 45: tidings.v1.AdminService.GetAutoFollowRules:output_type -> tidings.v1.GetAutoFollowRulesResponse
+	18, // 46: tidings.v1.AdminService.UpdateAutoFollowRules:output_type -> tidings.v1.UpdateAutoFollowRulesResponse
+	20, // 47: tidings.v1.AdminService.RebuildProjections:output_type -> tidings.v1.RebuildProjectionsResponse
+	23, // 48: tidings.v1.AdminService.GetSystemStatus:output_type -> tidings.v1.GetSystemStatusResponse
+	28, // 49: tidings.v1.AdminService.ListDeadLetters:output_type -> tidings.v1.ListDeadLettersResponse
+	31, // 50: tidings.v1.AdminService.ReplayDeadLetters:output_type -> tidings.v1.ReplayDeadLettersResponse
+	34, // 51: tidings.v1.AdminService.ListAuditEvents:output_type -> tidings.v1.ListAuditEventsResponse
+	40, // [40:52] is the sub-list for method output_type
+	28, // [28:40] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_admin_proto_init() }
@@ -1722,7 +2528,7 @@ func file_tidings_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_admin_proto_rawDesc), len(file_tidings_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,9 @@ const (
 	AdminService_UpdateAutoFollowRules_FullMethodName = "/tidings.v1.AdminService/UpdateAutoFollowRules"
 	AdminService_RebuildProjections_FullMethodName    = "/tidings.v1.AdminService/RebuildProjections"
 	AdminService_GetSystemStatus_FullMethodName       = "/tidings.v1.AdminService/GetSystemStatus"
+	AdminService_ListDeadLetters_FullMethodName       = "/tidings.v1.AdminService/ListDeadLetters"
+	AdminService_ReplayDeadLetters_FullMethodName     = "/tidings.v1.AdminService/ReplayDeadLetters"
+	AdminService_ListAuditEvents_FullMethodName       = "/tidings.v1.AdminService/ListAuditEvents"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -62,9 +65,30 @@ type AdminServiceClient interface {
 	// replays their streams from the start. Reads may be incomplete until it
 	// returns.
 	RebuildProjections(ctx context.Context, in *RebuildProjectionsRequest, opts ...grpc.CallOption) (*RebuildProjectionsResponse, error)
-	// GetSystemStatus reports the event streams, the consumers' lag and
-	// whether Redis answers.
+	// GetSystemStatus reports the event streams, the durable consumers' lag
+	// and whether Redis answers.
 	GetSystemStatus(ctx context.Context, in *GetSystemStatusRequest, opts ...grpc.CallOption) (*GetSystemStatusResponse, error)
+	// ListDeadLetters lists the events in the DEADLETTER stream, oldest
+	// first: events that a consumer failed to apply on every delivery because
+	// of their own content (never because Redis or NATS was unavailable:
+	// those failures are retried until the outage ends), with where they came
+	// from and why they failed.
+	ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error)
+	// ReplayDeadLetters re-drives dead letters (all, or those the filter
+	// picks) once their cause is fixed: the worker applies each again with
+	// the handler of the consumer that dead-lettered it, reading the event
+	// from its original stream at its original sequence (or, when the stream
+	// no longer holds it, from the dead letter's copy) so that the
+	// projections order it by its original position in the log, never as a
+	// new event. Each dead letter applied is removed from DEADLETTER; one
+	// that fails again stays, and the worker logs why. The call returns once
+	// the request is stored; ListDeadLetters shows what is left.
+	ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error)
+	// ListAuditEvents lists the audit trail, newest first: every AdminService
+	// call and every write by an app or an admin, kept in the AUDIT stream
+	// for the configured time (--audit-max-age). Filters combine; a page may
+	// hold fewer than page_size events and still have a next page.
+	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -177,6 +201,36 @@ func (c *adminServiceClient) GetSystemStatus(ctx context.Context, in *GetSystemS
 	return out, nil
 }
 
+func (c *adminServiceClient) ListDeadLetters(ctx context.Context, in *ListDeadLettersRequest, opts ...grpc.CallOption) (*ListDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDeadLettersResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ReplayDeadLetters(ctx context.Context, in *ReplayDeadLettersRequest, opts ...grpc.CallOption) (*ReplayDeadLettersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplayDeadLettersResponse)
+	err := c.cc.Invoke(ctx, AdminService_ReplayDeadLetters_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditEventsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListAuditEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -209,9 +263,30 @@ type AdminServiceServer interface {
 	// replays their streams from the start. Reads may be incomplete until it
 	// returns.
 	RebuildProjections(context.Context, *RebuildProjectionsRequest) (*RebuildProjectionsResponse, error)
-	// GetSystemStatus reports the event streams, the consumers' lag and
-	// whether Redis answers.
+	// GetSystemStatus reports the event streams, the durable consumers' lag
+	// and whether Redis answers.
 	GetSystemStatus(context.Context, *GetSystemStatusRequest) (*GetSystemStatusResponse, error)
+	// ListDeadLetters lists the events in the DEADLETTER stream, oldest
+	// first: events that a consumer failed to apply on every delivery because
+	// of their own content (never because Redis or NATS was unavailable:
+	// those failures are retried until the outage ends), with where they came
+	// from and why they failed.
+	ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error)
+	// ReplayDeadLetters re-drives dead letters (all, or those the filter
+	// picks) once their cause is fixed: the worker applies each again with
+	// the handler of the consumer that dead-lettered it, reading the event
+	// from its original stream at its original sequence (or, when the stream
+	// no longer holds it, from the dead letter's copy) so that the
+	// projections order it by its original position in the log, never as a
+	// new event. Each dead letter applied is removed from DEADLETTER; one
+	// that fails again stays, and the worker logs why. The call returns once
+	// the request is stored; ListDeadLetters shows what is left.
+	ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error)
+	// ListAuditEvents lists the audit trail, newest first: every AdminService
+	// call and every write by an app or an admin, kept in the AUDIT stream
+	// for the configured time (--audit-max-age). Filters combine; a page may
+	// hold fewer than page_size events and still have a next page.
+	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -248,6 +323,15 @@ func (UnimplementedAdminServiceServer) RebuildProjections(context.Context, *Rebu
 }
 func (UnimplementedAdminServiceServer) GetSystemStatus(context.Context, *GetSystemStatusRequest) (*GetSystemStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSystemStatus not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDeadLetters(context.Context, *ListDeadLettersRequest) (*ListDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListDeadLetters not implemented")
+}
+func (UnimplementedAdminServiceServer) ReplayDeadLetters(context.Context, *ReplayDeadLettersRequest) (*ReplayDeadLettersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReplayDeadLetters not implemented")
+}
+func (UnimplementedAdminServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -414,6 +498,60 @@ func _AdminService_GetSystemStatus_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDeadLetters(ctx, req.(*ListDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ReplayDeadLetters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplayDeadLettersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ReplayDeadLetters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ReplayDeadLetters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ReplayDeadLetters(ctx, req.(*ReplayDeadLettersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListAuditEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListAuditEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListAuditEvents(ctx, req.(*ListAuditEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -448,6 +586,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSystemStatus",
 			Handler:    _AdminService_GetSystemStatus_Handler,
+		},
+		{
+			MethodName: "ListDeadLetters",
+			Handler:    _AdminService_ListDeadLetters_Handler,
+		},
+		{
+			MethodName: "ReplayDeadLetters",
+			Handler:    _AdminService_ReplayDeadLetters_Handler,
+		},
+		{
+			MethodName: "ListAuditEvents",
+			Handler:    _AdminService_ListAuditEvents_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

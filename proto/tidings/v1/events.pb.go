@@ -1022,6 +1022,95 @@ func (x *FanoutChunk) GetRemove() bool {
 	return false
 }
 
+// DeadLetterReplay asks the worker to re-drive dead letters, on subject
+// "tidings.redrive.request" of the REDRIVE work queue
+// (AdminService.ReplayDeadLetters appends it). The worker applies each
+// matching dead letter again with the handler of the consumer that
+// dead-lettered it, at its original stream sequence, and removes it from
+// DEADLETTER once applied.
+type DeadLetterReplay struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only dead letters from this stream; empty for every stream.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// Only dead letters of this consumer; empty for every consumer.
+	Consumer string `protobuf:"bytes,2,opt,name=consumer,proto3" json:"consumer,omitempty"`
+	// Only these dead letters, by DEADLETTER sequence; empty for every one
+	// that matches the fields above.
+	Sequences []uint64 `protobuf:"varint,3,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	// Dead letters after this DEADLETTER sequence (those that arrived after
+	// the request) are left alone.
+	ThroughSequence uint64 `protobuf:"varint,4,opt,name=through_sequence,json=throughSequence,proto3" json:"through_sequence,omitempty"`
+	// Who asked.
+	RequestedBy   *Caller `protobuf:"bytes,5,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetterReplay) Reset() {
+	*x = DeadLetterReplay{}
+	mi := &file_tidings_v1_events_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetterReplay) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetterReplay) ProtoMessage() {}
+
+func (x *DeadLetterReplay) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_events_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetterReplay.ProtoReflect.Descriptor instead.
+func (*DeadLetterReplay) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *DeadLetterReplay) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *DeadLetterReplay) GetConsumer() string {
+	if x != nil {
+		return x.Consumer
+	}
+	return ""
+}
+
+func (x *DeadLetterReplay) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+func (x *DeadLetterReplay) GetThroughSequence() uint64 {
+	if x != nil {
+		return x.ThroughSequence
+	}
+	return 0
+}
+
+func (x *DeadLetterReplay) GetRequestedBy() *Caller {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return nil
+}
+
 var File_tidings_v1_events_proto protoreflect.FileDescriptor
 
 const file_tidings_v1_events_proto_rawDesc = "" +
@@ -1096,7 +1185,13 @@ const file_tidings_v1_events_proto_rawDesc = "" +
 	"\vactivity_id\x18\x01 \x01(\tR\n" +
 	"activityId\x12\x19\n" +
 	"\buser_ids\x18\x02 \x03(\tR\auserIds\x12\x16\n" +
-	"\x06remove\x18\x03 \x01(\bR\x06removeB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"\x06remove\x18\x03 \x01(\bR\x06remove\"\xc6\x01\n" +
+	"\x10DeadLetterReplay\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bconsumer\x18\x02 \x01(\tR\bconsumer\x12\x1c\n" +
+	"\tsequences\x18\x03 \x03(\x04R\tsequences\x12)\n" +
+	"\x10through_sequence\x18\x04 \x01(\x04R\x0fthroughSequence\x125\n" +
+	"\frequested_by\x18\x05 \x01(\v2\x12.tidings.v1.CallerR\vrequestedByB9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_events_proto_rawDescOnce sync.Once
@@ -1110,7 +1205,7 @@ func file_tidings_v1_events_proto_rawDescGZIP() []byte {
 	return file_tidings_v1_events_proto_rawDescData
 }
 
-var file_tidings_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_tidings_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_tidings_v1_events_proto_goTypes = []any{
 	(*ProfileEvent)(nil),          // 0: tidings.v1.ProfileEvent
 	(*RecordEvent)(nil),           // 1: tidings.v1.RecordEvent
@@ -1123,50 +1218,52 @@ var file_tidings_v1_events_proto_goTypes = []any{
 	(*ActivityFlag)(nil),          // 8: tidings.v1.ActivityFlag
 	(*NotificationsRead)(nil),     // 9: tidings.v1.NotificationsRead
 	(*FanoutChunk)(nil),           // 10: tidings.v1.FanoutChunk
-	(*Profile)(nil),               // 11: tidings.v1.Profile
-	(*Caller)(nil),                // 12: tidings.v1.Caller
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*Record)(nil),                // 14: tidings.v1.Record
-	(*EntityRef)(nil),             // 15: tidings.v1.EntityRef
-	(*Activity)(nil),              // 16: tidings.v1.Activity
-	(*Comment)(nil),               // 17: tidings.v1.Comment
-	(ReactionKind)(0),             // 18: tidings.v1.ReactionKind
+	(*DeadLetterReplay)(nil),      // 11: tidings.v1.DeadLetterReplay
+	(*Profile)(nil),               // 12: tidings.v1.Profile
+	(*Caller)(nil),                // 13: tidings.v1.Caller
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*Record)(nil),                // 15: tidings.v1.Record
+	(*EntityRef)(nil),             // 16: tidings.v1.EntityRef
+	(*Activity)(nil),              // 17: tidings.v1.Activity
+	(*Comment)(nil),               // 18: tidings.v1.Comment
+	(ReactionKind)(0),             // 19: tidings.v1.ReactionKind
 }
 var file_tidings_v1_events_proto_depIdxs = []int32{
-	11, // 0: tidings.v1.ProfileEvent.profile:type_name -> tidings.v1.Profile
-	12, // 1: tidings.v1.ProfileEvent.caller:type_name -> tidings.v1.Caller
-	13, // 2: tidings.v1.ProfileEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 3: tidings.v1.RecordEvent.record:type_name -> tidings.v1.Record
-	12, // 4: tidings.v1.RecordEvent.caller:type_name -> tidings.v1.Caller
-	13, // 5: tidings.v1.RecordEvent.time:type_name -> google.protobuf.Timestamp
+	12, // 0: tidings.v1.ProfileEvent.profile:type_name -> tidings.v1.Profile
+	13, // 1: tidings.v1.ProfileEvent.caller:type_name -> tidings.v1.Caller
+	14, // 2: tidings.v1.ProfileEvent.time:type_name -> google.protobuf.Timestamp
+	15, // 3: tidings.v1.RecordEvent.record:type_name -> tidings.v1.Record
+	13, // 4: tidings.v1.RecordEvent.caller:type_name -> tidings.v1.Caller
+	14, // 5: tidings.v1.RecordEvent.time:type_name -> google.protobuf.Timestamp
 	3,  // 6: tidings.v1.FollowEvent.changes:type_name -> tidings.v1.EdgeChange
-	12, // 7: tidings.v1.FollowEvent.caller:type_name -> tidings.v1.Caller
-	13, // 8: tidings.v1.FollowEvent.time:type_name -> google.protobuf.Timestamp
-	15, // 9: tidings.v1.EdgeChange.entity:type_name -> tidings.v1.EntityRef
-	13, // 10: tidings.v1.EdgeChange.create_time:type_name -> google.protobuf.Timestamp
-	16, // 11: tidings.v1.ActivityEvent.posted:type_name -> tidings.v1.Activity
-	16, // 12: tidings.v1.ActivityEvent.edited:type_name -> tidings.v1.Activity
-	12, // 13: tidings.v1.ActivityEvent.caller:type_name -> tidings.v1.Caller
-	13, // 14: tidings.v1.ActivityEvent.time:type_name -> google.protobuf.Timestamp
-	16, // 15: tidings.v1.ActivityEvent.deleted_activity:type_name -> tidings.v1.Activity
-	17, // 16: tidings.v1.ConversationEvent.comment_added:type_name -> tidings.v1.Comment
-	17, // 17: tidings.v1.ConversationEvent.comment_edited:type_name -> tidings.v1.Comment
-	17, // 18: tidings.v1.ConversationEvent.comment_deleted:type_name -> tidings.v1.Comment
+	13, // 7: tidings.v1.FollowEvent.caller:type_name -> tidings.v1.Caller
+	14, // 8: tidings.v1.FollowEvent.time:type_name -> google.protobuf.Timestamp
+	16, // 9: tidings.v1.EdgeChange.entity:type_name -> tidings.v1.EntityRef
+	14, // 10: tidings.v1.EdgeChange.create_time:type_name -> google.protobuf.Timestamp
+	17, // 11: tidings.v1.ActivityEvent.posted:type_name -> tidings.v1.Activity
+	17, // 12: tidings.v1.ActivityEvent.edited:type_name -> tidings.v1.Activity
+	13, // 13: tidings.v1.ActivityEvent.caller:type_name -> tidings.v1.Caller
+	14, // 14: tidings.v1.ActivityEvent.time:type_name -> google.protobuf.Timestamp
+	17, // 15: tidings.v1.ActivityEvent.deleted_activity:type_name -> tidings.v1.Activity
+	18, // 16: tidings.v1.ConversationEvent.comment_added:type_name -> tidings.v1.Comment
+	18, // 17: tidings.v1.ConversationEvent.comment_edited:type_name -> tidings.v1.Comment
+	18, // 18: tidings.v1.ConversationEvent.comment_deleted:type_name -> tidings.v1.Comment
 	6,  // 19: tidings.v1.ConversationEvent.reaction_added:type_name -> tidings.v1.ReactionChange
 	6,  // 20: tidings.v1.ConversationEvent.reaction_removed:type_name -> tidings.v1.ReactionChange
-	12, // 21: tidings.v1.ConversationEvent.caller:type_name -> tidings.v1.Caller
-	13, // 22: tidings.v1.ConversationEvent.time:type_name -> google.protobuf.Timestamp
-	18, // 23: tidings.v1.ReactionChange.kind:type_name -> tidings.v1.ReactionKind
+	13, // 21: tidings.v1.ConversationEvent.caller:type_name -> tidings.v1.Caller
+	14, // 22: tidings.v1.ConversationEvent.time:type_name -> google.protobuf.Timestamp
+	19, // 23: tidings.v1.ReactionChange.kind:type_name -> tidings.v1.ReactionKind
 	8,  // 24: tidings.v1.UserStateEvent.bookmark:type_name -> tidings.v1.ActivityFlag
 	8,  // 25: tidings.v1.UserStateEvent.mute:type_name -> tidings.v1.ActivityFlag
 	9,  // 26: tidings.v1.UserStateEvent.notifications_read:type_name -> tidings.v1.NotificationsRead
-	12, // 27: tidings.v1.UserStateEvent.caller:type_name -> tidings.v1.Caller
-	13, // 28: tidings.v1.UserStateEvent.time:type_name -> google.protobuf.Timestamp
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	13, // 27: tidings.v1.UserStateEvent.caller:type_name -> tidings.v1.Caller
+	14, // 28: tidings.v1.UserStateEvent.time:type_name -> google.protobuf.Timestamp
+	13, // 29: tidings.v1.DeadLetterReplay.requested_by:type_name -> tidings.v1.Caller
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_events_proto_init() }
@@ -1202,7 +1299,7 @@ func file_tidings_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_events_proto_rawDesc), len(file_tidings_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -42,7 +42,9 @@ type Profile struct {
 	ManagerId string `protobuf:"bytes,6,opt,name=manager_id,json=managerId,proto3" json:"manager_id,omitempty"`
 	// Office or city.
 	Location string `protobuf:"bytes,7,opt,name=location,proto3" json:"location,omitempty"`
-	// URL of the avatar image; empty for none.
+	// URL of the avatar image; empty for none. When set, an absolute http or
+	// https URL with a host; anything else is refused with InvalidArgument,
+	// since clients render the image.
 	AvatarUrl string `protobuf:"bytes,8,opt,name=avatar_url,json=avatarUrl,proto3" json:"avatar_url,omitempty"`
 	// Free text the employee writes about themselves. Output only on upserts:
 	// changed with UpdateAboutMe.
@@ -1002,7 +1004,7 @@ var File_tidings_v1_profile_proto protoreflect.FileDescriptor
 const file_tidings_v1_profile_proto_rawDesc = "" +
 	"\n" +
 	"\x18tidings/v1/profile.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\x04\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x05\n" +
 	"\aProfile\x12F\n" +
 	"\auser_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\x06userId\x12-\n" +
 	"\fdisplay_name\x18\x02 \x01(\tB\n" +
@@ -1014,9 +1016,10 @@ const file_tidings_v1_profile_proto_rawDesc = "" +
 	"department\x12M\n" +
 	"\n" +
 	"manager_id\x18\x06 \x01(\tB.\xbaH+r)\x18@2%^([A-Za-z0-9][A-Za-z0-9._@-]{0,63})?$R\tmanagerId\x12$\n" +
-	"\blocation\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\blocation\x12'\n" +
+	"\blocation\x18\a \x01(\tB\b\xbaH\x05r\x03\x18\xc8\x01R\blocation\x12\xab\x01\n" +
 	"\n" +
-	"avatar_url\x18\b \x01(\tB\b\xbaH\x05r\x03\x18\x80\x10R\tavatarUrl\x12#\n" +
+	"avatar_url\x18\b \x01(\tB\x8b\x01\xbaH\x87\x01\xba\x01\x7f\n" +
+	"\x0fstring.http_url\x12%must be an absolute http or https URL\x1aEthis == '' || (this.isUri() && this.matches('^(?i)https?://[^/?#]+'))r\x03\x18\x80\x10R\tavatarUrl\x12#\n" +
 	"\babout_me\x18\t \x01(\tB\b\xbaH\x05r\x03\x18\xa0\x1fR\aaboutMe\x12\x16\n" +
 	"\x06active\x18\n" +
 	" \x01(\bR\x06active\x12;\n" +

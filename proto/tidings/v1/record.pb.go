@@ -85,7 +85,9 @@ type Record struct {
 	Ref *RecordRef `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
 	// Title shown in feeds, such as "Acme Corp — 500 seats".
 	Title string `protobuf:"bytes,2,opt,name=title,proto3" json:"title,omitempty"`
-	// Link back to the record in its app.
+	// Link back to the record in its app; empty for none. When set, an
+	// absolute http or https URL with a host; anything else is refused with
+	// InvalidArgument, since clients render the link.
 	Url string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
 	// User id of the record's owner; empty for none.
 	OwnerId string `protobuf:"bytes,4,opt,name=owner_id,json=ownerId,proto3" json:"owner_id,omitempty"`
@@ -864,12 +866,13 @@ var File_tidings_v1_record_proto protoreflect.FileDescriptor
 const file_tidings_v1_record_proto_rawDesc = "" +
 	"\n" +
 	"\x17tidings/v1/record.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\"\xf0\x04\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\"\xf5\x05\n" +
 	"\x06Record\x12/\n" +
 	"\x03ref\x18\x01 \x01(\v2\x15.tidings.v1.RecordRefB\x06\xbaH\x03\xc8\x01\x01R\x03ref\x12 \n" +
 	"\x05title\x18\x02 \x01(\tB\n" +
-	"\xbaH\ar\x05\x10\x01\x18\xac\x02R\x05title\x12\x1a\n" +
-	"\x03url\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x10R\x03url\x12I\n" +
+	"\xbaH\ar\x05\x10\x01\x18\xac\x02R\x05title\x12\x9e\x01\n" +
+	"\x03url\x18\x03 \x01(\tB\x8b\x01\xbaH\x87\x01\xba\x01\x7f\n" +
+	"\x0fstring.http_url\x12%must be an absolute http or https URL\x1aEthis == '' || (this.isUri() && this.matches('^(?i)https?://[^/?#]+'))r\x03\x18\x80\x10R\x03url\x12I\n" +
 	"\bowner_id\x18\x04 \x01(\tB.\xbaH+r)\x18@2%^([A-Za-z0-9][A-Za-z0-9._@-]{0,63})?$R\aownerId\x12@\n" +
 	"\n" +
 	"visibility\x18\x05 \x01(\x0e2\x16.tidings.v1.VisibilityB\b\xbaH\x05\x82\x01\x02\x10\x01R\n" +

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -28,6 +31,12 @@ type clientFlags struct {
 	token   string
 	dataDir string
 	timeout time.Duration
+	// TLS to the server: on with tls, or with a CA file or a client
+	// certificate.
+	tls            bool
+	caFile         string
+	clientCertFile string
+	clientKeyFile  string
 }
 
 func (c *clientFlags) bind(cmd *cobra.Command) {
@@ -36,6 +45,36 @@ func (c *clientFlags) bind(cmd *cobra.Command) {
 	fs.StringVar(&c.token, "token", "", "bearer token (env TIDINGS_TOKEN); default: the admin token of `tidings dev` in --data-dir")
 	fs.StringVar(&c.dataDir, "data-dir", ".data", "dev data directory, for its CLI token")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "call deadline")
+	fs.BoolVar(&c.tls, "tls", false, "connect with TLS, trusting the system's CAs (env TIDINGS_TLS)")
+	fs.StringVar(&c.caFile, "tls-ca-file", "", "connect with TLS, trusting the CA certificates in this PEM file (env TIDINGS_TLS_CA_FILE)")
+	fs.StringVar(&c.clientCertFile, "client-cert-file", "", "client certificate for mutual TLS; authenticates an app without a token (env TIDINGS_CLIENT_CERT_FILE)")
+	fs.StringVar(&c.clientKeyFile, "client-key-file", "", "private key of --client-cert-file (env TIDINGS_CLIENT_KEY_FILE)")
+}
+
+// transport returns the transport credentials the flags ask for.
+func (c *clientFlags) transport() (credentials.TransportCredentials, error) {
+	if !c.tls && c.caFile == "" && c.clientCertFile == "" {
+		return insecure.NewCredentials(), nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.caFile != "" {
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read tls CA file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, usageError{fmt.Errorf("%s holds no PEM certificate", c.caFile)}
+		}
+	}
+	if c.clientCertFile != "" || c.clientKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.clientCertFile, c.clientKeyFile)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("client certificate: %w", err)}
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return credentials.NewTLS(cfg), nil
 }
 
 // dial connects with the caller's token.
@@ -43,8 +82,12 @@ func (c *clientFlags) dial(cmd *cobra.Command) (*grpc.ClientConn, error) {
 	if err := config.ApplyEnv(cmd.Flags()); err != nil {
 		return nil, usageError{err}
 	}
+	creds, err := c.transport()
+	if err != nil {
+		return nil, err
+	}
 	token := c.token
-	if token == "" {
+	if token == "" && c.clientCertFile == "" {
 		b, err := os.ReadFile(filepath.Join(c.dataDir, stack.CLITokenFile))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -54,10 +97,11 @@ func (c *clientFlags) dial(cmd *cobra.Command) (*grpc.ClientConn, error) {
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	conn, err := grpc.NewClient(c.addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.PerRPCToken(token)),
-	)
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(auth.PerRPCToken(token)))
+	}
+	conn, err := grpc.NewClient(c.addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", c.addr, err)
 	}
