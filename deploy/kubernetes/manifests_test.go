@@ -2,6 +2,7 @@ package kubernetes_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -154,6 +155,10 @@ func TestOverlays(t *testing.T) {
 			require.Equal(t, []string{"worker"}, worker.Spec.Template.Spec.Containers[0].Args)
 
 			checkServices(t, r)
+			checkAPIService(t, r, api)
+			for _, d := range r.deployments {
+				checkMetrics(t, r, d)
+			}
 			checkHPAs(t, r, api)
 			checkPDBs(t, r)
 			checkNetworkPolicies(t, r)
@@ -283,6 +288,78 @@ func checkServices(t *testing.T, r *rendered) {
 	}
 }
 
+// checkAPIService: the API's Service carries both doors of the API, gRPC
+// and the HTTP/JSON API, each to the container port of that name.
+func checkAPIService(t *testing.T, r *rendered, api *appsv1.Deployment) {
+	t.Helper()
+	var svc *corev1.Service
+	for _, s := range r.services {
+		if s.Name == "tidings-api" {
+			svc = s
+		}
+	}
+	require.NotNil(t, svc, "a tidings-api Service")
+	require.True(t, labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(api.Spec.Template.Labels)), "tidings-api selects the API pods")
+	for _, name := range []string{"grpc", "http"} {
+		i := slices.IndexFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == name })
+		require.GreaterOrEqual(t, i, 0, "the tidings-api Service has no %s port", name)
+		p := svc.Spec.Ports[i]
+		require.Equal(t, intstr.FromString(name), p.TargetPort)
+		cp, ok := containerPort(api.Spec.Template.Spec.Containers[0], name)
+		require.True(t, ok)
+		require.Equal(t, cp, p.Port, "tidings-api: the %s port is the container's", name)
+		require.NotNil(t, p.AppProtocol, "tidings-api: the %s port names its protocol", name)
+		require.Equal(t, name, *p.AppProtocol)
+	}
+	for _, p := range svc.Spec.Ports {
+		require.NotEqual(t, "metrics", p.TargetPort.StrVal, "tidings-api: the debug port (pprof) is no Service's")
+	}
+}
+
+// checkMetrics: every container declares its debug listener as the port
+// "metrics", where TIDINGS_DEBUG_ADDR listens on the pod's addresses; the
+// pod asks Prometheus to scrape it; and only the monitoring namespace may
+// reach it (it also serves /debug/pprof).
+func checkMetrics(t *testing.T, r *rendered, d *appsv1.Deployment) {
+	t.Helper()
+	c := d.Spec.Template.Spec.Containers[0]
+	port, ok := containerPort(c, "metrics")
+	require.True(t, ok, "%s: the container declares no metrics port", d.Name)
+
+	require.Len(t, r.configMaps, 1)
+	host, p, err := net.SplitHostPort(r.configMaps[0].Data["TIDINGS_DEBUG_ADDR"])
+	require.NoError(t, err, "TIDINGS_DEBUG_ADDR")
+	require.Equal(t, fmt.Sprint(port), p, "%s: the metrics port is where TIDINGS_DEBUG_ADDR listens", d.Name)
+	ip := net.ParseIP(host)
+	require.True(t, host == "" || (ip != nil && ip.IsUnspecified()), "%s: TIDINGS_DEBUG_ADDR %s cannot be scraped from outside the pod", d.Name, host)
+
+	ann := d.Spec.Template.Annotations
+	require.Equal(t, "true", ann["prometheus.io/scrape"], "%s: the pods ask to be scraped", d.Name)
+	require.Equal(t, fmt.Sprint(port), ann["prometheus.io/port"], "%s: scraped on the metrics port", d.Name)
+	require.Equal(t, "/metrics", ann["prometheus.io/path"], "%s: scraped at /metrics", d.Name)
+
+	var policy *networkingv1.NetworkPolicy
+	for _, np := range r.policies {
+		if selector(t, &np.Spec.PodSelector).Matches(labels.Set(d.Spec.Template.Labels)) {
+			policy = np
+		}
+	}
+	require.NotNil(t, policy, "no NetworkPolicy for %s", d.Name)
+	require.True(t, allowsIngress(policy, port), "NetworkPolicy %s: Prometheus cannot reach %s's metrics port", policy.Name, d.Name)
+	for _, rule := range policy.Spec.Ingress {
+		if !slices.ContainsFunc(rule.Ports, func(rp networkingv1.NetworkPolicyPort) bool { return rp.Port != nil && rp.Port.IntValue() == int(port) }) {
+			continue
+		}
+		require.NotEmpty(t, rule.From, "NetworkPolicy %s opens the metrics port (and pprof) to everyone", policy.Name)
+		for _, peer := range rule.From {
+			require.Nil(t, peer.IPBlock, "NetworkPolicy %s: the metrics port from an IP block", policy.Name)
+			require.NotNil(t, peer.NamespaceSelector, "NetworkPolicy %s: the metrics port from a namespace", policy.Name)
+			require.Equal(t, map[string]string{"kubernetes.io/metadata.name": "monitoring"}, peer.NamespaceSelector.MatchLabels,
+				"NetworkPolicy %s: the metrics port from the monitoring namespace only", policy.Name)
+		}
+	}
+}
+
 func checkHPAs(t *testing.T, r *rendered, api *appsv1.Deployment) {
 	t.Helper()
 	require.Len(t, r.hpas, 1)
@@ -387,7 +464,7 @@ func checkConfig(t *testing.T, r *rendered, streamReplicas string) {
 		require.True(t, ok, "%s is no setting of tidings (a typo is silently ignored)", k)
 		require.NoError(t, fs.Set(flag, v), "%s=%q", k, v)
 	}
-	for _, k := range []string{"TIDINGS_NATS_URL", "TIDINGS_REDIS_ADDR", "TIDINGS_STREAM_REPLICAS", "TIDINGS_GRPC_ADDR", "TIDINGS_HTTP_ADDR", "TIDINGS_AUTH_SECRET_FILE"} {
+	for _, k := range []string{"TIDINGS_NATS_URL", "TIDINGS_REDIS_ADDR", "TIDINGS_STREAM_REPLICAS", "TIDINGS_GRPC_ADDR", "TIDINGS_HTTP_ADDR", "TIDINGS_DEBUG_ADDR", "TIDINGS_AUTH_SECRET_FILE"} {
 		require.Contains(t, data, k)
 	}
 	require.Equal(t, streamReplicas, data["TIDINGS_STREAM_REPLICAS"])

@@ -25,7 +25,11 @@
 #
 # Ports, from the base B: NATS clients B+1..3, routes B+11..13, monitoring
 # B+21..23; Redis B+31..36 with cluster bus B+41..46; API gRPC B+51.., API
-# HTTP (/metrics, /healthz) B+61..; worker HTTP B+71...
+# HTTP (JSON API, /healthz, /livez) B+61..; worker HTTP (/healthz, /livez)
+# B+71..; API debug (/metrics, /debug/pprof, /healthz, /livez) B+81..;
+# worker debug B+91... Every Tidings process gets its own address for each
+# listener it opens: the binary's defaults (gRPC 7400, HTTP 7401, debug
+# 7402) would collide from the second process on.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -56,6 +60,8 @@ bus_port() { echo $((BASE + 40 + $1)); }
 api_grpc_port() { echo $((BASE + 50 + $1)); }
 api_http_port() { echo $((BASE + 60 + $1)); }
 worker_http_port() { echo $((BASE + 70 + $1)); }
+api_debug_port() { echo $((BASE + 80 + $1)); }
+worker_debug_port() { echo $((BASE + 90 + $1)); }
 
 join() { local IFS=,; echo "$*"; }
 nats_urls() { local u=(); for i in 1 2 3; do u+=("nats://$HOST:$(nats_port "$i")"); done; join "${u[@]}"; }
@@ -96,9 +102,16 @@ pid_of() {
 }
 
 write_env() {
-  local api_grpc=() api_http=() worker_http=() mon=()
-  for ((i = 1; i <= APIS; i++)); do api_grpc+=("$HOST:$(api_grpc_port "$i")"); api_http+=("$HOST:$(api_http_port "$i")"); done
-  for ((i = 1; i <= WORKERS; i++)); do worker_http+=("$HOST:$(worker_http_port "$i")"); done
+  local api_grpc=() api_http=() api_debug=() worker_http=() worker_debug=() mon=()
+  for ((i = 1; i <= APIS; i++)); do
+    api_grpc+=("$HOST:$(api_grpc_port "$i")")
+    api_http+=("$HOST:$(api_http_port "$i")")
+    api_debug+=("$HOST:$(api_debug_port "$i")")
+  done
+  for ((i = 1; i <= WORKERS; i++)); do
+    worker_http+=("$HOST:$(worker_http_port "$i")")
+    worker_debug+=("$HOST:$(worker_debug_port "$i")")
+  done
   for i in 1 2 3; do mon+=("http://$HOST:$(mon_port "$i")"); done
   cat >"$DIR/cluster.env" <<EOF
 # Written by deploy/local-cluster/cluster.sh: what runs where.
@@ -113,6 +126,8 @@ REDIS_ADDRS=$(redis_addrs)
 API_GRPC=$(join "${api_grpc[@]}")
 API_HTTP=$(join "${api_http[@]}")
 WORKER_HTTP=$(join "${worker_http[@]}")
+API_DEBUG=$(join "${api_debug[@]}")
+WORKER_DEBUG=$(join "${worker_debug[@]}")
 AUTH_SECRET_FILE=$DIR/auth.secret
 EOF
 }
@@ -203,12 +218,12 @@ start_one() {
       ((i >= 1 && i <= WORKERS)) || die "no $name: CLUSTER_WORKERS=$WORKERS"
       [[ -x $TIDINGS_BIN ]] || die "no $TIDINGS_BIN: run make build"
       tidings_env
-      cmd=(env "${TENV[@]}" "$TIDINGS_BIN" worker --http-addr "$HOST:$(worker_http_port "$i")") ;;
+      cmd=(env "${TENV[@]}" "$TIDINGS_BIN" worker --http-addr "$HOST:$(worker_http_port "$i")" --debug-addr "$HOST:$(worker_debug_port "$i")") ;;
     api-*)
       ((i >= 1 && i <= APIS)) || die "no $name: CLUSTER_APIS=$APIS"
       [[ -x $TIDINGS_BIN ]] || die "no $TIDINGS_BIN: run make build"
       tidings_env
-      cmd=(env "${TENV[@]}" "$TIDINGS_BIN" serve api --grpc-addr "$HOST:$(api_grpc_port "$i")" --http-addr "$HOST:$(api_http_port "$i")") ;;
+      cmd=(env "${TENV[@]}" "$TIDINGS_BIN" serve api --grpc-addr "$HOST:$(api_grpc_port "$i")" --http-addr "$HOST:$(api_http_port "$i")" --debug-addr "$HOST:$(api_debug_port "$i")") ;;
     *) die "unknown process $name (see: cluster.sh names)" ;;
   esac
   echo "--- $(date -u +%FT%TZ) start: ${cmd[*]}" >>"$(logfile "$name")"
@@ -254,7 +269,22 @@ http_port_of() {
     worker-*) worker_http_port "${1##*-}" ;;
   esac
 }
+debug_port_of() {
+  case $1 in
+    api-*) api_debug_port "${1##*-}" ;;
+    worker-*) worker_debug_port "${1##*-}" ;;
+  esac
+}
 http_healthy() { curl -fsS "http://$HOST:$1/healthz" 2>/dev/null | grep -q ok; }
+# debug_ok: the debug listener answers /livez and serves Prometheus metrics.
+# grep reads all of /metrics (no -q): with pipefail, a grep that quits at the
+# first match fails the pipeline through curl's SIGPIPE.
+debug_ok() {
+  curl -fsS "http://$HOST:$1/livez" 2>/dev/null | grep -q ok &&
+    curl -fsS "http://$HOST:$1/metrics" 2>/dev/null | grep '^go_goroutines ' >/dev/null
+}
+# tidings_healthy: ready on the HTTP listener, metrics on the debug one.
+tidings_healthy() { http_healthy "$(http_port_of "$1")" && debug_ok "$(debug_port_of "$1")"; }
 
 check_alive() {
   local name=$1
@@ -301,7 +331,7 @@ up() {
         restarts=$((restarts + 1))
         start_one "$name"
         pending=1
-      elif ! http_healthy "$(http_port_of "$name")"; then
+      elif ! tidings_healthy "$name"; then
         pending=1
       fi
     done
@@ -364,14 +394,14 @@ status() {
     row "redis-$i" "$(pid_of "redis-$i" || echo -)" "$HOST:$(redis_port "$i")" "$state"
   done
   for ((i = 1; i <= APIS; i++)); do
-    state=down; pid_of "api-$i" >/dev/null && { http_healthy "$(api_http_port "$i")" && state=healthy || state=unhealthy; }
+    state=down; pid_of "api-$i" >/dev/null && { tidings_healthy "api-$i" && state=healthy || state=unhealthy; }
     [[ $state == healthy ]] || bad=1
-    row "api-$i" "$(pid_of "api-$i" || echo -)" "grpc $HOST:$(api_grpc_port "$i")" "$state (http :$(api_http_port "$i"))"
+    row "api-$i" "$(pid_of "api-$i" || echo -)" "grpc $HOST:$(api_grpc_port "$i")" "$state (http :$(api_http_port "$i"), debug :$(api_debug_port "$i"))"
   done
   for ((i = 1; i <= WORKERS; i++)); do
-    state=down; pid_of "worker-$i" >/dev/null && { http_healthy "$(worker_http_port "$i")" && state=healthy || state=unhealthy; }
+    state=down; pid_of "worker-$i" >/dev/null && { tidings_healthy "worker-$i" && state=healthy || state=unhealthy; }
     [[ $state == healthy ]] || bad=1
-    row "worker-$i" "$(pid_of "worker-$i" || echo -)" "http $HOST:$(worker_http_port "$i")" "$state"
+    row "worker-$i" "$(pid_of "worker-$i" || echo -)" "http $HOST:$(worker_http_port "$i")" "$state (debug :$(worker_debug_port "$i"))"
   done
   local replicas
   replicas=$(curl -fsS "http://$HOST:$(mon_port 1)/jsz?streams=true&config=true" 2>/dev/null | grep -o '"num_replicas": *[0-9]*' | grep -o '[0-9]*$' | sort | uniq -c | awk '{printf "%s%d stream(s) R%d", sep, $1, $2; sep=", "}')

@@ -72,6 +72,7 @@ var writes = map[string]bool{
 	tidingsv1.AdminService_GetAutoFollowRules_FullMethodName:    false,
 	tidingsv1.AdminService_UpdateAutoFollowRules_FullMethodName: true,
 	tidingsv1.AdminService_RebuildProjections_FullMethodName:    true,
+	tidingsv1.AdminService_GetRebuild_FullMethodName:            false,
 	tidingsv1.AdminService_GetSystemStatus_FullMethodName:       false,
 	tidingsv1.AdminService_ListAuditEvents_FullMethodName:       false,
 	tidingsv1.AdminService_ListDeadLetters_FullMethodName:       false,

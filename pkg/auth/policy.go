@@ -136,6 +136,7 @@ func DefaultPolicy() Policy {
 		tidingsv1.AdminService_GetAutoFollowRules_FullMethodName:    adminsOnly,
 		tidingsv1.AdminService_UpdateAutoFollowRules_FullMethodName: adminsOnly,
 		tidingsv1.AdminService_RebuildProjections_FullMethodName:    adminsOnly,
+		tidingsv1.AdminService_GetRebuild_FullMethodName:            adminsOnly,
 		tidingsv1.AdminService_GetSystemStatus_FullMethodName:       adminsOnly,
 		tidingsv1.AdminService_ListDeadLetters_FullMethodName:       adminsOnly,
 		tidingsv1.AdminService_ReplayDeadLetters_FullMethodName:     adminsOnly,

@@ -179,3 +179,17 @@ func (l *Log) MessageAt(ctx context.Context, stream string, seq uint64) ([]byte,
 	}
 	return m.Data, nil
 }
+
+// ConsumerInfo returns the state of a durable consumer of a stream
+// (jetstream.ErrConsumerNotFound when there is none).
+func (l *Log) ConsumerInfo(ctx context.Context, stream, durable string) (*jetstream.ConsumerInfo, error) {
+	c, err := l.js.Consumer(ctx, stream, durable)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s of %s: %w", durable, stream, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s of %s: %w", durable, stream, err)
+	}
+	return info, nil
+}

@@ -37,6 +37,12 @@ type ReplaySource struct {
 	Stream string
 	// Filter narrows the stream to subjects; empty for all.
 	Filter []string
+	// After, when set, starts the replay after this sequence (a replay
+	// resumed from a checkpoint).
+	After uint64
+	// Through, when set, ends the replay at this sequence; otherwise it
+	// ends at the last sequence stored when the replay starts.
+	Through uint64
 }
 
 // ReplayMerged replays several streams as one log: every event of each
@@ -148,10 +154,14 @@ func (l *Log) openReplay(ctx context.Context, src ReplaySource) (*replayCursor, 
 	if err != nil {
 		return nil, fmt.Errorf("stream %s info: %w", src.Stream, err)
 	}
-	if info.State.Msgs == 0 {
+	last := info.State.LastSeq
+	if src.Through > 0 {
+		last = min(last, src.Through)
+	}
+	if info.State.Msgs == 0 || src.After >= last {
 		return nil, nil
 	}
-	cons, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+	cfg := jetstream.ConsumerConfig{
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckNonePolicy,
 		FilterSubjects: src.Filter,
@@ -160,11 +170,15 @@ func (l *Log) openReplay(ctx context.Context, src ReplaySource) (*replayCursor, 
 		InactiveThreshold: 5 * time.Minute,
 		Replicas:          1,
 		MemoryStorage:     true,
-	})
+	}
+	if src.After > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, src.After+1
+	}
+	cons, err := s.CreateConsumer(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("replay %s: %w", src.Stream, err)
 	}
-	return &replayCursor{src: src, stream: s, cons: cons, last: info.State.LastSeq}, nil
+	return &replayCursor{src: src, stream: s, cons: cons, last: last}, nil
 }
 
 // peek returns the cursor's next event without taking it; ok is false at

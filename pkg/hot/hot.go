@@ -38,7 +38,8 @@ type Thresholds struct {
 
 // decideScript updates an entity's ranges for a post (ARGV[2], 8 bytes)
 // by its follower count (ARGV[3]) and thresholds (ARGV[4] on, ARGV[5]
-// off), and returns 1 when the post is pulled.
+// off), and returns 1 when the post is pulled, 2 when it is pulled and
+// opened a range (the entity turned hot with it).
 var decideScript = redisx.NewScript(`
 local zero = '\0\0\0\0\0\0\0\0'
 local r = redis.call('HGET', KEYS[1], ARGV[1]) or ''
@@ -46,6 +47,7 @@ local n = #r / 16
 local open = n > 0 and string.sub(r, n * 16 - 7, n * 16) == zero
 local count = tonumber(ARGV[3])
 local id = ARGV[2]
+local opened = 0
 if not open and count > tonumber(ARGV[4]) then
   local covered = false
   for i = 0, n - 1 do
@@ -55,6 +57,7 @@ if not open and count > tonumber(ARGV[4]) then
     r = r .. id .. zero
     if #r / 16 > tonumber(ARGV[6]) then r = string.sub(r, 17) end
     redis.call('HSET', KEYS[1], ARGV[1], r)
+    opened = 1
   end
 elseif open and count < tonumber(ARGV[5]) and id > string.sub(r, n * 16 - 15, n * 16 - 8) then
   r = string.sub(r, 1, n * 16 - 8) .. id
@@ -63,7 +66,7 @@ end
 for i = 0, #r / 16 - 1 do
   local from = string.sub(r, i * 16 + 1, i * 16 + 8)
   local to = string.sub(r, i * 16 + 9, i * 16 + 16)
-  if id >= from and (to == zero or id < to) then return 1 end
+  if id >= from and (to == zero or id < to) then return 1 + opened end
 end
 return 0
 `)
@@ -94,14 +97,32 @@ func (s *Store) Decide(ctx context.Context, entityKey string, id ids.ID, followe
 // QueueDecide queues Decide on pipe. Decisions about one entity take
 // effect in the order they are queued.
 func (s *Store) QueueDecide(ctx context.Context, pipe redis.Pipeliner, entityKey string, id ids.ID, followers int64) redisx.Result[bool] {
+	d := s.QueueDecision(ctx, pipe, entityKey, id, followers)
+	return func() (bool, error) {
+		v, err := d()
+		return v.Pulled, err
+	}
+}
+
+// Decision is what Decide decided for one post.
+type Decision struct {
+	// Pulled: the post is not pushed to the entity's followers.
+	Pulled bool
+	// Opened: the post opened a pull range: the entity turned hot with it.
+	Opened bool
+}
+
+// QueueDecision queues Decide on pipe, and tells also whether the post
+// turned the entity hot.
+func (s *Store) QueueDecision(ctx context.Context, pipe redis.Pipeliner, entityKey string, id ids.ID, followers int64) redisx.Result[Decision] {
 	b := id.Bytes()
 	cmd := decideScript.EvalSha(ctx, pipe, []string{s.Key()}, entityKey, b[:], followers, s.th.On, s.th.Off, MaxRanges)
-	return func() (bool, error) {
-		pulled, err := cmd.Int()
+	return func() (Decision, error) {
+		v, err := cmd.Int()
 		if err != nil {
-			return false, fmt.Errorf("decide push or pull for %s: %w", entityKey, err)
+			return Decision{}, fmt.Errorf("decide push or pull for %s: %w", entityKey, err)
 		}
-		return pulled == 1, nil
+		return Decision{Pulled: v >= 1, Opened: v == 2}, nil
 	}
 }
 

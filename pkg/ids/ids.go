@@ -50,6 +50,13 @@ func (id ID) Before(d time.Duration) ID {
 	return ID(uint64(ms) << (nodeBits + seqBits))
 }
 
+// At returns the smallest id of the millisecond of t: every id made at or
+// after t is at or above it.
+func At(t time.Time) ID {
+	ms := max(t.Sub(Epoch).Milliseconds(), 0)
+	return ID(uint64(ms) << (nodeBits + seqBits))
+}
+
 // String returns the 13-character form.
 func (id ID) String() string {
 	var b [Len]byte

@@ -9,11 +9,20 @@
 // waiting: a watcher whose buffer is full is cut off (its channel closes
 // with Overflowed set), so a slow client never slows the others or the
 // fan-out.
+//
+// Besides items, watchers receive changes (Change): an entity turned hot
+// (on SwitchSubject, which every watcher listens to), or the user's home
+// sources changed (a follow or an unfollow, on the user's subject with the
+// Tidings-Notice header). A watcher that follows what the user follows
+// while it is open listens to the subjects of the hot entities it learns of
+// this way (Watcher.Listen).
 package live
 
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -37,6 +46,25 @@ func EntitySubject(entityKey string) string {
 // NotificationSubject is the live subject of a user's notifications.
 func NotificationSubject(userID string) string {
 	return SubjectPrefix + ".notify." + eventlog.Token(userID)
+}
+
+// SwitchSubject carries hot switches: an entity's posts are pulled from
+// now on, from the id the notice holds.
+const SwitchSubject = SubjectPrefix + ".switch"
+
+// NoticeHeader marks a change notice on a user's subject (its value says
+// what changed); item notices carry no headers.
+const NoticeHeader = "Tidings-Notice"
+
+// noticeSources is the NoticeHeader value of a change of home sources.
+const noticeSources = "sources"
+
+// Change is a change a watcher must act on: with From set, the entity
+// Entity turned hot with the post From; with From 0, the user started or
+// stopped following Entity.
+type Change struct {
+	Entity string
+	From   ids.ID
 }
 
 // Publisher sends notices.
@@ -67,6 +95,23 @@ func (p *Publisher) NotifyEntity(entityKey string, id ids.ID) error {
 	return nil
 }
 
+// NotifyItems tells a user that the ids landed in their home timeline, in
+// one notice (a follow's backfill).
+func (p *Publisher) NotifyItems(userID string, list []ids.ID) error {
+	if len(list) == 0 {
+		return nil
+	}
+	data := make([]byte, 0, 8*len(list))
+	for _, id := range list {
+		b := id.Bytes()
+		data = append(data, b[:]...)
+	}
+	if err := p.nc.Publish(Subject(userID), data); err != nil {
+		return fmt.Errorf("publish live notice: %w", err)
+	}
+	return nil
+}
+
 // NotifyNotification tells a user's notification watchers that an item
 // changed whose newest instance is at ms or later. The notice carries ms as
 // 8 big-endian bytes, as an id.
@@ -74,6 +119,29 @@ func (p *Publisher) NotifyNotification(user string, ms int64) error {
 	b := ids.ID(max(ms, 0)).Bytes()
 	if err := p.nc.Publish(NotificationSubject(user), b[:]); err != nil {
 		return fmt.Errorf("publish live notice: %w", err)
+	}
+	return nil
+}
+
+// NotifySwitch tells every watcher that an entity turned hot with the post
+// from: its posts from there on reach its followers through its own
+// subject.
+func (p *Publisher) NotifySwitch(entityKey string, from ids.ID) error {
+	b := from.Bytes()
+	if err := p.nc.Publish(SwitchSubject, append(b[:], entityKey...)); err != nil {
+		return fmt.Errorf("publish hot switch: %w", err)
+	}
+	return nil
+}
+
+// NotifySources tells a user's watchers that the user started or stopped
+// following an entity.
+func (p *Publisher) NotifySources(userID, entityKey string) error {
+	m := nats.NewMsg(Subject(userID))
+	m.Header.Set(NoticeHeader, noticeSources)
+	m.Data = []byte(entityKey)
+	if err := p.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("publish sources notice: %w", err)
 	}
 	return nil
 }
@@ -100,6 +168,7 @@ type Watcher struct {
 	hub      *Hub
 	subjects []string
 	ch       chan ids.ID
+	changes  chan Change
 	// overflowed is set, under hub.mu, when the buffer was full and the
 	// watcher was cut off.
 	overflowed bool
@@ -108,6 +177,10 @@ type Watcher struct {
 
 // C delivers notices; it closes when the watcher is cut off or closed.
 func (w *Watcher) C() <-chan ids.ID { return w.ch }
+
+// Changes delivers changes (hot switches, follows and unfollows); it
+// closes with C.
+func (w *Watcher) Changes() <-chan Change { return w.changes }
 
 // Overflowed reports whether the watcher was cut off for falling behind.
 func (w *Watcher) Overflowed() bool {
@@ -122,11 +195,18 @@ var ErrClosed = errors.New("live hub closed")
 // Watch starts watching a user's notices, and those of the hot entities
 // (keys) they follow, with a buffer of size notices.
 func (h *Hub) Watch(userID string, hotEntities []string, size int) (*Watcher, error) {
-	subjects := []string{Subject(userID)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w := &Watcher{hub: h, ch: make(chan ids.ID, size), changes: make(chan Change, size)}
+	subjects := []string{Subject(userID), SwitchSubject}
 	for _, e := range hotEntities {
 		subjects = append(subjects, EntitySubject(e))
 	}
-	return h.WatchSubjects(subjects, size)
+	if err := h.listenLocked(w, subjects); err != nil {
+		h.removeLocked(w)
+		return nil, fmt.Errorf("watch %s: %w", userID, err)
+	}
+	return w, nil
 }
 
 // WatchSubjects starts watching the notices of live subjects (such as
@@ -134,16 +214,63 @@ func (h *Hub) Watch(userID string, hotEntities []string, size int) (*Watcher, er
 func (h *Hub) WatchSubjects(subjects []string, size int) (*Watcher, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	w := &Watcher{hub: h, subjects: subjects, ch: make(chan ids.ID, size)}
+	w := &Watcher{hub: h, ch: make(chan ids.ID, size), changes: make(chan Change, size)}
+	if err := h.listenLocked(w, subjects); err != nil {
+		h.removeLocked(w)
+		return nil, fmt.Errorf("watch %s: %w", strings.Join(subjects, " "), err)
+	}
+	return w, nil
+}
+
+// Listen adds the subjects of hot entities (keys) to a watcher: it
+// receives their posts from when Listen returns.
+func (w *Watcher) Listen(entityKeys ...string) error {
+	h := w.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w.closed {
+		return ErrClosed
+	}
+	var subjects []string
+	for _, e := range entityKeys {
+		if s := EntitySubject(e); !slices.Contains(w.subjects, s) {
+			subjects = append(subjects, s)
+		}
+	}
+	return h.listenLocked(w, subjects)
+}
+
+// Unlisten takes the subjects of entities (keys) off a watcher.
+func (w *Watcher) Unlisten(entityKeys ...string) {
+	h := w.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w.closed {
+		return
+	}
+	for _, e := range entityKeys {
+		subject := EntitySubject(e)
+		i := slices.Index(w.subjects, subject)
+		if i < 0 {
+			continue
+		}
+		w.subjects = slices.Delete(w.subjects, i, i+1)
+		h.leaveLocked(w, subject)
+	}
+}
+
+// listenLocked subscribes w to subjects, sharing the process's
+// subscriptions.
+func (h *Hub) listenLocked(w *Watcher, subjects []string) error {
 	added := false
 	for _, subject := range subjects {
+		w.subjects = append(w.subjects, subject)
 		ss, ok := h.subs[subject]
 		if !ok {
 			ss = &subjectSub{watchers: make(map[*Watcher]struct{})}
-			sub, err := h.nc.Subscribe(subject, func(m *nats.Msg) { h.dispatch(subject, m.Data) })
+			sub, err := h.nc.Subscribe(subject, func(m *nats.Msg) { h.dispatch(subject, m) })
 			if err != nil {
-				h.removeLocked(w)
-				return nil, fmt.Errorf("subscribe live %s: %w", subject, err)
+				return fmt.Errorf("subscribe live %s: %w", subject, err)
 			}
 			ss.sub = sub
 			h.subs[subject] = ss
@@ -152,21 +279,38 @@ func (h *Hub) WatchSubjects(subjects []string, size int) (*Watcher, error) {
 		ss.watchers[w] = struct{}{}
 	}
 	if added {
-		// Make sure the server has the subscriptions before Watch returns,
-		// so nothing published after it is missed.
+		// Make sure the server has the subscriptions before returning, so
+		// nothing published after it is missed.
 		if err := h.nc.Flush(); err != nil {
-			h.removeLocked(w)
-			return nil, fmt.Errorf("subscribe live %s: %w", subjects[0], err)
+			return fmt.Errorf("subscribe live: %w", err)
 		}
 	}
-	return w, nil
+	return nil
 }
 
-func (h *Hub) dispatch(subject string, data []byte) {
-	if len(data) != 8 {
-		return
+// dispatch hands a notice to the watchers of its subject: item ids (8 bytes
+// each), a hot switch, or a change of sources.
+func (h *Hub) dispatch(subject string, m *nats.Msg) {
+	var (
+		list   []ids.ID
+		change *Change
+	)
+	switch {
+	case subject == SwitchSubject:
+		if len(m.Data) <= 8 {
+			return
+		}
+		change = &Change{From: ids.FromBytes(m.Data[:8]), Entity: string(m.Data[8:])}
+	case m.Header.Get(NoticeHeader) == noticeSources:
+		change = &Change{Entity: string(m.Data)}
+	default:
+		if len(m.Data) == 0 || len(m.Data)%8 != 0 {
+			return
+		}
+		for i := 0; i < len(m.Data); i += 8 {
+			list = append(list, ids.FromBytes(m.Data[i:i+8]))
+		}
 	}
-	id := ids.FromBytes(data)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	ss := h.subs[subject]
@@ -174,13 +318,32 @@ func (h *Hub) dispatch(subject string, data []byte) {
 		return
 	}
 	for w := range ss.watchers {
-		select {
-		case w.ch <- id:
-		default:
+		if !w.offer(list, change) {
 			w.overflowed = true
 			h.removeLocked(w)
 		}
 	}
+}
+
+// offer puts ids or a change in the watcher's buffers without waiting, and
+// reports whether they had room.
+func (w *Watcher) offer(list []ids.ID, change *Change) bool {
+	if change != nil {
+		select {
+		case w.changes <- *change:
+			return true
+		default:
+			return false
+		}
+	}
+	for _, id := range list {
+		select {
+		case w.ch <- id:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Close stops a watcher; its channel closes.
@@ -196,16 +359,23 @@ func (h *Hub) removeLocked(w *Watcher) {
 	}
 	w.closed = true
 	close(w.ch)
+	close(w.changes)
 	for _, subject := range w.subjects {
-		ss := h.subs[subject]
-		if ss == nil {
-			continue
-		}
-		delete(ss.watchers, w)
-		if len(ss.watchers) == 0 {
-			_ = ss.sub.Unsubscribe()
-			delete(h.subs, subject)
-		}
+		h.leaveLocked(w, subject)
+	}
+}
+
+// leaveLocked takes w off a subject's watchers, and drops the subscription
+// when it was the last.
+func (h *Hub) leaveLocked(w *Watcher, subject string) {
+	ss := h.subs[subject]
+	if ss == nil {
+		return
+	}
+	delete(ss.watchers, w)
+	if len(ss.watchers) == 0 {
+		_ = ss.sub.Unsubscribe()
+		delete(h.subs, subject)
 	}
 }
 

@@ -47,8 +47,10 @@ type activityChange struct {
 	// ranges are a deletion's sources' pull ranges; decisions a post's
 	// push-or-pull decisions; pulled what they say.
 	ranges    []redisx.Result[[]hot.Range]
-	decisions []redisx.Result[bool]
+	decisions []redisx.Result[hot.Decision]
 	pulled    []bool
+	// opened says which sources turned hot with this post.
+	opened []bool
 	// visible filters a restricted record's audience (nil: everyone).
 	visible func(string) bool
 }
@@ -316,10 +318,10 @@ func (p *Projector) writeFeeds(ctx context.Context, work []*activityChange) (map
 	err := redisx.Pipeline(ctx, p.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
 		clear(followers)
 		for _, c := range work {
-			c.decisions = make([]redisx.Result[bool], len(c.srcs))
+			c.decisions = make([]redisx.Result[hot.Decision], len(c.srcs))
 			for i, s := range c.srcs {
 				if c.kind == posted && p.st.Hot != nil {
-					c.decisions[i] = p.st.Hot.QueueDecide(ctx, pipe, s, c.id, c.counts[i])
+					c.decisions[i] = p.st.Hot.QueueDecision(ctx, pipe, s, c.id, c.counts[i])
 				}
 				// Read before a post's decision is known: the followers of
 				// a source found pulled (few, or it would be scanned) go
@@ -341,13 +343,16 @@ func (p *Projector) writeFeeds(ctx context.Context, work []*activityChange) (map
 		return nil, fmt.Errorf("write entity feeds of %d activity changes: %w", len(work), err)
 	}
 	for _, c := range work {
+		c.opened = make([]bool, len(c.srcs))
 		for i := range c.srcs {
 			if c.decisions[i] == nil {
 				continue
 			}
-			if c.pulled[i], err = c.decisions[i](); err != nil {
+			d, err := c.decisions[i]()
+			if err != nil {
 				return nil, err
 			}
+			c.pulled[i], c.opened[i] = d.Pulled, d.Opened
 		}
 	}
 	return followers, nil
@@ -357,12 +362,15 @@ func (p *Projector) writeFeeds(ctx context.Context, work []*activityChange) (map
 // users a post reached. Its audience is the followers of its pushed
 // sources, its mentioned users and its actor, each once, less those who
 // may not see it; a post of a pulled source reaches that source's
-// followers through their reads instead.
+// followers through their reads instead. Mentioned users get it in their
+// inboxes too (homeWrites.direct); an edit reaches the users it newly
+// mentions, as direct recipients, and no one else.
 func (p *Projector) audience(ctx context.Context, c *activityChange, followers map[string]redisx.Result[[]string], homes *homeWrites, progress func()) ([]string, error) {
-	users := slices.Clone(c.a.GetMentionUserIds())
+	mentions := c.a.GetMentionUserIds()
+	var users []string
 	if c.kind == edited {
 		// An edit reaches the users it newly mentions, and only them.
-		users = slices.Clone(c.ev.GetAddedMentionUserIds())
+		mentions = c.ev.GetAddedMentionUserIds()
 	} else if u := entity.ActorUser(c.a); u != "" {
 		users = append(users, u)
 	}
@@ -372,6 +380,11 @@ func (p *Projector) audience(ctx context.Context, c *activityChange, followers m
 		switch {
 		case c.pulled[i]:
 			if c.kind == posted && p.live != nil {
+				if c.opened[i] {
+					if err := p.live.NotifySwitch(s, c.id); err != nil {
+						p.logger.WarnContext(ctx, "hot switch notice not sent", "entity", s, "error", err)
+					}
+				}
 				if err := p.live.NotifyEntity(s, c.id); err != nil {
 					p.logger.WarnContext(ctx, "live notice not sent", "entity", s, "error", err)
 				}
@@ -387,7 +400,7 @@ func (p *Projector) audience(ctx context.Context, c *activityChange, followers m
 			scanned += c.counts[i]
 		}
 	}
-	if scanned+int64(len(users)) > int64(p.cfg.ChunkSize) {
+	if scanned+int64(len(users)+len(mentions)) > int64(p.cfg.ChunkSize) {
 		if err := p.chunk(ctx, c, scan, progress); err != nil {
 			return nil, err
 		}
@@ -406,8 +419,11 @@ func (p *Projector) audience(ctx context.Context, c *activityChange, followers m
 	}
 	slices.Sort(users)
 	users = slices.Compact(users)
+	// Mentioned users are written once, as direct recipients.
+	users = slices.DeleteFunc(users, func(u string) bool { return slices.Contains(mentions, u) })
 	if c.kind == deleted {
 		homes.remove(users, c.id)
+		homes.undirect(mentions, c.id)
 		return nil, nil
 	}
 	to := users[:0]
@@ -417,7 +433,7 @@ func (p *Projector) audience(ctx context.Context, c *activityChange, followers m
 		}
 	}
 	homes.add(to, c.id)
-	return to, nil
+	return append(to, homes.direct(mentions, c.id, c.visible)...), nil
 }
 
 // smallSource is the most followers a source may have to be read in the
@@ -439,7 +455,8 @@ func (p *Projector) chunk(ctx context.Context, c *activityChange, srcs []string,
 			progress()
 			_, err := p.log.Publish(ctx, eventlog.Append{
 				Subject: eventlog.FanoutSubject(c.a.GetId()),
-				Event:   &tidingsv1.FanoutChunk{ActivityId: c.a.GetId(), UserIds: users, Remove: c.kind == deleted},
+				Event: &tidingsv1.FanoutChunk{ActivityId: c.a.GetId(), UserIds: users, Remove: c.kind == deleted,
+					Generation: p.Generation()},
 			})
 			return err
 		})

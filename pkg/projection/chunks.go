@@ -105,3 +105,13 @@ func (p *Projector) HandleChunks(ctx context.Context, ds []eventlog.Delivery) []
 	}
 	return nil
 }
+
+// ChunkGeneration returns the generation of the projections a FANOUT
+// chunk writes (0 for one that does not decode: its handler reports it).
+func ChunkGeneration(d eventlog.Delivery) uint64 {
+	c := &tidingsv1.FanoutChunk{}
+	if err := proto.Unmarshal(d.Data, c); err != nil {
+		return 0
+	}
+	return c.GetGeneration()
+}

@@ -19,7 +19,8 @@ import (
 // TestChunkAfterUnfollowWritesNothing applies the FANOUT chunks of a post
 // after a newer unfollow of its author has taken the author's posts back:
 // the chunk must not put the post into the unfollower's home timeline, and
-// must still reach everyone who follows.
+// must still reach everyone who follows, and whoever unfollowed keeping
+// the history that holds the post.
 func TestChunkAfterUnfollowWritesNothing(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
@@ -37,7 +38,7 @@ func TestChunkAfterUnfollowWritesNothing(t *testing.T) {
 		return eventlog.Delivery{Subject: subject, Data: b, Sequence: a.Sequence, NumDelivered: 1}
 	}
 	star := entity.User("star")
-	for _, f := range []string{"f1", "f2", "f3"} {
+	for _, f := range []string{"f1", "f2", "f3", "f4"} {
 		d := deliver(eventlog.FollowSubject(f), &tidingsv1.FollowEvent{Changes: []*tidingsv1.EdgeChange{{UserId: f, Entity: star, Following: true}}})
 		require.Nil(t, p.HandleFollows(ctx, []eventlog.Delivery{d}))
 	}
@@ -49,6 +50,9 @@ func TestChunkAfterUnfollowWritesNothing(t *testing.T) {
 	// consumer got to the chunks.
 	un := deliver(eventlog.FollowSubject("f1"), &tidingsv1.FollowEvent{Changes: []*tidingsv1.EdgeChange{{UserId: "f1", Entity: star}}})
 	require.Nil(t, p.HandleFollows(ctx, []eventlog.Delivery{un}))
+	// f4 unfollows too, keeping the history, which holds the post.
+	keep := deliver(eventlog.FollowSubject("f4"), &tidingsv1.FollowEvent{Changes: []*tidingsv1.EdgeChange{{UserId: "f4", Entity: star, KeepHistory: true}}})
+	require.Nil(t, p.HandleFollows(ctx, []eventlog.Delivery{keep}))
 	// Now the chunks.
 	s, err := env.JS.Stream(ctx, eventlog.StreamFanout)
 	require.NoError(t, err)
@@ -65,9 +69,9 @@ func TestChunkAfterUnfollowWritesNothing(t *testing.T) {
 	home, err := st.Timelines.All(ctx, st.Timelines.HomeKey("f1"))
 	require.NoError(t, err)
 	require.NotContains(t, home, id, "f1 unfollowed star (no history kept) after the post, yet the post is in f1's home")
-	for _, f := range []string{"f2", "f3"} {
+	for _, f := range []string{"f2", "f3", "f4"} {
 		home, err := st.Timelines.All(ctx, st.Timelines.HomeKey(f))
 		require.NoError(t, err)
-		require.Contains(t, home, id, "%s follows star", f)
+		require.Contains(t, home, id, "%s follows star, or kept its history", f)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
@@ -53,9 +54,12 @@ func (p *Projector) ApplyEdges(ctx context.Context, seq uint64, ev *tidingsv1.Fo
 // applied one at a time, in order, since each reads the graph the one
 // before it wrote: it projects the graph, notifies users of their new
 // followers, then backfills new follows and takes unfollowed entities'
-// activities back out of home timelines. Only a
-// change that is still the edge's newest acts, so a late follow does not
-// backfill after a newer unfollow.
+// activities back out of home timelines, and records either in the user's
+// home sources (timelinestore.Sources): a follow opens an interval of the
+// entity's feed from the oldest id it backfilled (everything when the feed
+// held no more), an unfollow closes it after the feed's newest id
+// (keep_history) or drops it. Only a change that is still the edge's newest
+// acts, so a late follow does not backfill after a newer unfollow.
 func (p *Projector) HandleFollows(ctx context.Context, ds []eventlog.Delivery) []error {
 	return eventlog.OneAtATime(p.applyFollowEvent)(ctx, ds)
 }
@@ -89,16 +93,15 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 	// a newer unfollow's take-back writes nothing.
 	backfills := map[string]*backfill{}
 	sameList := map[string][]string{}
+	var opened []timelinestore.Open
 	var inserts []guardedInsert
 	for i, c := range changes {
 		if abs(current[i]) != c.Version {
 			continue
 		}
 		if !c.Following {
-			if !ev.GetChanges()[i].GetKeepHistory() {
-				if err := p.takeBack(ctx, c.UserID, c.Entity); err != nil {
-					return err
-				}
+			if err := p.unfollowed(ctx, c, ev.GetChanges()[i].GetKeepHistory()); err != nil {
+				return err
 			}
 			continue
 		}
@@ -109,6 +112,7 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 			}
 			backfills[c.Entity] = b
 		}
+		opened = append(opened, timelinestore.Open{UserID: c.UserID, Entity: c.Entity, From: b.from})
 		if b.public() {
 			sameList[c.Entity] = append(sameList[c.Entity], c.UserID)
 			continue
@@ -118,8 +122,71 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 	for e, users := range sameList {
 		inserts = append(inserts, guardedInsert{users, backfills[e].ids, []string{e}})
 	}
-	_, err = p.insertIfFollowing(ctx, inserts)
-	return err
+	reached, err := p.insertIfFollowing(ctx, inserts)
+	if err != nil {
+		return err
+	}
+	for i, users := range reached {
+		for _, u := range users {
+			p.notifyItems(ctx, u, inserts[i].ids)
+		}
+	}
+	// The sources open once the backfill is in: a read between the two
+	// sees the follow's items or none of them.
+	if err := p.st.Timelines.OpenSources(ctx, opened); err != nil {
+		return err
+	}
+	for _, c := range opened {
+		p.notifySources(ctx, c.UserID, c.Entity)
+	}
+	return nil
+}
+
+// unfollowed records an unfollow in the user's home sources: with keep, the
+// entity's ids up to its feed's newest go on reaching the user (a kept
+// history); without, its activities leave the home timeline, but for those
+// that reach the user another way.
+func (p *Projector) unfollowed(ctx context.Context, c graphstore.Change, keep bool) error {
+	var end ids.ID
+	if keep {
+		newest, err := p.st.Timelines.Newest(ctx, p.st.Timelines.FeedKey(c.Entity))
+		if err != nil {
+			return err
+		}
+		end = timelinestore.After(newest)
+	}
+	if err := p.st.Timelines.CloseSource(ctx, c.UserID, c.Entity, keep, end); err != nil {
+		return err
+	}
+	if !keep {
+		if err := p.takeBack(ctx, c.UserID, c.Entity); err != nil {
+			return err
+		}
+	}
+	p.notifySources(ctx, c.UserID, c.Entity)
+	return nil
+}
+
+// notifyItems tells a user's watchers of backfilled ids; best effort, as
+// every live notice.
+func (p *Projector) notifyItems(ctx context.Context, userID string, list []ids.ID) {
+	if p.live == nil || len(list) == 0 {
+		return
+	}
+	if err := p.live.NotifyItems(userID, list); err != nil {
+		p.logger.WarnContext(ctx, "live notice not sent", "user", userID, "error", err)
+	}
+}
+
+// notifySources tells a user's watchers that the user's home sources
+// changed.
+func (p *Projector) notifySources(ctx context.Context, userID, entityKey string) {
+	if p.live == nil {
+		return
+	}
+	if err := p.live.NotifySources(userID, entityKey); err != nil {
+		p.logger.WarnContext(ctx, "live notice not sent", "user", userID, "error", err)
+	}
 }
 
 func abs(v int64) int64 {
@@ -136,18 +203,29 @@ type backfill struct {
 	// visible holds, per id, the filter of a restricted record (nil:
 	// everyone may see it).
 	visible []func(string) bool
+	// from is where the follow's interval of the entity's feed starts: the
+	// oldest id read, or 0 when the feed held no more.
+	from ids.ID
 }
 
 // newBackfill reads an entity's backfill: its feed's newest ids, their
 // bodies, and the audience of each record they are about.
 func (p *Projector) newBackfill(ctx context.Context, entityKey string) (*backfill, error) {
 	b := &backfill{}
+	key := p.st.Timelines.FeedKey(entityKey)
 	if p.cfg.BackfillCount == 0 {
-		return b, nil
+		newest, err := p.st.Timelines.Newest(ctx, key)
+		if newest != 0 {
+			b.from = timelinestore.After(newest)
+		}
+		return b, err
 	}
-	recent, _, err := p.st.Timelines.Page(ctx, p.st.Timelines.FeedKey(entityKey), 0, p.cfg.BackfillCount)
+	recent, more, err := p.st.Timelines.Page(ctx, key, 0, p.cfg.BackfillCount)
 	if err != nil || len(recent) == 0 {
 		return b, err
+	}
+	if more {
+		b.from = recent[len(recent)-1]
 	}
 	acts, err := p.st.Bodies.GetMany(ctx, idStrings(recent))
 	if err != nil {
@@ -189,8 +267,9 @@ func (b *backfill) visibleTo(userID string) []ids.ID {
 }
 
 // takeBack removes an unfollowed entity's activities from a home timeline,
-// keeping those that are there for another reason: the user still follows
-// the activity's other source, wrote it, or is mentioned in it.
+// keeping those that are there for another reason: the user wrote it, is
+// mentioned in it, or receives it through one of its sources still (the
+// other source, followed; a history of either kept from before).
 func (p *Projector) takeBack(ctx context.Context, userID, entityKey string) error {
 	home, err := p.st.Timelines.All(ctx, p.st.Timelines.HomeKey(userID))
 	if err != nil || len(home) == 0 {
@@ -217,44 +296,27 @@ func (p *Projector) takeBack(ctx context.Context, userID, entityKey string) erro
 	if err != nil {
 		return err
 	}
+	// The sources as the unfollow left them: the entity's open interval is
+	// gone, its kept histories and the other sources stay.
+	src, err := p.st.Timelines.Sources(ctx, userID)
+	if err != nil {
+		return err
+	}
 	var drop []ids.ID
 	for i, a := range acts {
-		if a == nil {
-			drop = append(drop, candidates[i])
-			continue
-		}
-		stay, err := p.stillReaches(ctx, a, userID, entityKey)
-		if err != nil {
-			return err
-		}
-		if !stay {
+		if a == nil || !stillReaches(a, candidates[i], userID, src) {
 			drop = append(drop, candidates[i])
 		}
 	}
 	return p.st.Timelines.Remove(ctx, []string{p.st.Timelines.HomeKey(userID)}, drop)
 }
 
-// stillReaches reports whether an activity reaches a user other than
-// through the entity gone: as its author, by a mention, or through its
-// other source.
-func (p *Projector) stillReaches(ctx context.Context, a *tidingsv1.Activity, userID, gone string) (bool, error) {
-	if entity.ActorUser(a) == userID || slices.Contains(a.GetMentionUserIds(), userID) {
-		return true, nil
-	}
-	var others []string
-	for _, s := range entity.Sources(a) {
-		if s != gone {
-			others = append(others, s)
-		}
-	}
-	if len(others) == 0 {
-		return false, nil
-	}
-	follows, err := p.st.Graph.IsFollowing(ctx, userID, others)
-	if err != nil {
-		return false, err
-	}
-	return slices.Contains(follows, true), nil
+// stillReaches reports whether an activity reaches a user whose sources are
+// src: as its author, by a mention, or through an interval of one of its
+// sources.
+func stillReaches(a *tidingsv1.Activity, id ids.ID, userID string, src timelinestore.Sources) bool {
+	return entity.ActorUser(a) == userID || slices.Contains(a.GetMentionUserIds(), userID) ||
+		src.Reaches(entity.Sources(a), id)
 }
 
 func idStrings(list []ids.ID) []string {

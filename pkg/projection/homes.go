@@ -11,9 +11,45 @@ import (
 )
 
 // homeWrites are the home timeline writes of a batch, by user: ids to
-// insert and ids to take out.
+// insert and ids to take out, of home timelines and of inboxes.
 type homeWrites struct {
-	adds, removes map[string][]ids.ID
+	adds, removes  map[string][]ids.ID
+	inbox, unInbox map[string][]ids.ID
+}
+
+// direct adds the writes that deliver an activity to the users it is
+// addressed to rather than to the followers of an entity (its mentions):
+// their home timelines and their inboxes, which keep it for reads past the
+// home timeline's floor and for rebuilds. Users visible rejects (nil:
+// everyone may see it) get nothing. It returns the users reached. An edit
+// that adds mentions delivers to the new ones with it.
+func (h *homeWrites) direct(users []string, id ids.ID, visible func(string) bool) []string {
+	var to []string
+	for _, u := range users {
+		if visible == nil || visible(u) {
+			to = append(to, u)
+		}
+	}
+	h.add(to, id)
+	if h.inbox == nil {
+		h.inbox = map[string][]ids.ID{}
+	}
+	for _, u := range to {
+		h.inbox[u] = append(h.inbox[u], id)
+	}
+	return to
+}
+
+// undirect takes an activity back out of the home timelines and inboxes of
+// the users it was addressed to.
+func (h *homeWrites) undirect(users []string, id ids.ID) {
+	h.remove(users, id)
+	if h.unInbox == nil {
+		h.unInbox = map[string][]ids.ID{}
+	}
+	for _, u := range users {
+		h.unInbox[u] = append(h.unInbox[u], id)
+	}
 }
 
 func (h *homeWrites) add(users []string, id ids.ID) {
@@ -42,25 +78,40 @@ func (p *Projector) writeHomes(ctx context.Context, h *homeWrites) error {
 		user   string
 		ids    []ids.ID
 		remove bool
+		inbox  bool
 	}
-	writes := make([]write, 0, len(h.adds)+len(h.removes))
+	writes := make([]write, 0, len(h.adds)+len(h.removes)+len(h.inbox)+len(h.unInbox))
 	for u, list := range h.adds {
-		writes = append(writes, write{u, list, false})
+		writes = append(writes, write{u, list, false, false})
+	}
+	for u, list := range h.inbox {
+		writes = append(writes, write{u, list, false, true})
 	}
 	for u, list := range h.removes {
-		writes = append(writes, write{u, list, true})
+		writes = append(writes, write{u, list, true, false})
+	}
+	for u, list := range h.unInbox {
+		writes = append(writes, write{u, list, true, true})
 	}
 	since := p.activeSince()
+	ts := p.st.Timelines
 	for lo := 0; lo < len(writes); lo += p.cfg.WriteBatch {
 		part := writes[lo:min(lo+p.cfg.WriteBatch, len(writes))]
 		added := make([]redisx.Result[int64], len(part))
-		err := redisx.Pipeline(ctx, p.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
+		err := redisx.Pipeline(ctx, ts.Client(), func(pipe redis.Pipeliner) error {
 			for i, w := range part {
-				if w.remove {
-					p.st.Timelines.QueueRemove(ctx, pipe, p.st.Timelines.HomeKey(w.user), w.ids)
-					continue
+				switch {
+				case w.remove && w.inbox:
+					ts.QueueRemove(ctx, pipe, ts.InboxKey(w.user), w.ids)
+				case w.remove:
+					ts.QueueRemove(ctx, pipe, ts.HomeKey(w.user), w.ids)
+				case w.inbox:
+					// Inboxes are written for inactive users too: their
+					// rebuild reads them.
+					ts.QueueInsert(ctx, pipe, ts.InboxKey(w.user), p.cfg.InboxCap, w.ids)
+				default:
+					added[i] = ts.QueueInsertHome(ctx, pipe, w.user, p.cfg.HomeCap, since, w.ids)
 				}
-				added[i] = p.st.Timelines.QueueInsertHome(ctx, pipe, w.user, p.cfg.HomeCap, since, w.ids)
 			}
 			return nil
 		})
@@ -80,7 +131,8 @@ func (p *Projector) writeHomes(ctx context.Context, h *homeWrites) error {
 }
 
 // guardedInsert is the write of ids into users' home timelines that is due
-// only while each user follows one of sources (entity keys).
+// only while each user receives one of sources (entity keys): follows it,
+// or kept a history of it that holds the ids.
 type guardedInsert struct {
 	users   []string
 	ids     []ids.ID
@@ -90,7 +142,8 @@ type guardedInsert struct {
 // insertIfFollowing writes guarded inserts (timelinestore's
 // QueueInsertHomeIfFollowing) in pipelines of up to Config.WriteBatch
 // writes, counts the new entries, and returns, for each insert, the users
-// whose timelines took it.
+// who still receive it (their watchers are told, whether or not their
+// timelines took it: an inactive user's is rebuilt at their next read).
 func (p *Projector) insertIfFollowing(ctx context.Context, ins []guardedInsert) ([][]string, error) {
 	type write struct {
 		insert, user int
@@ -127,11 +180,12 @@ func (p *Projector) insertIfFollowing(ctx context.Context, ins []guardedInsert) 
 			if err != nil {
 				return nil, err
 			}
-			n += v
-			if v > 0 {
-				w := part[i]
-				reached[w.insert] = append(reached[w.insert], ins[w.insert].users[w.user])
+			if v < 0 {
+				continue
 			}
+			n += v
+			w := part[i]
+			reached[w.insert] = append(reached[w.insert], ins[w.insert].users[w.user])
 		}
 		p.m.delivered(n)
 	}

@@ -74,6 +74,9 @@ type Stores struct {
 	UserState *userstatestore.Store
 	// Notifications keeps each user's notifications and read marks.
 	Notifications *notificationstore.Store
+	// Keyspace names the keys of every store: one generation of the
+	// projections.
+	Keyspace *redisx.Keyspace
 }
 
 // NewStores returns every store over one Redis client and the keys of ks
@@ -98,6 +101,7 @@ func NewStoresConfig(rdb redis.UniversalClient, ks *redisx.Keyspace, th hot.Thre
 		Conversations: conversationstore.New(rdb, ks, bodies.BodyKey),
 		UserState:     us,
 		Notifications: notificationstore.New(rdb, ks, nc, func(u string) string { return us.SetKey(userstatestore.Mute, u) }),
+		Keyspace:      ks,
 	}
 }
 
@@ -119,13 +123,16 @@ type Config struct {
 	// InactiveAfter: users who have not read their home timeline for this
 	// long are skipped; their next read rebuilds it. Zero pushes to all.
 	InactiveAfter time.Duration
+	// InboxCap is the number of entries a user's inbox (the items addressed
+	// to them: mentions) keeps.
+	InboxCap int
 }
 
 // DefaultConfig returns the defaults: 800-entry home timelines (as Twitter
-// and Mastodon keep), 3,000-entry entity feeds, chunks of 5,000 users, a
-// backfill of 20, and users inactive after 14 days.
+// and Mastodon keep) and inboxes, 3,000-entry entity feeds, chunks of 5,000
+// users, a backfill of 20, and users inactive after 14 days.
 func DefaultConfig() Config {
-	return Config{HomeCap: 800, FeedCap: 3000, ChunkSize: 5000, BackfillCount: 20, WriteBatch: 1000, InactiveAfter: 14 * 24 * time.Hour}
+	return Config{HomeCap: 800, FeedCap: 3000, ChunkSize: 5000, BackfillCount: 20, WriteBatch: 1000, InactiveAfter: 14 * 24 * time.Hour, InboxCap: 800}
 }
 
 // Notifier sends live notices of new home timeline items (pkg/live).
@@ -134,6 +141,15 @@ type Notifier interface {
 	Notify(users []string, id ids.ID) error
 	// NotifyEntity tells the watchers of a hot entity that it posted id.
 	NotifyEntity(entityKey string, id ids.ID) error
+	// NotifyItems tells a user that ids landed in their home timeline (a
+	// follow's backfill).
+	NotifyItems(userID string, list []ids.ID) error
+	// NotifySwitch tells every watcher that an entity turned hot with the
+	// post from.
+	NotifySwitch(entityKey string, from ids.ID) error
+	// NotifySources tells a user's watchers that the user started or
+	// stopped following an entity.
+	NotifySources(userID, entityKey string) error
 	// NotifyNotification tells a user's notification watchers that an item
 	// changed whose newest instance is at ms or later.
 	NotifyNotification(user string, ms int64) error
@@ -176,6 +192,8 @@ type Deps struct {
 	// Metrics, if set, counts the fan-out's deliveries.
 	Metrics *Metrics
 	Logger  *slog.Logger
+	// Now is the clock of the inactivity rule; time.Now when nil.
+	Now func() time.Time
 }
 
 // Projector applies events to the projections.
@@ -186,15 +204,35 @@ type Projector struct {
 	live   Notifier
 	m      *Metrics
 	logger *slog.Logger
+	now    func() time.Time
 }
 
 // New returns a Projector.
 func New(d Deps) *Projector {
-	return &Projector{log: d.Log, st: d.Stores, cfg: d.Config, live: d.Live, m: d.Metrics, logger: d.Logger}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Config.InboxCap == 0 {
+		d.Config.InboxCap = d.Config.HomeCap
+	}
+	return &Projector{log: d.Log, st: d.Stores, cfg: d.Config, live: d.Live, m: d.Metrics, logger: d.Logger, now: d.Now}
 }
 
 // Stores returns the projections the Projector writes.
 func (p *Projector) Stores() Stores { return p.st }
+
+// Generation returns the generation of the projections the Projector
+// writes (its stores' keyspace's).
+func (p *Projector) Generation() uint64 { return p.st.Keyspace.Generation() }
+
+// Silent returns a Projector over the same stores that sends no live
+// notices and counts no deliveries: what writes the same events into a
+// second generation while a rebuild fills it.
+func (p *Projector) Silent() *Projector {
+	q := *p
+	q.live, q.m = nil, nil
+	return &q
+}
 
 // The durable consumers that apply the streams, shared by every worker
 // replica.
@@ -240,5 +278,15 @@ func (p *Projector) activeSince() int64 {
 	if p.cfg.InactiveAfter <= 0 {
 		return 0
 	}
-	return time.Now().Add(-p.cfg.InactiveAfter).Unix()
+	return p.now().Add(-p.cfg.InactiveAfter).Unix()
+}
+
+// Handler returns the batch handler of a durable consumer, by its name.
+func (p *Projector) Handler(durable string) eventlog.BatchHandler {
+	for _, c := range p.Consumers() {
+		if c.Spec.Durable == durable {
+			return c.Handle
+		}
+	}
+	return nil
 }

@@ -169,6 +169,10 @@ func (s *Server) stopped() bool {
 // Addr is the host:port the server listens on.
 func (s *Server) Addr() string { return s.addr }
 
+// Dir is the server's directory: its dump.rdb (written by SAVE) and
+// append-only files.
+func (s *Server) Dir() string { return s.opts.Dir }
+
 // Logs returns what the server printed so far.
 func (s *Server) Logs() string {
 	s.mu.Lock()

@@ -55,8 +55,20 @@ func TestRedisCluster(t *testing.T) {
 	require.Zero(t, left)
 	require.Equal(t, keys, others, "keys outside the pattern stay")
 
-	// A key served by the first primary.
+	// One watermark tag per primary, each served by its own.
 	cc := rdb.(*redis.ClusterClient)
+	tags, err := redisx.ShardTags(ctx, rdb)
+	require.NoError(t, err)
+	require.Len(t, tags, 3)
+	served := map[string]bool{}
+	for _, tag := range tags {
+		node, err := cc.MasterForKey(ctx, "{"+tag+"}")
+		require.NoError(t, err)
+		served[node.Options().Addr] = true
+	}
+	require.Len(t, served, 3, "tags %v land on every primary", tags)
+
+	// A key served by the first primary.
 	key := ""
 	for i := 0; key == ""; i++ {
 		k := fmt.Sprintf("tidings:failover:%d", i)

@@ -7,6 +7,7 @@ package redisx
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -233,4 +234,66 @@ func RunScripts(ctx context.Context, rdb redis.UniversalClient, script *redis.Sc
 		return nil, err
 	}
 	return cmds, nil
+}
+
+// ShardTags returns one hash tag (without braces) per primary of a Redis
+// Cluster, each hashing to a slot that primary serves, so that a key
+// written under every tag lands on every shard. A single server has one
+// shard and the tag "shard". Keys that must say something about each
+// shard (the projections' watermarks) are written once per tag.
+func ShardTags(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
+	c, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return []string{"shard"}, nil
+	}
+	shards, err := c.ClusterShards(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cluster shards: %w", err)
+	}
+	// A shard is named by its primary; its slots say which tags land there.
+	owner := func(slot int64) string {
+		for _, sh := range shards {
+			for _, r := range sh.Slots {
+				if r.Start <= slot && slot <= r.End {
+					return primaryOf(sh)
+				}
+			}
+		}
+		return ""
+	}
+	masters := map[string]bool{}
+	for _, sh := range shards {
+		if p := primaryOf(sh); p != "" && len(sh.Slots) > 0 {
+			masters[p] = true
+		}
+	}
+	var tags []string
+	found := map[string]bool{}
+	// Tags hash uniformly: a few candidates a primary find them all.
+	for i := 0; len(found) < len(masters) && i < 64*len(masters); i++ {
+		tag := "shard" + strconv.Itoa(i)
+		slot, err := c.ClusterKeySlot(ctx, tag).Result()
+		if err != nil {
+			return nil, fmt.Errorf("cluster keyslot: %w", err)
+		}
+		if m := owner(slot); m != "" && !found[m] {
+			found[m] = true
+			tags = append(tags, tag)
+		}
+	}
+	if len(found) < len(masters) {
+		return nil, fmt.Errorf("no hash tag found for %d of %d redis primaries", len(masters)-len(found), len(masters))
+	}
+	return tags, nil
+}
+
+// primaryOf returns the id of a cluster shard's primary, or "" when it has
+// none.
+func primaryOf(sh redis.ClusterShard) string {
+	for _, n := range sh.Nodes {
+		if n.Role == "master" {
+			return n.ID
+		}
+	}
+	return ""
 }

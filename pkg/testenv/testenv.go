@@ -39,6 +39,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/natsserver"
 	"github.com/tidingshq/tidings/pkg/redisserver"
+	"github.com/tidingshq/tidings/pkg/redisx"
 )
 
 // TokenConfig signs and checks the tokens of tests.
@@ -263,7 +264,11 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 
 // Snapshot returns every Tidings key of Redis with its value in a
 // comparable form (strings, hashes, sets and sorted sets with scores), to
-// compare a projection before and after a rebuild.
+// compare a projection before and after a rebuild. Keys are named as in the
+// first generation of the projections (a rebuild fills the next one,
+// "tidings:g<n>:..."); two generations side by side fail the test. The
+// projections' watermarks, which say how far the log was applied rather
+// than what it projects, are left out.
 func Snapshot(t testing.TB, rdb redis.UniversalClient) map[string]any {
 	t.Helper()
 	ctx := t.Context()
@@ -295,9 +300,28 @@ func Snapshot(t testing.TB, rdb redis.UniversalClient) map[string]any {
 			t.Fatalf("snapshot: key %s has unexpected type %s", k, typ)
 		}
 		require.NoError(t, err)
-		out[k] = v
+		name := generationFree(k)
+		if strings.HasPrefix(name, redisx.Prefix+"applied:{") {
+			continue // watermarks: how far the log was applied, not what it projects
+		}
+		_, twice := out[name]
+		require.False(t, twice, "snapshot: %s is in two generations", name)
+		out[name] = v
 	}
 	return out
+}
+
+// generationFree names a key as in the first generation.
+func generationFree(key string) string {
+	rest, ok := strings.CutPrefix(key, redisx.Prefix+"g")
+	if !ok {
+		return key
+	}
+	gen, name, ok := strings.Cut(rest, ":")
+	if !ok || gen == "" || strings.Trim(gen, "0123456789") != "" {
+		return key
+	}
+	return redisx.Prefix + name
 }
 
 // Edge names one follow edge: a user and an entity key.

@@ -1,10 +1,14 @@
-// Package timelinestore keeps feeds in Redis: each user's home timeline and
-// each entity's own feed, as a string of 8-byte big-endian activity ids,
-// newest first. That costs 8 bytes an entry (a sorted set costs about 22 in
-// its listpack encoding and about 120 past it), and a page is one GETRANGE
-// or GET.
+// Package timelinestore keeps feeds in Redis: each user's home timeline,
+// inbox and home sources, and each entity's own feed. Timelines, inboxes and
+// feeds are strings of 8-byte big-endian activity ids, newest first. That
+// costs 8 bytes an entry (a sorted set costs about 22 in its listpack
+// encoding and about 120 past it), and a page is one GETRANGE or GET.
 //
-//	tidings:home:{<user id>}      home timeline
+//	tidings:home:{<user id>}      home timeline: what was pushed to the user
+//	tidings:inbox:{<user id>}     items addressed to the user (mentions)
+//	tidings:hsrc:{<user id>}      home sources: the floor of the home timeline,
+//	                              and the intervals of each entity's feed the
+//	                              user receives (Sources)
 //	tidings:feed:{<entity key>}   an entity's own feed
 //
 // (in the first generation; see redisx.Keyspace)
@@ -38,6 +42,16 @@ func (s *Store) HomeKey(userID string) string { return s.ks.Key("home:{" + userI
 // FeedKey is the key of an entity's own feed.
 func (s *Store) FeedKey(entityKey string) string { return s.ks.Key("feed:{" + entityKey + "}") }
 
+// InboxKey is the key of a user's inbox: the items addressed to the user
+// rather than to an entity they follow (mentions), kept apart from the home
+// timeline so that history past the timeline's floor still finds them. It
+// shares the home timeline's hash tag.
+func (s *Store) InboxKey(userID string) string { return s.ks.Key("inbox:{" + userID + "}") }
+
+// SourcesKey is the key of a user's home sources (Sources); it shares the
+// home timeline's hash tag.
+func (s *Store) SourcesKey(userID string) string { return s.ks.Key("hsrc:{" + userID + "}") }
+
 // SeenKey holds when a user last read their home timeline (Unix seconds);
 // it shares the home timeline's hash tag. It is not derived from the log,
 // so it lives outside generations (redisx.Keyspace).
@@ -47,8 +61,12 @@ func SeenKey(userID string) string { return redisx.Prefix + "seen:{" + userID + 
 // (8-byte ids) into the descending packed string KEYS[1], skipping ids
 // present, and trims it to ARGV[1] entries. With KEYS[2] (the user's last
 // read) older than ARGV[2], the user is inactive and nothing is written:
-// their next read rebuilds the timeline. It returns how many ids it added,
-// or -1 for an inactive user. The bench drives it with redis-benchmark.
+// their next read rebuilds the timeline. With KEYS[3] (the home sources),
+// an insert that leaves an id out for the cap (trimmed, or too old to go
+// in) raises the timeline's floor to its oldest entry: the timeline holds
+// everything pushed to the user from the floor up, whatever its length. It
+// returns how many ids it added, or -1 for an inactive user. The bench
+// drives it with redis-benchmark.
 const InsertSource = "local A = ARGV\n" + insertBody
 
 // insertBody is the insert over the arguments A (ARGV, or what a guard
@@ -61,6 +79,7 @@ end
 local s = redis.call('GET', KEYS[1]) or ''
 local cap = tonumber(A[1])
 local added = 0
+local dropped = false
 for i = 3, #A do
   local id = A[i]
   local n = #s / 8
@@ -73,29 +92,64 @@ for i = 3, #A do
       if string.sub(s, mid * 8 + 1, mid * 8 + 8) > id then lo = mid + 1 else hi = mid end
     end
   end
-  if lo < cap and not (lo < n and string.sub(s, lo * 8 + 1, lo * 8 + 8) == id) then
+  if lo >= cap then
+    dropped = true
+  elseif not (lo < n and string.sub(s, lo * 8 + 1, lo * 8 + 8) == id) then
+    if n >= cap then dropped = true end
     s = string.sub(s, 1, lo * 8) .. id .. string.sub(s, lo * 8 + 1, cap * 8 - 8)
     added = added + 1
   end
 end
 if added > 0 then redis.call('SET', KEYS[1], s) end
+if dropped and KEYS[3] then
+  local last = math.min(#s / 8, cap)
+  local floor = string.sub(s, last * 8 - 7, last * 8)
+  local cur = redis.call('HGET', KEYS[3], 'floor')
+  if not cur or cur < floor then redis.call('HSET', KEYS[3], 'floor', floor) end
+end
 return added
 `
 
 // guardedInsertScript is the home insert that applies only while the user
-// follows one of ARGV[2..ARGV[1]+1] (entity keys), as the user's following
-// set KEYS[3] (same hash tag) says at that moment; the rest of ARGV is the
+// receives ARGV[2..ARGV[1]+1] (entity keys): while the user's following set
+// KEYS[4] (same hash tag) holds one of them at that moment, or, for the ids
+// inside a history the user kept of one (an interval in the home sources
+// KEYS[3]), after an unfollow that kept it. The rest of ARGV is the
 // insert's. Writes that arrive late (a chunk of a large fan-out, a
-// backfill) so cannot undo a newer unfollow's take-back.
+// backfill) so cannot undo a newer unfollow's take-back, nor miss a kept
+// history. It returns what the insert returns, or -2 when the user no
+// longer receives the ids.
 var guardedInsertScript = redisx.NewScript(`
 local g = tonumber(ARGV[1])
 local follows = false
 for i = 2, g + 1 do
-  if redis.call('ZSCORE', KEYS[3], ARGV[i]) then follows = true break end
+  if redis.call('ZSCORE', KEYS[4], ARGV[i]) then follows = true break end
 end
-if not follows then return 0 end
-local A = {}
-for i = g + 2, #ARGV do A[#A + 1] = ARGV[i] end
+local A = {ARGV[g + 2], ARGV[g + 3]}
+if follows then
+  for i = g + 4, #ARGV do A[#A + 1] = ARGV[i] end
+else
+  local zero = '\0\0\0\0\0\0\0\0'
+  local kept = {}
+  for i = 2, g + 1 do
+    local r = redis.call('HGET', KEYS[3], ARGV[i])
+    if r then kept[#kept + 1] = r end
+  end
+  for i = g + 4, #ARGV do
+    local id = ARGV[i]
+    local found = false
+    for _, r in ipairs(kept) do
+      for j = 0, #r / 16 - 1 do
+        local a = string.sub(r, j * 16 + 1, j * 16 + 8)
+        local b = string.sub(r, j * 16 + 9, j * 16 + 16)
+        if id >= a and (b == zero or id < b) then found = true break end
+      end
+      if found then break end
+    end
+    if found then A[#A + 1] = id end
+  end
+  if #A == 2 then return -2 end
+end
 ` + insertBody)
 
 var insertScript = redisx.NewScript(InsertSource)
@@ -219,9 +273,12 @@ func (s *Store) QueueInsertHome(ctx context.Context, pipe redis.Pipeliner, userI
 }
 
 // QueueInsertHomeIfFollowing is QueueInsertHome for a write that is due
-// only while the user follows one of sources (entity keys): it reads the
-// user's following set (followingKey, pkg/graphstore) in the same script,
-// so it cannot land after a newer unfollow took the entity's items back.
+// only while the user receives one of sources (entity keys): it reads the
+// user's following set (followingKey, pkg/graphstore) and home sources in
+// the same script, so it cannot land after a newer unfollow took the
+// entity's items back; ids inside a history the user kept still land. Its
+// result is how many ids were new (0 for a user inactive since
+// activeSince), or -1 when the user receives none of them.
 func (s *Store) QueueInsertHomeIfFollowing(ctx context.Context, pipe redis.Pipeliner, userID, followingKey string, sources []string, limit int, activeSince int64, list []ids.ID) redisx.Result[int64] {
 	args := make([]any, 0, 1+len(sources)+2+len(list))
 	args = append(args, len(sources))
@@ -233,15 +290,21 @@ func (s *Store) QueueInsertHomeIfFollowing(ctx context.Context, pipe redis.Pipel
 	cmd := guardedInsertScript.EvalSha(ctx, pipe, keys, args...)
 	return func() (int64, error) {
 		n, err := cmd.Int64()
-		if err != nil {
+		switch {
+		case err != nil:
 			return 0, fmt.Errorf("insert into %s: %w", keys[0], err)
+		case n == -2:
+			return -1, nil
 		}
 		return max(n, 0), nil
 	}
 }
 
-// homeKeys are the keys of a home insert: the timeline and the read time.
-func (s *Store) homeKeys(userID string) []string { return []string{s.HomeKey(userID), SeenKey(userID)} }
+// homeKeys are the keys of a home insert: the timeline, the read time and
+// the sources, which keep the floor.
+func (s *Store) homeKeys(userID string) []string {
+	return []string{s.HomeKey(userID), SeenKey(userID), s.SourcesKey(userID)}
+}
 
 func queueInsert(ctx context.Context, pipe redis.Pipeliner, keys []string, args []any) redisx.Result[int64] {
 	cmd := insertScript.EvalSha(ctx, pipe, keys, args...)
@@ -386,7 +449,7 @@ func Decode(data []byte) []ids.ID {
 // Wipe deletes every feed, before a rebuild.
 func (s *Store) Wipe(ctx context.Context) error {
 	// Read times are not derived from the log: they stay.
-	for _, p := range []string{"home:*", "feed:*"} {
+	for _, p := range []string{"home:*", "feed:*", "inbox:*", "hsrc:*"} {
 		if _, err := redisx.DeleteMatching(ctx, s.rdb, s.ks.Key(p)); err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
@@ -20,6 +21,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/stacktest"
+	"github.com/tidingshq/tidings/services/worker"
 )
 
 // TestRebuildEqualsLiveState plays a random history through the public API
@@ -27,10 +29,12 @@ import (
 // so that it applies the log in order): profiles, records (one restricted),
 // follows and unfollows (with and without history), posts with mentions,
 // record events, edits (some mentioning someone new), deletes, posts of an
-// author whose audience is cut into FANOUT chunks, comments with mentions,
-// comment edits and deletes, reactions to posts and comments added and
-// taken back, bookmarks, mutes, and notifications marked read (all, or up
-// to a token). It then rebuilds every projection with
+// author whose audience is cut into FANOUT chunks, and that author turning
+// hot and back as a crowd follows and leaves (home sources, floors and
+// inboxes included), comments with mentions, comment edits and deletes,
+// reactions to posts and comments added and taken back, bookmarks, mutes,
+// and notifications marked read (all, or up to a token). It then rebuilds
+// every projection with
 // AdminService.RebuildProjections and requires every Redis key to hold
 // exactly what the live worker wrote, the conversations, notifications and
 // their read state included: a rebuild is a replay through the live code.
@@ -48,9 +52,9 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 
 	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) {
 		c.FanoutChunk = 100           // star's 120 followers are chunked
-		c.HotOn, c.HotOff = 1000, 900 // no entity turns hot here
+		c.HotOn, c.HotOff = 150, 140  // star, when the crowd follows too
 		c.InactiveAfter = 0           // reads would differ by wall-clock time
-		c.HomeCap, c.Backfill = 40, 5
+		c.HomeCap, c.Backfill = 20, 5 // timelines are trimmed
 	}})
 	s.StartWorker(t)
 	ctx := t.Context()
@@ -59,11 +63,14 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 	for i := range 12 {
 		users = append(users, fmt.Sprintf("u%02d", i))
 	}
-	var fans []string
+	var fans, crowd []string
 	for i := range 120 {
 		fans = append(fans, fmt.Sprintf("f%03d", i))
 	}
-	s.Users(t, append(append([]string{"star"}, users...), fans...)...)
+	for i := range 40 {
+		crowd = append(crowd, fmt.Sprintf("c%03d", i))
+	}
+	s.Users(t, append(append(append([]string{"star"}, users...), fans...), crowd...)...)
 	_, err := s.Admin(t).BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("star"), Users: &tidingsv1.UserSelector{
 		Selector: &tidingsv1.UserSelector_Users{Users: &tidingsv1.UserList{UserIds: fans}}}})
 	require.NoError(t, err)
@@ -104,11 +111,32 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 		c := status.Code(err)
 		return err == nil || c == codes.NotFound || c == codes.InvalidArgument
 	}
+	crowded, switches := false, 0
 	for step := range 260 {
 		u := pick(users)
 		me := testenv.Employee(u)
 		var err error
 		switch r := rng.IntN(150); {
+		case r < 4:
+			// The crowd follows star (hot: over 160 followers) or leaves
+			// (pushed again, and chunked: 120 and the users who follow it).
+			sel := &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_Users{Users: &tidingsv1.UserList{UserIds: crowd}}}
+			if crowded {
+				_, err = s.Admin(t).BulkUnfollow(ctx, &tidingsv1.BulkUnfollowRequest{Entity: entity.User("star"), Users: sel})
+			} else {
+				_, err = s.Admin(t).BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("star"), Users: sel})
+			}
+			require.NoError(t, err)
+			crowded = !crowded
+			switches++
+			s.WaitCaughtUp(t)
+			star := testenv.Employee("star")
+			for range 2 {
+				var resp *tidingsv1.PostActivityResponse
+				resp, err = s.Activities(t, star).PostActivity(ctx, &tidingsv1.PostActivityRequest{ActorUserId: "star", Text: text()})
+				require.NoError(t, err)
+				posts = append(posts, post{resp.GetActivity().GetId(), star})
+			}
 		case r < 25:
 			var resp *tidingsv1.PostActivityResponse
 			resp, err = s.Activities(t, me).PostActivity(ctx, &tidingsv1.PostActivityRequest{ActorUserId: u, Text: text()})
@@ -206,14 +234,29 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 	}
 
 	require.Positive(t, s.Env.StreamLastSeq(t, eventlog.StreamFanout), "star's posts were chunked")
+	require.GreaterOrEqual(t, switches, 2, "the crowd came and went")
+	pulled, err := s.Stores().Hot.Pulled(ctx)
+	require.NoError(t, err)
+	require.NotEmpty(t, pulled["u:star"], "star was pulled for a while")
 	live := testenv.Snapshot(t, s.Env.RDB)
-	homes := 0
+	homes, inboxes, sources, floors := 0, 0, 0, 0
 	for k, v := range live {
-		if strings.HasPrefix(k, "tidings:home:") && len(v.(string)) > 0 {
+		switch {
+		case strings.HasPrefix(k, "tidings:home:") && len(v.(string)) > 0:
 			homes++
+		case strings.HasPrefix(k, "tidings:inbox:"):
+			inboxes++
+		case strings.HasPrefix(k, "tidings:hsrc:"):
+			sources++
+			if _, ok := v.(map[string]string)["floor"]; ok {
+				floors++
+			}
 		}
 	}
 	require.Greater(t, homes, 100, "the history fills home timelines")
+	require.Positive(t, inboxes, "mentions fill inboxes")
+	require.Greater(t, sources, 100, "follows fill home sources")
+	require.Positive(t, floors, "home timelines were trimmed")
 	for _, prefix := range []string{"tidings:cmt:", "tidings:rx:", "tidings:bm:", "tidings:mute:", "tidings:nidx:", "tidings:nmark:", "tidings:bumped"} {
 		found := 0
 		for k := range live {
@@ -223,9 +266,95 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 		}
 		require.Positive(t, found, "the history makes %s keys", prefix)
 	}
-	rebuilt, err := s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
-	require.NoError(t, err)
-	require.Len(t, rebuilt.GetRebuilt(), 6)
+	s.Rebuild(t)
 	s.WaitCaughtUp(t) // the chunks the replay cut
 	testenv.RequireSameSnapshot(t, live, testenv.Snapshot(t, s.Env.RDB), "rebuilt projection")
+}
+
+// TestRebuildKeepsReadersWholeAndSurvivesItsWorker runs a rebuild whose
+// worker stops half-way (after its first pass, while it waits for the live
+// workers to settle) and checks that: readers stay on the complete old
+// generation meanwhile; a post made during the rebuild is in the new
+// generation too; another worker takes the rebuild over from its
+// checkpoint and finishes it; and readers then see the new generation,
+// with nothing lost, and the old generation gone.
+func TestRebuildKeepsReadersWholeAndSurvivesItsWorker(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t)
+	stopA := s.RunWorker(t, func(d *worker.Deps) { d.Name, d.RebuildSettle = "worker-a", time.Hour })
+	ctx := t.Context()
+	var fans []string
+	for i := range 12 {
+		fans = append(fans, fmt.Sprintf("fan%02d", i))
+	}
+	s.Users(t, append([]string{"star"}, fans...)...)
+	for _, f := range fans {
+		_, err := s.Follows(t, testenv.Admin).Follow(ctx, &tidingsv1.FollowRequest{UserId: f, Entity: entity.User("star")})
+		require.NoError(t, err)
+	}
+	star := s.Activities(t, testenv.Employee("star"))
+	var want []string
+	for i := range 30 {
+		resp, err := star.PostActivity(ctx, &tidingsv1.PostActivityRequest{ActorUserId: "star", Text: fmt.Sprintf("post %d", i)})
+		require.NoError(t, err)
+		want = append([]string{resp.GetActivity().GetId()}, want...)
+	}
+	s.WaitCaughtUp(t)
+	homeIDs := func(user string) []string {
+		resp, err := s.Timelines(t, testenv.Employee(user)).GetHomeTimeline(ctx, &tidingsv1.GetHomeTimelineRequest{UserId: user, PageSize: 100})
+		require.NoError(t, err)
+		var out []string
+		for _, it := range resp.GetItems() {
+			out = append(out, it.GetActivity().GetId())
+		}
+		return out
+	}
+	for _, f := range fans {
+		require.Equal(t, want, homeIDs(f))
+	}
+
+	started, err := s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
+	require.NoError(t, err)
+	id := started.GetRebuild().GetId()
+	_, err = s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
+	testenv.RequireCode(t, err, codes.FailedPrecondition)
+	testenv.Eventually(t, time.Minute, func() bool {
+		r, err := s.Admin(t).GetRebuild(ctx, &tidingsv1.GetRebuildRequest{Id: "latest"})
+		require.NoError(t, err)
+		return r.GetRebuild().GetPass() == 2 && r.GetRebuild().GetState() == tidingsv1.RebuildState_REBUILD_STATE_RUNNING
+	}, "the first pass did not end")
+
+	// Readers stay on the complete old generation.
+	status, err := s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
+	require.NoError(t, err)
+	require.Zero(t, status.GetGeneration())
+	for _, f := range fans {
+		require.Equal(t, want, homeIDs(f), "%s reads the old generation whole during the rebuild", f)
+	}
+	// A post during the rebuild reaches both generations.
+	during, err := star.PostActivity(ctx, &tidingsv1.PostActivityRequest{ActorUserId: "star", Text: "during the rebuild"})
+	require.NoError(t, err)
+	want = append([]string{during.GetActivity().GetId()}, want...)
+	s.WaitCaughtUp(t)
+
+	// The rebuild's worker stops; another takes the rebuild over once the
+	// first one's lease has run out.
+	stopA()
+	s.RunWorker(t, func(d *worker.Deps) { d.Name, d.RebuildLease = "worker-b", time.Second })
+	done := s.WaitRebuild(t, id)
+	require.Equal(t, "worker-b", done.GetRunner())
+	require.EqualValues(t, 1, done.GetToGeneration())
+	require.Positive(t, done.GetEventsReplayed())
+
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		st, err := s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
+		require.NoError(t, err)
+		return st.GetGeneration() == 1
+	}, "readers did not move to the new generation")
+	for _, f := range fans {
+		require.Equal(t, want, homeIDs(f), "%s reads everything from the new generation", f)
+	}
+	keys, err := s.Env.RDB.Keys(ctx, "tidings:home:*").Result()
+	require.NoError(t, err)
+	require.Empty(t, keys, "the old generation is dropped")
 }

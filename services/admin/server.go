@@ -22,6 +22,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/generation"
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/profilestore"
@@ -52,8 +53,10 @@ type Deps struct {
 	Visibility *visibility.Checker
 	Profiles   ProfileActivator
 	Settings   *settings.Store
-	// Projector rebuilds projections.
-	Projector    *projection.Projector
+	// Projector is the projections readers use.
+	Projector *projection.Projector
+	// Generations starts rebuilds and reports them.
+	Generations  *generation.Store
 	MaxFollowing int64
 	Logger       *slog.Logger
 }
@@ -352,28 +355,41 @@ func (s *Server) UpdateAutoFollowRules(ctx context.Context, req *tidingsv1.Updat
 	return &tidingsv1.UpdateAutoFollowRulesResponse{Rules: req.GetRules()}, nil
 }
 
-// RebuildProjections implements tidingsv1.AdminServiceServer.
-func (s *Server) RebuildProjections(ctx context.Context, req *tidingsv1.RebuildProjectionsRequest) (*tidingsv1.RebuildProjectionsResponse, error) {
-	which := req.GetProjections()
-	if len(which) == 0 {
-		which = projection.RebuildOrder
-	}
-	rebuilt, err := s.d.Projector.Rebuild(ctx, which)
-	if errors.Is(err, projection.ErrNotRebuildable) {
-		return nil, apierr.InvalidArgument("%v", err)
+// RebuildProjections implements tidingsv1.AdminServiceServer: it asks for
+// a rebuild, which a worker runs (pkg/generation).
+func (s *Server) RebuildProjections(ctx context.Context, _ *tidingsv1.RebuildProjectionsRequest) (*tidingsv1.RebuildProjectionsResponse, error) {
+	r, err := s.d.Generations.Start(ctx, time.Now())
+	if errors.Is(err, generation.ErrRebuildUnderWay) {
+		return nil, apierr.FailedPrecondition("a rebuild is under way; follow it with GetRebuild")
 	}
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range rebuilt {
-		s.d.Logger.InfoContext(ctx, "projection rebuilt", "projection", r.GetProjection().String(), "events", r.GetEventCount())
+	s.d.Logger.InfoContext(ctx, "rebuild asked for", "rebuild", r.GetId(), "from_generation", r.GetFromGeneration(), "to_generation", r.GetToGeneration())
+	return &tidingsv1.RebuildProjectionsResponse{Rebuild: r}, nil
+}
+
+// GetRebuild implements tidingsv1.AdminServiceServer.
+func (s *Server) GetRebuild(ctx context.Context, req *tidingsv1.GetRebuildRequest) (*tidingsv1.GetRebuildResponse, error) {
+	r, err := s.d.Generations.Rebuild(ctx, req.GetId())
+	if errors.Is(err, generation.ErrNoRebuild) {
+		return nil, apierr.NotFound("no rebuild %s", req.GetId())
 	}
-	return &tidingsv1.RebuildProjectionsResponse{Rebuilt: rebuilt}, nil
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.GetRebuildResponse{Rebuild: r}, nil
 }
 
 // GetSystemStatus implements tidingsv1.AdminServiceServer.
 func (s *Server) GetSystemStatus(ctx context.Context, _ *tidingsv1.GetSystemStatusRequest) (*tidingsv1.GetSystemStatusResponse, error) {
 	resp := &tidingsv1.GetSystemStatusResponse{Time: timestamppb.Now(), RedisOk: redisx.Health(ctx, s.d.RDB) == nil}
+	gens, err := s.d.Generations.Read(ctx)
+	if err != nil {
+		s.d.Logger.WarnContext(ctx, "status: generations not read", "error", err)
+		return nil, apierr.Unavailable("the generations of the projections cannot be read; retry")
+	}
+	resp.Generation, resp.Rebuild = gens.Current, gens.Rebuild
 	js := s.d.Log.JetStream()
 	for _, cfg := range eventlog.StreamConfigs(eventlog.StreamOptions{}) {
 		st, err := js.Stream(ctx, cfg.Name)

@@ -198,10 +198,13 @@ func TestStatusAndRebuild(t *testing.T) {
 
 	before := testenv.Snapshot(t, s.Env.RDB)
 	require.NoError(t, s.Env.RDB.FlushAll(ctx).Err())
-	rebuilt, err := s.Admin(t).RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{})
-	require.NoError(t, err)
-	require.Len(t, rebuilt.GetRebuilt(), 6)
+	rebuilt := s.Rebuild(t)
+	require.EqualValues(t, 1, rebuilt.GetToGeneration())
 	testenv.RequireSameSnapshot(t, before, testenv.Snapshot(t, s.Env.RDB), "rebuilt projection")
+	status, err = s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, status.GetGeneration(), "readers moved to the rebuilt generation")
+	require.Equal(t, rebuilt.GetId(), status.GetRebuild().GetId())
 
 	// Finding 8 of issue 14: the status lists durable consumers only, not
 	// the consumers of the replays (which are deleted when a replay ends)

@@ -152,12 +152,12 @@ ARGV[3] = struct.pack('>I6I2', tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumb
 	}
 	// redis-benchmark counts error replies as requests: make sure the
 	// script inserts before timing it.
-	probe := []string{benchKeyPrefix + "home:{probe}", benchKeyPrefix + "seen:{probe}"}
+	probe := []string{benchKeyPrefix + "home:{probe}", benchKeyPrefix + "seen:{probe}", benchKeyPrefix + "hsrc:{probe}"}
 	if added, err := rdb.EvalSha(ctx, sha, probe, projection.DefaultConfig().HomeCap, 0, "000000001234").Int(); err != nil || added != 1 {
 		return Ceiling{}, fmt.Errorf("insert script: added %d, %w", added, err)
 	}
-	if c.InsertPerSec, c.InsertCommand, err = run("EVALSHA", sha, "2",
-		benchKeyPrefix+"home:{__rand_int__}", benchKeyPrefix+"seen:{__rand_int__}",
+	if c.InsertPerSec, c.InsertCommand, err = run("EVALSHA", sha, "3",
+		benchKeyPrefix+"home:{__rand_int__}", benchKeyPrefix+"seen:{__rand_int__}", benchKeyPrefix+"hsrc:{__rand_int__}",
 		strconv.Itoa(projection.DefaultConfig().HomeCap), "0", "__rand_int__"); err != nil {
 		return Ceiling{}, err
 	}

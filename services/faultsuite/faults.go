@@ -1,13 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,7 +37,7 @@ var faults = []fault{
 	{"redis-down", "every Redis node stopped for 65 s, then started with its data", redisDown},
 	{"redis-restore-snapshot", "a primary and its replica restarted from a snapshot taken 10 s earlier", redisRestoreSnapshot},
 	{"flushall-rebuild", "FLUSHALL on every primary, then AdminService.RebuildProjections", flushallRebuild},
-	{"rebuild-killed", "RebuildProjections cut short by killing its API process with SIGKILL", rebuildKilled},
+	{"rebuild-killed", "a rebuild whose worker is killed (SIGKILL) half-way: readers stay on the old generation, the rebuild finishes after", rebuildKilled},
 }
 
 func workerKill(ctx context.Context, s *suite) (time.Time, string, error) {
@@ -223,93 +222,103 @@ func flushallRebuild(ctx context.Context, s *suite) (time.Time, string, error) {
 	return struck, "FLUSHALL on " + fmt.Sprint(len(primaries)) + " primaries; " + note, nil
 }
 
-// rebuild calls RebuildProjections on one API process and describes the
-// outcome.
+// rebuild starts a rebuild through one API process, waits until it is
+// done, and describes the outcome.
 func (s *suite) rebuild(ctx context.Context, apiIndex int) string {
 	start := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	resp, err := tidingsv1.NewAdminServiceClient(s.a.conns[apiIndex]).RebuildProjections(cctx, &tidingsv1.RebuildProjectionsRequest{}, s.a.admin())
-	took := time.Since(start).Round(100 * time.Millisecond)
+	admin := tidingsv1.NewAdminServiceClient(s.a.conns[apiIndex])
+	resp, err := admin.RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{}, s.a.admin())
 	if err != nil {
 		st := status.Convert(err)
-		return fmt.Sprintf("rebuild failed after %s: %s: %s", took, st.Code(), st.Message())
+		return fmt.Sprintf("rebuild not started: %s: %s", st.Code(), st.Message())
 	}
-	var events int64
-	for _, r := range resp.GetRebuilt() {
-		events += r.GetEventCount()
+	rb, err := s.waitRebuild(ctx, admin, resp.GetRebuild().GetId(), nil)
+	took := time.Since(start).Round(100 * time.Millisecond)
+	if err != nil {
+		return fmt.Sprintf("rebuild %s after %s: %v", resp.GetRebuild().GetId(), took, err)
 	}
-	return fmt.Sprintf("rebuild replayed %d events in %s", events, took)
+	return fmt.Sprintf("rebuild %s replayed %d events in %s", strings.ToLower(strings.TrimPrefix(rb.GetState().String(), "REBUILD_STATE_")), rb.GetEventsReplayed(), took)
 }
 
-func rebuildKilled(ctx context.Context, s *suite) (time.Time, string, error) {
-	const victim = "api-2"
-	idx := 1
-	if len(s.a.conns) < 2 {
-		return time.Now(), "", errors.New("rebuild-killed needs two API processes (CLUSTER_APIS=2)")
-	}
-	logPath := filepath.Join(s.c.dir, "logs", victim+".log")
-	offset := fileSize(logPath)
-	done := make(chan string, 1)
-	go func() { done <- s.rebuild(ctx, idx) }()
-	// Kill it in the replay of activities (after the graph is rebuilt), or
-	// after 5 s, whichever comes first.
-	var note string
-	_ = poll(ctx, 5*time.Second, func() bool {
-		select {
-		case note = <-done:
-			return true
-		default:
+// waitRebuild polls a rebuild until it is done or failed (an error), for
+// up to 10 minutes; each poll, if set, sees the rebuild as it stands.
+func (s *suite) waitRebuild(ctx context.Context, admin tidingsv1.AdminServiceClient, id string, each func(*tidingsv1.Rebuild)) (*tidingsv1.Rebuild, error) {
+	var rb *tidingsv1.Rebuild
+	var last error
+	err := poll(ctx, 10*time.Minute, func() bool {
+		resp, err := admin.GetRebuild(ctx, &tidingsv1.GetRebuildRequest{Id: id}, s.a.admin())
+		if err != nil {
+			last = err
+			return false
 		}
-		return logContains(logPath, offset, `"projection":"PROJECTION_FOLLOWS"`)
+		rb = resp.GetRebuild()
+		if each != nil {
+			each(rb)
+		}
+		st := rb.GetState()
+		return st == tidingsv1.RebuildState_REBUILD_STATE_DONE || st == tidingsv1.RebuildState_REBUILD_STATE_FAILED
 	})
-	if note == "" {
-		_ = sleep(ctx, 300*time.Millisecond)
+	if err != nil {
+		return rb, fmt.Errorf("not done (%w; last error: %w)", err, last)
 	}
+	if rb.GetState() == tidingsv1.RebuildState_REBUILD_STATE_FAILED {
+		return rb, fmt.Errorf("failed: %s", rb.GetError())
+	}
+	return rb, nil
+}
+
+// rebuildKilled kills the worker running a rebuild half-way (SIGKILL),
+// restarts it, and waits for the rebuild to finish (another worker takes
+// it over from its last checkpoint, or the restarted one does).
+func rebuildKilled(ctx context.Context, s *suite) (time.Time, string, error) {
+	admin := tidingsv1.NewAdminServiceClient(s.a.conns[0])
+	resp, err := admin.RebuildProjections(ctx, &tidingsv1.RebuildProjectionsRequest{}, s.a.admin())
+	if err != nil {
+		return time.Now(), "", fmt.Errorf("start rebuild: %w", err)
+	}
+	id := resp.GetRebuild().GetId()
+	// Wait until a worker replays, then find which one by its pid.
+	victim := ""
+	var running *tidingsv1.Rebuild
+	_ = poll(ctx, time.Minute, func() bool {
+		r, err := admin.GetRebuild(ctx, &tidingsv1.GetRebuildRequest{Id: id}, s.a.admin())
+		if err != nil {
+			return false
+		}
+		running = r.GetRebuild()
+		if running.GetState() != tidingsv1.RebuildState_REBUILD_STATE_RUNNING {
+			return running.GetState() >= tidingsv1.RebuildState_REBUILD_STATE_SWITCHED
+		}
+		_, pid, _ := strings.Cut(running.GetRunner(), "/")
+		for i := 1; i <= 8; i++ {
+			name := fmt.Sprintf("worker-%d", i)
+			if p, ok := s.c.pid(name); ok && strconv.Itoa(p) == pid {
+				victim = name
+				return true
+			}
+		}
+		return false
+	})
 	struck := time.Now()
+	if victim == "" {
+		rb, err := s.waitRebuild(ctx, admin, id, nil)
+		note := fmt.Sprintf("rebuild %s: %d events", id, rb.GetEventsReplayed())
+		if err != nil {
+			return struck, note, err
+		}
+		return struck, note, fmt.Errorf("%w: the rebuild was past its replay before its worker could be killed", errNotExercised)
+	}
+	replayed := running.GetEventsReplayed()
 	if err := s.c.kill(ctx, victim); err != nil {
 		return struck, "", err
-	}
-	endedFirst := note != ""
-	if !endedFirst {
-		note = <-done
 	}
 	if err := s.c.start(ctx, victim); err != nil {
 		return struck, "", err
 	}
-	if endedFirst {
-		return struck, "api-2 killed, restarted; " + note,
-			fmt.Errorf("%w: the rebuild ended before its process was killed (%s)", errNotExercised, note)
-	}
-	return struck, "api-2 killed during the rebuild (" + note + "), restarted", nil
-}
-
-func fileSize(path string) int64 {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// logContains reports whether a log file holds s after offset.
-func logContains(path string, offset int64, s string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		return false
-	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if strings.Contains(sc.Text(), s) {
-			return true
-		}
-	}
-	return false
+	rb, err := s.waitRebuild(ctx, admin, id, nil)
+	note := fmt.Sprintf("%s killed running rebuild %s at %d events replayed, restarted; the rebuild finished with %d events (runner %s)",
+		victim, id, replayed, rb.GetEventsReplayed(), rb.GetRunner())
+	return struck, note, err
 }
 
 func copyFile(src, dst string) error {

@@ -1,7 +1,10 @@
 package stack
 
 import (
+	"context"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -9,6 +12,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/conversation"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/generation"
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/hot"
@@ -46,6 +50,12 @@ type Components struct {
 	comments  *conversation.Writer
 	state     *userstate.Writer
 	views     *conversation.Views
+	// keyspace is the generation of the projections the services read and
+	// write through (it follows the current one); projectors holds the
+	// worker's Projector of each generation it writes.
+	keyspace   *redisx.Keyspace
+	metrics    *projection.Metrics
+	projectors sync.Map // uint64 → *projection.Projector
 }
 
 // Overrides adjust how services are built beyond what config.Config says;
@@ -53,14 +63,51 @@ type Components struct {
 type Overrides struct {
 	// Timelines, if set, changes the TimelineService's dependencies.
 	Timelines func(*timelines.Deps)
+	// Now, if set, is the clock of the inactivity rule, in the fan-out and
+	// in home reads alike.
+	Now func() time.Time
 }
 
 // Wire builds the components over open connections; tests use it to serve
 // the services exactly as a process does.
-func Wire(log *eventlog.Log, rdb redis.UniversalClient, st *settings.Store, cfg config.Config, logger *slog.Logger, o Overrides) *Components {
-	c := newComponents(&deps{log: log, js: log.JetStream(), rdb: rdb, settings: st}, cfg, logger, nil)
-	c.overrides = o
+func Wire(log *eventlog.Log, rdb redis.UniversalClient, st *settings.Store, gens *generation.Store, cfg config.Config, logger *slog.Logger, o Overrides) *Components {
+	c := newComponents(context.Background(), &deps{log: log, js: log.JetStream(), rdb: rdb, settings: st, gens: gens}, cfg, logger, nil, o)
 	return c
+}
+
+// FollowGenerations keeps the services on the current generation of the
+// projections until ctx ends: every process switches as soon as a rebuild
+// switches (pkg/generation).
+func (c *Components) FollowGenerations(ctx context.Context) error {
+	if c.deps.gens == nil {
+		return nil
+	}
+	return c.deps.gens.Watch(ctx, func(st generation.State) {
+		if st.Current != c.keyspace.Generation() {
+			c.logger.InfoContext(ctx, "the projections' generation changed", "from", c.keyspace.Generation(), "to", st.Current)
+			c.keyspace.Switch(st.Current)
+		}
+	})
+}
+
+// ProjectorFor returns the worker's Projector of one generation of the
+// projections: its keys fixed to that generation, so that a batch is
+// written whole into the generations it was meant for even when readers
+// switch meanwhile.
+func (c *Components) ProjectorFor(gen uint64) *projection.Projector {
+	if p, ok := c.projectors.Load(gen); ok {
+		return p.(*projection.Projector)
+	}
+	p, _ := c.projectors.LoadOrStore(gen, c.newProjector(redisx.NewKeyspace(gen)))
+	return p.(*projection.Projector)
+}
+
+func (c *Components) newProjector(ks *redisx.Keyspace) *projection.Projector {
+	return projection.New(projection.Deps{
+		Log: c.deps.log, Stores: projection.NewStoresConfig(c.deps.rdb, ks, hot.Thresholds{On: c.cfg.HotOn, Off: c.cfg.HotOff}, NotificationConfig(c.cfg)),
+		Config: ProjectionConfig(c.cfg), Live: live.NewPublisher(c.deps.log.JetStream().Conn()), Metrics: c.metrics, Logger: c.logger,
+		Now: c.overrides.Now,
+	})
 }
 
 // Hub returns the live hub that Watch streams from.
@@ -80,25 +127,28 @@ func ProjectionConfig(cfg config.Config) projection.Config {
 
 // newComponents builds the components; metrics, if set, counts the
 // fan-out's deliveries.
-func newComponents(d *deps, cfg config.Config, logger *slog.Logger, metrics *projection.Metrics) *Components {
-	st := projection.NewStoresConfig(d.rdb, redisx.NewKeyspace(0), hot.Thresholds{On: cfg.HotOn, Off: cfg.HotOff}, NotificationConfig(cfg))
-	proj := projection.New(projection.Deps{
-		Log: d.log, Stores: st, Config: ProjectionConfig(cfg),
-		Live: live.NewPublisher(d.log.JetStream().Conn()), Metrics: metrics, Logger: logger,
-	})
-	return &Components{
-		deps:      d,
-		cfg:       cfg,
-		logger:    logger,
-		projector: proj,
-		graph:     graph.NewWriter(graph.Deps{Log: d.log, Projector: proj, Logger: logger}),
-		poster:    activity.NewPoster(activity.Deps{Log: d.log, Projector: proj, Logger: logger}),
-		visible:   visibility.New(st.Profiles, st.Records, st.Bodies),
-		hub:       live.NewHub(d.log.JetStream().Conn()),
-		comments:  conversation.NewWriter(conversation.Deps{Log: d.log, Projector: proj, Logger: logger}),
-		state:     userstate.NewWriter(userstate.Deps{Log: d.log, Projector: proj, Logger: logger}),
-		views:     conversation.NewViews(st.Conversations, st.UserState, st.Bodies),
+func newComponents(ctx context.Context, d *deps, cfg config.Config, logger *slog.Logger, metrics *projection.Metrics, o Overrides) *Components {
+	var current uint64
+	if d.gens != nil {
+		// Where a rebuild has switched readers before this process started.
+		if g, err := d.gens.Current(ctx); err == nil {
+			current = g
+		} else {
+			logger.Warn("the projections' current generation is not known yet; reading the first until it is", "error", err)
+		}
 	}
+	c := &Components{deps: d, cfg: cfg, logger: logger, keyspace: redisx.NewKeyspace(current), metrics: metrics, overrides: o}
+	proj := c.newProjector(c.keyspace)
+	st := proj.Stores()
+	c.projector = proj
+	c.graph = graph.NewWriter(graph.Deps{Log: d.log, Projector: proj, Logger: logger})
+	c.poster = activity.NewPoster(activity.Deps{Log: d.log, Projector: proj, Logger: logger})
+	c.visible = visibility.New(st.Profiles, st.Records, st.Bodies)
+	c.hub = live.NewHub(d.log.JetStream().Conn())
+	c.comments = conversation.NewWriter(conversation.Deps{Log: d.log, Projector: proj, Logger: logger})
+	c.state = userstate.NewWriter(userstate.Deps{Log: d.log, Projector: proj, Logger: logger})
+	c.views = conversation.NewViews(st.Conversations, st.UserState, st.Bodies)
+	return c
 }
 
 // NotificationConfig returns how a configuration folds and bounds
@@ -135,7 +185,7 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) {
 			td := timelines.Deps{
 				Timelines: st.Timelines, Bodies: st.Bodies, Profiles: st.Profiles, Records: st.Records,
 				Visibility: c.visible, Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
-				Graph: st.Graph, Hot: st.Hot, HomeCap: c.cfg.HomeCap, InactiveAfter: c.cfg.InactiveAfter,
+				Hot: st.Hot, HomeCap: c.cfg.HomeCap, InactiveAfter: c.cfg.InactiveAfter, Now: c.overrides.Now,
 				Conversations: c.views, LastActivity: st.Conversations,
 			}
 			if c.overrides.Timelines != nil {
@@ -145,7 +195,7 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) {
 		case RoleAdmin:
 			tidingsv1.RegisterAdminServiceServer(srv, admin.NewServer(admin.Deps{
 				Log: d.log, RDB: d.rdb, Graph: c.graph, Visibility: c.visible, Profiles: profileServer,
-				Settings: d.settings, Projector: c.projector, MaxFollowing: c.cfg.MaxFollowing, Logger: c.logger,
+				Settings: d.settings, Projector: c.projector, Generations: d.gens, MaxFollowing: c.cfg.MaxFollowing, Logger: c.logger,
 			}))
 		case RoleConversations:
 			tidingsv1.RegisterConversationServiceServer(srv, conversations.NewServer(conversations.Deps{

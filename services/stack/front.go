@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/httpapi"
@@ -25,17 +26,21 @@ type front struct {
 	handler http.Handler
 	// close ends the open event streams before a graceful shutdown.
 	close func()
+	// health is what /healthz reports: the process's own dependencies, or,
+	// for a web role alone, the API's gRPC health.
+	health telemetry.HealthFunc
 }
 
 // frontHandler builds the HTTP listener's handler: /healthz, the JSON API
 // of the services this process runs (in process, through the gRPC server's
 // interceptors), and the web page when the process has the web role. A web
 // role without the services in its process renders from the API's gRPC
-// address and proxies the browser's /v1/ calls to the API's HTTP address.
+// address and proxies the browser's /v1/ calls to the API's HTTP address;
+// given no health (a process without NATS and Redis), it reports the API's.
 // The returned func releases what it opened.
 func frontHandler(_ context.Context, opts Options, srv *grpcserver.Server, grpcAddr string, self credentials.TransportCredentials, health telemetry.HealthFunc) (*front, func(), error) {
 	cfg := opts.Config
-	f := &front{close: func() {}}
+	f := &front{close: func() {}, health: health}
 	var closers []func()
 	release := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -43,7 +48,7 @@ func frontHandler(_ context.Context, opts Options, srv *grpcserver.Server, grpcA
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", telemetry.HealthHandler(health))
+	mux.Handle("GET /healthz", telemetry.HealthHandler(func(ctx context.Context) error { return f.health(ctx) }))
 	mux.Handle("GET /livez", telemetry.LiveHandler())
 	f.handler = mux
 
@@ -84,6 +89,9 @@ func frontHandler(_ context.Context, opts Options, srv *grpcserver.Server, grpcA
 		}
 		closers = append(closers, func() { _ = cc.Close() })
 		conn = cc
+		if f.health == nil {
+			f.health = apiHealth(cc, cfg.WebAPIAddr)
+		}
 		u, err := url.Parse(cfg.WebAPIURL)
 		if err != nil || u.Host == "" {
 			release()
@@ -110,6 +118,22 @@ func frontHandler(_ context.Context, opts Options, srv *grpcserver.Server, grpcA
 	}
 	mux.Handle("/", ws)
 	return f, release, nil
+}
+
+// apiHealth reports whether the API at addr answers SERVING to the gRPC
+// health check (service "": its Redis and streams are there).
+func apiHealth(cc grpc.ClientConnInterface, addr string) telemetry.HealthFunc {
+	client := healthpb.NewHealthClient(cc)
+	return func(ctx context.Context) error {
+		resp, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return fmt.Errorf("api %s: %w", addr, err)
+		}
+		if st := resp.GetStatus(); st != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("api %s: %s", addr, st)
+		}
+		return nil
+	}
 }
 
 // loopback turns a listen address into one to dial: an unspecified host

@@ -1,7 +1,8 @@
 // Package stack assembles a Tidings process: it connects to NATS and Redis,
 // ensures the streams, registers the services a process is told to run on
 // one gRPC server, starts the worker's consumers, serves /metrics and
-// /healthz, and shuts all of it down in order.
+// /healthz, and shuts all of it down in order. A process of the web role
+// alone connects to neither NATS nor Redis: it talks to the API only.
 package stack
 
 import (
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -25,7 +27,9 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/generation"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/heal"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
@@ -95,6 +99,7 @@ type deps struct {
 	log      *eventlog.Log
 	rdb      redis.UniversalClient
 	settings *settings.Store
+	gens     *generation.Store
 }
 
 func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps, error) {
@@ -135,7 +140,12 @@ func connect(ctx context.Context, cfg config.Config, logger *slog.Logger) (*deps
 		nc.Close()
 		return nil, err
 	}
-	return &deps{nc: nc, js: js, log: eventlog.New(js), rdb: redisx.NewClient(cfg.RedisAddrs, cfg.RedisPassword), settings: st}, nil
+	gens, err := generation.Open(sctx, js, cfg.StreamReplicas)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &deps{nc: nc, js: js, log: eventlog.New(js), rdb: redisx.NewClient(cfg.RedisAddrs, cfg.RedisPassword), settings: st, gens: gens}, nil
 }
 
 func (d *deps) close() {
@@ -143,13 +153,30 @@ func (d *deps) close() {
 	_ = d.rdb.Close()
 }
 
-// health reports whether Redis answers (every primary of a cluster) and
-// every stream exists.
+// health reports whether Redis answers (every primary of a cluster),
+// every stream exists and the projections are not being healed (pkg/heal).
 func (d *deps) health(ctx context.Context) error {
 	if err := redisx.Health(ctx, d.rdb); err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
-	return eventlog.CheckStreams(ctx, d.js)
+	if err := eventlog.CheckStreams(ctx, d.js); err != nil {
+		return err
+	}
+	if d.gens == nil {
+		return nil
+	}
+	cur, err := d.gens.Current(ctx)
+	if err != nil {
+		return err
+	}
+	healing, err := d.gens.Healing(ctx, cur, time.Now())
+	if err != nil {
+		return err
+	}
+	if healing {
+		return errors.New("the projections are being re-applied from the log after Redis lost writes; reads may miss recent items")
+	}
+	return nil
 }
 
 // Run runs the roles until ctx ends, then shuts down gracefully.
@@ -158,23 +185,38 @@ func Run(ctx context.Context, opts Options) error {
 	if len(opts.Roles) == 0 {
 		return errors.New("no role to run")
 	}
-	d, err := connect(ctx, cfg, logger)
-	if err != nil {
-		return err
-	}
-	defer d.close()
-
-	reg := telemetry.NewRegistry()
-	var deliveries *projection.Metrics
-	if slices.Contains(opts.Roles, RoleWorker) {
-		if deliveries, err = projection.NewMetrics(reg); err != nil {
+	// The services and the worker use NATS and Redis; the web role alone
+	// renders from the API (--web-api-addr) and never touches them, so its
+	// health is the API's (frontHandler).
+	var (
+		d      *deps
+		health telemetry.HealthFunc
+		err    error
+	)
+	if hasAny(opts.Roles, append(slices.Clone(ServiceRoles), RoleWorker)...) {
+		if d, err = connect(ctx, cfg, logger); err != nil {
 			return err
 		}
+		defer d.close()
+		health = d.health
 	}
-	c := newComponents(d, cfg, logger, deliveries)
+
+	reg := telemetry.NewRegistry()
+	var c *Components
+	if d != nil {
+		var deliveries *projection.Metrics
+		if slices.Contains(opts.Roles, RoleWorker) {
+			if deliveries, err = projection.NewMetrics(reg); err != nil {
+				return err
+			}
+		}
+		c = newComponents(ctx, d, cfg, logger, deliveries, Overrides{})
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
+	// Every process follows the projections' generation (pkg/generation).
+	g.Go(func() error { return c.FollowGenerations(gctx) })
 
 	var srv *grpcserver.Server
 	var sec *security
@@ -221,8 +263,13 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return err
 		}
+		healMetrics, err := heal.NewMetrics(reg)
+		if err != nil {
+			return err
+		}
 		w := worker.New(worker.Deps{
-			Log: d.log, Projector: c.projector, AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, Logger: logger,
+			Log: d.log, ProjectorFor: c.ProjectorFor, Generations: d.gens, Name: workerName(),
+			AckWait: cfg.AckWait, MaxDeliver: cfg.MaxDeliver, Metrics: metrics, HealMetrics: healMetrics, Logger: logger,
 		})
 		g.Go(func() error { return w.Run(gctx) })
 	}
@@ -242,7 +289,7 @@ func Run(ctx context.Context, opts Options) error {
 		httpTLS = src.ServerConfig()
 		g.Go(func() error { src.Watch(gctx, cfg.TLSReload); return nil })
 	}
-	front, closeFront, err := frontHandler(ctx, opts, srv, addrs.GRPC, selfCreds, d.health)
+	front, closeFront, err := frontHandler(ctx, opts, srv, addrs.GRPC, selfCreds, health)
 	if err != nil {
 		return err
 	}
@@ -254,7 +301,7 @@ func Run(ctx context.Context, opts Options) error {
 		stop func()
 	}{
 		{cfg.HTTPAddr, front.handler, &addrs.HTTP, front.close},
-		{cfg.DebugAddr, telemetry.DebugHandler(reg, d.health), &addrs.Debug, func() {}},
+		{cfg.DebugAddr, telemetry.DebugHandler(reg, front.health), &addrs.Debug, func() {}},
 	} {
 		if l.addr == "" {
 			continue
@@ -361,4 +408,10 @@ func joinRoles(roles []Role) string {
 		s[i] = string(r)
 	}
 	return strings.Join(s, ",")
+}
+
+// workerName names this process when it runs a rebuild: host and pid.
+func workerName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
 }

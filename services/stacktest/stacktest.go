@@ -5,6 +5,7 @@ package stacktest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/eventlog"
+	"github.com/tidingshq/tidings/pkg/generation"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/settings"
@@ -25,11 +27,12 @@ import (
 
 // Stack is every service on one test server.
 type Stack struct {
-	Env        *testenv.Env
-	Server     *testenv.Server
-	Components *stack.Components
-	Settings   *settings.Store
-	Config     config.Config
+	Env         *testenv.Env
+	Server      *testenv.Server
+	Components  *stack.Components
+	Settings    *settings.Store
+	Generations *generation.Store
+	Config      config.Config
 }
 
 // Options adjust the configuration.
@@ -49,6 +52,8 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	env := testenv.New(t)
 	st, err := settings.Open(t.Context(), env.JS, 1)
 	require.NoError(t, err)
+	gens, err := generation.Open(t.Context(), env.JS, 1)
+	require.NoError(t, err)
 	cfg := config.Default()
 	var overrides stack.Overrides
 	var server func(*grpcserver.Options)
@@ -59,16 +64,26 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		if o.Overrides.Timelines != nil {
 			overrides.Timelines = o.Overrides.Timelines
 		}
+		if o.Overrides.Now != nil {
+			overrides.Now = o.Overrides.Now
+		}
 		if o.Server != nil {
 			configure := o.Server
 			server = func(so *grpcserver.Options) { configure(env, so) }
 		}
 	}
-	c := stack.Wire(env.Log, env.RDB, st, cfg, env.Logger, overrides)
+	c := stack.Wire(env.Log, env.RDB, st, gens, cfg, env.Logger, overrides)
+	follow, stopFollowing := context.WithCancel(context.WithoutCancel(t.Context()))
+	followed := make(chan error, 1)
+	go func() { followed <- c.FollowGenerations(follow) }()
+	t.Cleanup(func() {
+		stopFollowing()
+		require.NoError(t, <-followed)
+	})
 	srv := testenv.ServeWith(t, server, func(s *grpcserver.Server) {
 		c.Register(s, stack.ServiceRoles)
 	})
-	return &Stack{Env: env, Server: srv, Components: c, Settings: st, Config: cfg}
+	return &Stack{Env: env, Server: srv, Components: c, Settings: st, Generations: gens, Config: cfg}
 }
 
 // AnotherServer serves the same services on a second server over the same
@@ -81,11 +96,28 @@ func (s *Stack) AnotherServer(t testing.TB, configure func(*grpcserver.Options))
 	})
 }
 
-// Rebuild rebuilds every projection, as AdminService.RebuildProjections does.
-func (s *Stack) Rebuild(t testing.TB) {
+// Rebuild rebuilds every projection through AdminService.RebuildProjections
+// and waits until the rebuild is done (StartWorker must run a worker).
+func (s *Stack) Rebuild(t testing.TB) *tidingsv1.Rebuild {
 	t.Helper()
-	_, err := s.Components.Projector().Rebuild(t.Context(), projection.RebuildOrder)
+	resp, err := s.Admin(t).RebuildProjections(t.Context(), &tidingsv1.RebuildProjectionsRequest{})
 	require.NoError(t, err)
+	return s.WaitRebuild(t, resp.GetRebuild().GetId())
+}
+
+// WaitRebuild waits until a rebuild is done, and returns it; a failed
+// rebuild fails the test.
+func (s *Stack) WaitRebuild(t testing.TB, id string) *tidingsv1.Rebuild {
+	t.Helper()
+	var r *tidingsv1.Rebuild
+	testenv.Eventually(t, 2*time.Minute, func() bool {
+		got, err := s.Admin(t).GetRebuild(t.Context(), &tidingsv1.GetRebuildRequest{Id: id})
+		require.NoError(t, err)
+		r = got.GetRebuild()
+		require.NotEqual(t, tidingsv1.RebuildState_REBUILD_STATE_FAILED, r.GetState(), "rebuild failed: %s", r.GetError())
+		return r.GetState() == tidingsv1.RebuildState_REBUILD_STATE_DONE
+	}, "rebuild %s did not finish", id)
+	return r
 }
 
 // Stores returns the projections the stack's services read and its worker
@@ -95,26 +127,64 @@ func (s *Stack) Stores() projection.Stores { return s.Components.Projector().Sto
 // StartWorker runs the worker until the test ends.
 func (s *Stack) StartWorker(t testing.TB) {
 	t.Helper()
+	s.RunWorker(t, nil)
+}
+
+// RunWorker runs a worker (configure, if set, changes its dependencies)
+// until stop is called or the test ends; stop is what a killed worker
+// process leaves behind, without the kill.
+func (s *Stack) RunWorker(t testing.TB, configure func(*worker.Deps)) (stop func()) {
+	t.Helper()
 	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	w := worker.New(worker.Deps{Log: s.Env.Log, Projector: s.Components.Projector(), Metrics: metrics, Logger: s.Env.Logger})
+	d := worker.Deps{
+		Log: s.Env.Log, ProjectorFor: s.Components.ProjectorFor, Generations: s.Generations, Name: t.Name(),
+		Metrics: metrics, Logger: s.Env.Logger,
+		// One worker, in process: it sees a rebuild at once.
+		RebuildSettle: 300 * time.Millisecond, RebuildGrace: 200 * time.Millisecond,
+	}
+	if configure != nil {
+		configure(&d)
+	}
+	w := worker.New(d)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			require.NoError(t, <-done)
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // CaughtUp reports whether a durable consumer has acknowledged everything.
+// A consumer's pending count can lag a publish by a moment, so an
+// unfiltered consumer must also have acknowledged the stream's last
+// message.
 func (s *Stack) CaughtUp(t testing.TB, spec eventlog.ConsumerSpec) bool {
-	c, err := s.Env.JS.Consumer(t.Context(), spec.Stream, spec.Durable)
+	ctx := t.Context()
+	c, err := s.Env.JS.Consumer(ctx, spec.Stream, spec.Durable)
 	if err != nil {
 		return false
 	}
-	info, err := c.Info(t.Context())
-	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	var last uint64
+	if len(spec.FilterSubjects) == 0 {
+		stream, err := s.Env.JS.Stream(ctx, spec.Stream)
+		if err != nil {
+			return false
+		}
+		si, err := stream.Info(ctx)
+		if err != nil {
+			return false
+		}
+		last = si.State.LastSeq
+	}
+	info, err := c.Info(ctx)
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.AckFloor.Stream >= last
 }
 
 // WaitCaughtUp waits until every worker consumer has caught up.

@@ -3,6 +3,7 @@ package main_test
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/tidingshq/tidings/pkg/auth"
@@ -129,4 +132,66 @@ func httpStatus(t *testing.T, addr, path string) int {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	return resp.StatusCode
+}
+
+// TestServeWebWithoutNATSOrRedis runs `serve web` alone, with the NATS and
+// Redis addresses pointing at ports where nothing listens: the web page
+// talks to the API only, so it starts, serves its pages and its metrics,
+// and its readiness is the API's gRPC health.
+func TestServeWebWithoutNATSOrRedis(t *testing.T) {
+	apiHealth := health.NewServer()
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, apiHealth)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	debugAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	out := &syncBuffer{}
+	cmd := exec.Command(binary, "serve", "web",
+		"--nats-url", fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)),
+		"--redis-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"--auth-secret", faultSecret,
+		"--web-api-addr", ln.Addr().String(),
+		"--web-api-url", fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		"--http-addr", httpAddr,
+		"--debug-addr", debugAddr,
+	)
+	cmd.Stdout, cmd.Stderr = out, out
+	require.NoError(t, cmd.Start())
+	web := &devProcess{cmd: cmd, out: out, exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(web.exited)
+	}()
+	t.Cleanup(func() { web.kill(t) })
+
+	get := func(addr, path string) int {
+		select {
+		case <-web.exited:
+			t.Fatalf("serve web exited:\n%s", out.String())
+		default:
+		}
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return get(httpAddr, "/healthz") == http.StatusOK },
+		"serve web not ready with the API SERVING:\n%s", out.String())
+	require.Equal(t, http.StatusOK, get(httpAddr, "/signin"), "the sign-in page")
+	require.Equal(t, http.StatusOK, get(httpAddr, "/livez"))
+	require.Equal(t, http.StatusOK, get(debugAddr, "/healthz"))
+	require.Contains(t, metricsText(t, debugAddr), "go_goroutines", "serve web serves its metrics")
+	require.Contains(t, out.String(), "roles=web")
+
+	// Readiness follows the API's: not serving when the API is not.
+	apiHealth.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	testenv.Eventually(t, 10*time.Second, func() bool { return get(httpAddr, "/healthz") == http.StatusServiceUnavailable },
+		"serve web still ready with the API NOT_SERVING")
+	require.Equal(t, http.StatusOK, get(httpAddr, "/livez"), "alive whatever the API says")
 }

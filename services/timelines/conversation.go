@@ -21,11 +21,13 @@ type hydrateOpts struct {
 	full bool
 }
 
-func homeView(v tidingsv1.FeedItemView) hydrateOpts {
+// homeHydration is how a home feed is hydrated in view v.
+func homeHydration(v tidingsv1.FeedItemView) hydrateOpts {
 	return hydrateOpts{home: true, full: v != tidingsv1.FeedItemView_FEED_ITEM_VIEW_BASIC}
 }
 
-func feedView(v tidingsv1.FeedItemView) hydrateOpts {
+// feedHydration is how an entity feed is hydrated in view v.
+func feedHydration(v tidingsv1.FeedItemView) hydrateOpts {
 	return hydrateOpts{full: v != tidingsv1.FeedItemView_FEED_ITEM_VIEW_BASIC}
 }
 

@@ -13,9 +13,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/testenv"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
-	"github.com/tidingshq/tidings/services/stack"
 	"github.com/tidingshq/tidings/services/stacktest"
-	"github.com/tidingshq/tidings/services/timelines"
 )
 
 // TestHotEntitySwitchesBothWays follows an entity across the hot threshold
@@ -75,24 +73,7 @@ func TestHotEntitySwitchesBothWays(t *testing.T) {
 // entity the reader does not follow stays out.
 func TestMergeManyHotAndNormal(t *testing.T) {
 	t.Parallel()
-	mergeManyHotAndNormal(t, 0)
-}
-
-// TestMergeAsksWhichHotFeedsFirst is TestMergeManyHotAndNormal for a
-// company with more hot entities than a read pages before it knows which
-// the reader follows.
-func TestMergeAsksWhichHotFeedsFirst(t *testing.T) {
-	t.Parallel()
-	mergeManyHotAndNormal(t, -1)
-}
-
-// mergeManyHotAndNormal runs the merge test with the timelines' number of
-// speculative feeds (0: the default).
-func mergeManyHotAndNormal(t *testing.T, speculative int) {
-	s := stacktest.Start(t, stacktest.Options{
-		Configure: func(c *config.Config) { c.HotOn, c.HotOff = 2, 1 },
-		Overrides: stack.Overrides{Timelines: func(d *timelines.Deps) { d.SpeculativeFeeds = speculative }},
-	})
+	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) { c.HotOn, c.HotOff = 2, 1 }})
 	s.StartWorker(t)
 	s.Users(t, "h1", "h2", "h3", "h4", "n1", "n2", "reader", "x", "y")
 	for _, h := range []string{"h1", "h2", "h3", "h4"} {

@@ -3,15 +3,16 @@ package timelines
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/redisx"
+	"github.com/tidingshq/tidings/pkg/timelinestore"
 )
 
 // pager returns up to limit ids older than before, newest first, and
@@ -24,56 +25,41 @@ func (s *Server) feedPager(key string) pager {
 	}
 }
 
-// homePager reads a home timeline merged, in id order, with what the user
-// does not have pushed:
+// homeView is what the first round trip of a home read sees: the stored
+// timeline, the user's home sources and the pull ranges of hot entities.
+type homeView struct {
+	user   string
+	stored []ids.ID
+	src    timelinestore.Sources
+	pull   map[string][]hot.Range
+}
+
+// everything is a floor above every id: nothing stored is known complete.
+const everything = ids.ID(math.MaxInt64)
+
+// homePager reads a home feed (docs/architecture.md, "The home feed"): the
+// stored home timeline, merged in id order with what it does not hold:
 //
-//   - the feeds of hot entities the user follows, within their pull
-//     ranges (pkg/hot), so a switch between push and pull shows no gap and
-//     no duplicate;
-//   - past the oldest entry of a full timeline (its cap), the feeds of
-//     every entity the user follows, so paging goes on past the cap.
+//   - the pulled posts of hot entities the user receives (their feeds,
+//     within the intervals of the user's home sources and the entities'
+//     pull ranges, pkg/hot);
+//   - below the timeline's floor, where it no longer holds everything, the
+//     feeds of every home source within its intervals, the user's inbox
+//     (mentions) and the user's own feed.
 //
 // With markRead, its first call also records the read, in the same round
 // trip, and rebuilds the timeline of a user back from a long absence.
 func (s *Server) homePager(userID string, markRead bool) pager {
 	return func(ctx context.Context, before ids.ID, limit int) ([]ids.ID, bool, error) {
-		home, ranges, err := s.readHome(ctx, userID, markRead)
+		v, err := s.readHome(ctx, userID, markRead)
 		if err != nil {
 			return nil, false, err
 		}
 		markRead = false
-		want := limit + 1
-		start := 0
-		if before != 0 {
-			start, _ = slices.BinarySearchFunc(home, before, newestFirst)
-			if start < len(home) && home[start] == before {
-				start++
-			}
+		merged, err := s.merge(ctx, v, before, limit+1)
+		if err != nil {
+			return nil, false, err
 		}
-		merged := slices.Clone(home[start:min(start+want, len(home))])
-
-		if len(ranges) > 0 {
-			pulled, err := s.pulledFor(ctx, userID, ranges, before, want)
-			if err != nil {
-				return nil, false, err
-			}
-			merged = append(merged, pulled...)
-		}
-		// Past the cap: the home timeline ran out but was full.
-		if s.st.HomeCap > 0 && len(home) >= s.st.HomeCap && start+want > len(home) {
-			floor := home[len(home)-1]
-			from := before
-			if from == 0 || floor < from {
-				from = floor
-			}
-			past, err := s.followedFeeds(ctx, userID, from, want)
-			if err != nil {
-				return nil, false, err
-			}
-			merged = append(merged, past...)
-		}
-		slices.SortFunc(merged, newestFirst)
-		merged = slices.Compact(merged)
 		if len(merged) > limit {
 			return merged[:limit], true, nil
 		}
@@ -81,20 +67,170 @@ func (s *Server) homePager(userID string, markRead bool) pager {
 	}
 }
 
-// readHome reads a home timeline and the pull ranges in one round trip;
-// with markRead, it records the read in the same one, and after an absence
-// longer than InactiveAfter, during which the fan-out skipped the user, it
-// rebuilds the timeline from the followed feeds first, so the read returns
-// a full page at once.
-func (s *Server) readHome(ctx context.Context, userID string, markRead bool) ([]ids.ID, map[string][]hot.Range, error) {
-	now := time.Now()
+// feedRead is one feed page a merge reads, and which of its ids it keeps.
+type feedRead struct {
+	key    string
+	before ids.ID
+	keep   func(ids.ID) bool
+}
+
+// merge returns up to want ids of a user's home feed older than before
+// (all when 0), newest first. It reads at most one round trip: the pages
+// of the feeds it merges, all in one pipeline.
+//
+// A source is paged only where the timeline may lack its ids, one page per
+// interval of it, each holding the newest want ids of that interval below
+// the cursor, so the first want of the union are the feed's first want:
+// the stored timeline holds every pushed id from its floor up, and the
+// pages add the pulled ones there and everything below it.
+func (s *Server) merge(ctx context.Context, v homeView, before ids.ID, want int) ([]ids.ID, error) {
+	start := 0
+	if before != 0 {
+		start, _ = slices.BinarySearchFunc(v.stored, before, newestFirst)
+		if start < len(v.stored) && v.stored[start] == before {
+			start++
+		}
+	}
+	stored := v.stored[start:min(start+want, len(v.stored))]
+	floor := v.src.Floor
+	above := 0
+	for _, id := range stored {
+		if id >= floor {
+			above++
+		}
+	}
+	var reads []feedRead
+	for e, iv := range v.src.Entities {
+		if ranges := v.pull[e]; len(ranges) > 0 {
+			reads = appendIntervals(reads, s.st.Timelines.FeedKey(e), intersect(iv, ranges), before)
+		}
+	}
+	// Below the floor (the whole feed when the user is back from an
+	// absence), when the stored ids above it do not fill the page.
+	if floor != 0 && above < want {
+		below := floor
+		if floor == everything || (before != 0 && before < floor) {
+			below = before
+		}
+		for e, iv := range v.src.Entities {
+			reads = appendIntervals(reads, s.st.Timelines.FeedKey(e), iv, below)
+		}
+		reads = append(reads,
+			feedRead{key: s.st.Timelines.InboxKey(v.user), before: below},
+			feedRead{key: s.st.Timelines.FeedKey(entity.UserKey(v.user)), before: below})
+	}
+	merged := slices.Clone(stored)
+	if len(reads) > 0 {
+		pages, err := s.pageFeeds(ctx, reads, want)
+		if err != nil {
+			return nil, err
+		}
+		for i, r := range reads {
+			for _, id := range pages[i] {
+				if r.keep == nil || r.keep(id) {
+					merged = append(merged, id)
+				}
+			}
+		}
+	}
+	slices.SortFunc(merged, newestFirst)
+	merged = slices.Compact(merged)
+	return merged[:min(len(merged), want)], nil
+}
+
+// appendIntervals adds the reads of a feed's ids older than before within
+// each interval: one page per interval, from its end down, so that ids
+// between the intervals never fill a page in place of those within.
+func appendIntervals(reads []feedRead, key string, iv timelinestore.Intervals, before ids.ID) []feedRead {
+	for _, r := range iv {
+		cursor := before
+		if r.To != 0 && (cursor == 0 || r.To < cursor) {
+			cursor = r.To
+		}
+		if r.From != 0 && cursor != 0 && cursor <= r.From {
+			continue // nothing of it is older than before
+		}
+		from := r.From
+		reads = append(reads, feedRead{key: key, before: cursor, keep: func(id ids.ID) bool { return id >= from }})
+	}
+	return reads
+}
+
+// pageFeeds reads a page of want ids of each feed below its cursor, in one
+// pipeline.
+func (s *Server) pageFeeds(ctx context.Context, reads []feedRead, want int) ([][]ids.ID, error) {
+	res := make([]redisx.Result[[][]ids.ID], len(reads))
+	err := redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
+		for i, r := range reads {
+			res[i] = s.st.Timelines.QueuePageMany(ctx, pipe, []string{r.key}, r.before, want)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read home feeds: %w", err)
+	}
+	out := make([][]ids.ID, len(reads))
+	for i, r := range res {
+		pages, err := r()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = pages[0]
+	}
+	return out, nil
+}
+
+// intersect returns the parts of a user's intervals of an entity's feed
+// that the entity's pull ranges cover: the ids the user receives from it
+// that were not pushed.
+func intersect(iv timelinestore.Intervals, ranges []hot.Range) timelinestore.Intervals {
+	var out timelinestore.Intervals
+	for _, a := range iv {
+		for _, b := range ranges {
+			from := max(a.From, b.From)
+			var to ids.ID
+			switch {
+			case a.To == 0:
+				to = b.To
+			case b.To == 0:
+				to = a.To
+			default:
+				to = min(a.To, b.To)
+			}
+			if to == 0 || from < to {
+				out = append(out, timelinestore.Interval{From: from, To: to})
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y timelinestore.Interval) int {
+		switch {
+		case x.From < y.From:
+			return -1
+		case x.From > y.From:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// readHome reads a home timeline, the user's home sources and the pull
+// ranges in one round trip; with markRead, it records the read in the
+// same one, and after an absence longer than InactiveAfter, during which
+// the fan-out skipped the user, it rebuilds the timeline from the sources
+// first, so that the read returns a full page at once.
+func (s *Server) readHome(ctx context.Context, userID string, markRead bool) (homeView, error) {
+	now := s.st.Now()
+	v := homeView{user: userID}
 	var (
-		home   redisx.Result[[]ids.ID]
-		ranges redisx.Result[map[string][]hot.Range]
-		prev   redisx.Result[int64]
+		home    redisx.Result[[]ids.ID]
+		sources redisx.Result[timelinestore.Sources]
+		ranges  redisx.Result[map[string][]hot.Range]
+		prev    redisx.Result[int64]
 	)
 	err := redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
 		home = s.st.Timelines.QueueAll(ctx, pipe, s.st.Timelines.HomeKey(userID))
+		sources = s.st.Timelines.QueueSources(ctx, pipe, userID)
 		if s.st.Hot != nil {
 			ranges = s.st.Hot.QueuePulled(ctx, pipe)
 		}
@@ -104,43 +240,51 @@ func (s *Server) readHome(ctx context.Context, userID string, markRead bool) ([]
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("read home timeline: %w", err)
+		return v, fmt.Errorf("read home timeline: %w", err)
 	}
-	list, err := home()
-	if err != nil {
-		return nil, nil, err
+	if v.stored, err = home(); err != nil {
+		return v, err
 	}
-	var pulled map[string][]hot.Range
+	if v.src, err = sources(); err != nil {
+		return v, err
+	}
 	if ranges != nil {
-		if pulled, err = ranges(); err != nil {
-			return nil, nil, err
+		if v.pull, err = ranges(); err != nil {
+			return v, err
 		}
 	}
-	if prev == nil {
-		return list, pulled, nil
+	if prev == nil || s.st.InactiveAfter <= 0 || s.st.HomeCap == 0 {
+		return v, nil
 	}
 	last, err := prev()
-	if err != nil || s.st.InactiveAfter <= 0 || last == 0 || last >= now.Add(-s.st.InactiveAfter).Unix() {
-		return list, pulled, err
+	if err != nil || last == 0 || last >= now.Add(-s.st.InactiveAfter).Unix() {
+		return v, err
 	}
-	if s.st.Graph == nil || s.st.HomeCap == 0 {
-		return list, pulled, nil
-	}
-	recent, err := s.followedFeeds(ctx, userID, 0, s.st.HomeCap)
+	return s.rebuild(ctx, v)
+}
+
+// rebuild refills the home timeline of a user back from an absence with
+// the newest HomeCap ids of their home feed, read from the sources alone,
+// and returns the view of the timeline it made.
+func (s *Server) rebuild(ctx context.Context, v homeView) (homeView, error) {
+	absent := v
+	absent.src.Floor = everything
+	recent, err := s.merge(ctx, absent, 0, s.st.HomeCap)
 	if err != nil {
-		return nil, nil, err
+		return v, err
 	}
-	slices.SortFunc(recent, newestFirst)
-	recent = slices.Compact(recent)
-	if len(recent) > s.st.HomeCap {
-		recent = recent[:s.st.HomeCap]
+	if err := s.st.Timelines.Rebuild(ctx, v.user, s.st.HomeCap, recent); err != nil {
+		return v, err
 	}
-	key := s.st.Timelines.HomeKey(userID)
-	if _, err := s.st.Timelines.Insert(ctx, []string{key}, s.st.HomeCap, recent); err != nil {
-		return nil, nil, err
+	list, err := s.st.Timelines.All(ctx, s.st.Timelines.HomeKey(v.user))
+	if err != nil {
+		return v, err
 	}
-	list, err = s.st.Timelines.All(ctx, key)
-	return list, pulled, err
+	v.stored = list
+	if len(recent) == s.st.HomeCap {
+		v.src.Floor = max(v.src.Floor, recent[len(recent)-1])
+	}
+	return v, nil
 }
 
 // newestFirst orders ids newest first.
@@ -152,105 +296,4 @@ func newestFirst(a, b ids.ID) int {
 		return 1
 	}
 	return 0
-}
-
-// pulledFor returns ids older than before from the hot feeds the user
-// follows, within their pull ranges.
-func (s *Server) pulledFor(ctx context.Context, userID string, ranges map[string][]hot.Range, before ids.ID, want int) ([]ids.ID, error) {
-	keys := make([]string, 0, len(ranges))
-	for k := range ranges {
-		keys = append(keys, k)
-	}
-	feeds := make([]string, len(keys))
-	for i, k := range keys {
-		feeds[i] = s.st.Timelines.FeedKey(k)
-	}
-	var (
-		following redisx.Result[[]bool]
-		pages     redisx.Result[[][]ids.ID]
-	)
-	err := redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
-		following = s.st.Graph.QueueIsFollowing(ctx, pipe, userID, keys)
-		if len(keys) <= s.st.SpeculativeFeeds {
-			pages = s.st.Timelines.QueuePageMany(ctx, pipe, feeds, before, want)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read hot feeds: %w", err)
-	}
-	follows, err := following()
-	if err != nil {
-		return nil, err
-	}
-	var followed []int
-	for i := range keys {
-		if follows[i] {
-			followed = append(followed, i)
-		}
-	}
-	if len(followed) == 0 {
-		return nil, nil
-	}
-	// got[j] is the page of keys[followed[j]].
-	var got [][]ids.ID
-	if pages != nil {
-		all, err := pages()
-		if err != nil {
-			return nil, err
-		}
-		for _, i := range followed {
-			got = append(got, all[i])
-		}
-	} else {
-		some := make([]string, len(followed))
-		for j, i := range followed {
-			some[j] = feeds[i]
-		}
-		if got, err = s.st.Timelines.PageMany(ctx, some, before, want); err != nil {
-			return nil, err
-		}
-	}
-	var out []ids.ID
-	for j, i := range followed {
-		for _, id := range got[j] {
-			if inRanges(ranges[keys[i]], id) {
-				out = append(out, id)
-			}
-		}
-	}
-	return out, nil
-}
-
-func inRanges(rs []hot.Range, id ids.ID) bool {
-	for _, r := range rs {
-		if r.Contains(id) {
-			return true
-		}
-	}
-	return false
-}
-
-// followedFeeds returns ids older than before from the feeds of every
-// entity the user follows (at most the follow limit), want per feed.
-func (s *Server) followedFeeds(ctx context.Context, userID string, before ids.ID, want int) ([]ids.ID, error) {
-	var feeds []string
-	err := s.st.Graph.ScanFollowing(ctx, userID, 1000, func(edges []graphstore.Edge) error {
-		for _, e := range edges {
-			feeds = append(feeds, s.st.Timelines.FeedKey(e.Member))
-		}
-		return nil
-	})
-	if err != nil || len(feeds) == 0 {
-		return nil, err
-	}
-	pages, err := s.st.Timelines.PageMany(ctx, feeds, before, want)
-	if err != nil {
-		return nil, err
-	}
-	var out []ids.ID
-	for _, p := range pages {
-		out = append(out, p...)
-	}
-	return out, nil
 }

@@ -2,11 +2,14 @@
 // and any entity's own feed, newest first, hydrated with the activities,
 // their actors' profiles and their records.
 //
-// A home read is one round trip for the ids (with the pull ranges and the
-// read mark), one more when there are hot entities (which of them the user
-// follows, with their feeds), one for the bodies (with each item's
-// conversation and the reader's mutes and bookmarks, conversation.go), and
-// one for the profiles and records they name. Ids whose bodies are gone (deleted activities) are
+// A home read is one round trip for the ids (the stored timeline, the
+// user's home sources, the pull ranges and the read mark), one more when
+// the user receives a hot entity's posts or pages below the timeline's
+// floor (the feeds it merges, all at once), one for the bodies (with each
+// item's conversation and the reader's mutes and bookmarks,
+// conversation.go), and one for the profiles and records they name
+// (docs/architecture.md, "The home feed"). Ids whose bodies are gone
+// (deleted activities) are
 // dropped from the page at once and taken out of the timeline. Items the
 // reader may not see (pkg/visibility: a record gone or restricted from
 // them) are dropped from the page but stay in the timeline, since the
@@ -27,7 +30,6 @@ import (
 	"github.com/tidingshq/tidings/pkg/conversation"
 	"github.com/tidingshq/tidings/pkg/conversationstore"
 	"github.com/tidingshq/tidings/pkg/entity"
-	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
 	"github.com/tidingshq/tidings/pkg/live"
@@ -60,19 +62,16 @@ type Deps struct {
 	// WatchBuffer is how many notices a watcher may fall behind before it
 	// is cut off; DefaultWatchBuffer when zero.
 	WatchBuffer int
-	// Graph and Hot let home reads merge what is not pushed: hot entities'
-	// feeds, and history past the cap (HomeCap, the timelines' cap).
-	Graph   *graphstore.Store
-	Hot     *hot.Store
+	// Hot lets home reads merge what is not pushed: hot entities' feeds.
+	Hot *hot.Store
+	// HomeCap is the home timelines' cap, the size of a rebuild.
 	HomeCap int
 	// InactiveAfter matches the fan-out's: a read after a longer absence
 	// rebuilds the home timeline first. Zero turns it off.
 	InactiveAfter time.Duration
-	// SpeculativeFeeds is the most hot feeds a home read pages before it
-	// knows which of them the user follows, to save a round trip; with
-	// more hot entities it asks first. DefaultSpeculativeFeeds when zero;
-	// negative never pages first.
-	SpeculativeFeeds int
+	// Now is the clock of the inactivity rule and the watch's replays;
+	// time.Now when nil.
+	Now func() time.Time
 	// Conversations, if set, gives items their conversations and leaves
 	// activities the reader muted out of their home feed (conversation.go);
 	// the latest-activity order needs it (sort.go).
@@ -84,10 +83,6 @@ type Deps struct {
 
 // DefaultWatchBuffer is how far a watcher may fall behind by default.
 const DefaultWatchBuffer = 256
-
-// DefaultSpeculativeFeeds is how many hot feeds a read pages at most before
-// it knows which the user follows.
-const DefaultSpeculativeFeeds = 64
 
 // Server implements tidingsv1.TimelineServiceServer.
 type Server struct {
@@ -102,11 +97,8 @@ func NewServer(d Deps) *Server {
 	if d.WatchBuffer == 0 {
 		d.WatchBuffer = DefaultWatchBuffer
 	}
-	switch {
-	case d.SpeculativeFeeds == 0:
-		d.SpeculativeFeeds = DefaultSpeculativeFeeds
-	case d.SpeculativeFeeds < 0:
-		d.SpeculativeFeeds = 0
+	if d.Now == nil {
+		d.Now = time.Now
 	}
 	return &Server{st: d}
 }
@@ -121,7 +113,7 @@ func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTime
 		return s.readByActivity(ctx, req)
 	}
 	scope := "home|" + req.GetUserId()
-	items, next, err := s.read(ctx, s.homePager(req.GetUserId(), req.GetPageToken() == ""), s.st.Timelines.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), employee(req.GetUserId()), homeView(req.GetView()))
+	items, next, err := s.read(ctx, s.homePager(req.GetUserId(), req.GetPageToken() == ""), s.st.Timelines.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), employee(req.GetUserId()), homeHydration(req.GetView()))
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +127,7 @@ func (s *Server) GetEntityFeed(ctx context.Context, req *tidingsv1.GetEntityFeed
 		return nil, err
 	}
 	key := entity.Key(req.GetEntity())
-	items, next, err := s.read(ctx, s.feedPager(s.st.Timelines.FeedKey(key)), s.st.Timelines.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), id, feedView(req.GetView()))
+	items, next, err := s.read(ctx, s.feedPager(s.st.Timelines.FeedKey(key)), s.st.Timelines.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), id, feedHydration(req.GetView()))
 	if err != nil {
 		return nil, err
 	}

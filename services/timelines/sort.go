@@ -95,7 +95,7 @@ func (s *Server) readByActivity(ctx context.Context, req *tidingsv1.GetHomeTimel
 			return nil, err
 		}
 	}
-	o := homeView(req.GetView())
+	o := homeHydration(req.GetView())
 	reader := employee(user)
 	key := s.st.Timelines.HomeKey(user)
 	if at.posts {

@@ -26,7 +26,7 @@ func startWorker(t *testing.T, env *testenv.Env, proj *projection.Projector) {
 	t.Helper()
 	metrics, err := eventlog.NewConsumerMetrics(prometheus.NewRegistry())
 	require.NoError(t, err)
-	w := worker.New(worker.Deps{Log: env.Log, Projector: proj, Metrics: metrics, Logger: env.Logger})
+	w := worker.New(worker.Deps{Log: env.Log, ProjectorFor: func(uint64) *projection.Projector { return proj }, Metrics: metrics, Logger: env.Logger})
 	ctx, cancel := contextWithCancel(t)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -47,7 +47,7 @@ func consumerCaughtUp(t *testing.T, env *testenv.Env, spec eventlog.ConsumerSpec
 	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 }
 
-func TestRebuildProfilesEqualsOriginal(t *testing.T) {
+func TestReplayProfilesEqualsOriginal(t *testing.T) {
 	t.Parallel()
 	env := testenv.New(t)
 	newProjector := func(e *testenv.Env) *projection.Projector {
@@ -85,9 +85,10 @@ func TestRebuildProfilesEqualsOriginal(t *testing.T) {
 	require.Len(t, before, 60+1+5+4, "profiles, the all index, dept and manager indexes")
 
 	require.NoError(t, env.RDB.FlushAll(ctx).Err())
-	rebuilt, err := proj.Rebuild(ctx, []tidingsv1.Projection{tidingsv1.Projection_PROJECTION_PROFILES})
+	events := 0
+	reached, err := proj.Replay(ctx, nil, nil, func(_ projection.Positions, n int) { events += n })
 	require.NoError(t, err)
-	require.Len(t, rebuilt, 1)
-	require.EqualValues(t, 60, rebuilt[0].GetEventCount(), "the stream keeps the last event of each profile")
+	require.Equal(t, 60, events, "the stream keeps the last event of each profile")
+	require.Equal(t, env.StreamLastSeq(t, eventlog.StreamProfiles), reached[eventlog.StreamProfiles])
 	testenv.RequireSameSnapshot(t, before, testenv.Snapshot(t, env.RDB), "rebuilt projection")
 }

@@ -96,6 +96,72 @@ func (Projection) EnumDescriptor() ([]byte, []int) {
 	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+// RebuildState is where a rebuild is.
+type RebuildState int32
+
+const (
+	// Not known.
+	RebuildState_REBUILD_STATE_UNSPECIFIED RebuildState = 0
+	// Asked for; no worker has taken it yet.
+	RebuildState_REBUILD_STATE_PENDING RebuildState = 1
+	// A worker replays the log into the new generation; readers use the old.
+	RebuildState_REBUILD_STATE_RUNNING RebuildState = 2
+	// Readers use the new generation; the old one is still written for a
+	// short grace, then dropped.
+	RebuildState_REBUILD_STATE_SWITCHED RebuildState = 3
+	// Done: the old generation is gone.
+	RebuildState_REBUILD_STATE_DONE RebuildState = 4
+	// Given up (error says why); readers stayed on the old generation.
+	RebuildState_REBUILD_STATE_FAILED RebuildState = 5
+)
+
+// Enum value maps for RebuildState.
+var (
+	RebuildState_name = map[int32]string{
+		0: "REBUILD_STATE_UNSPECIFIED",
+		1: "REBUILD_STATE_PENDING",
+		2: "REBUILD_STATE_RUNNING",
+		3: "REBUILD_STATE_SWITCHED",
+		4: "REBUILD_STATE_DONE",
+		5: "REBUILD_STATE_FAILED",
+	}
+	RebuildState_value = map[string]int32{
+		"REBUILD_STATE_UNSPECIFIED": 0,
+		"REBUILD_STATE_PENDING":     1,
+		"REBUILD_STATE_RUNNING":     2,
+		"REBUILD_STATE_SWITCHED":    3,
+		"REBUILD_STATE_DONE":        4,
+		"REBUILD_STATE_FAILED":      5,
+	}
+)
+
+func (x RebuildState) Enum() *RebuildState {
+	p := new(RebuildState)
+	*p = x
+	return p
+}
+
+func (x RebuildState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RebuildState) Descriptor() protoreflect.EnumDescriptor {
+	return file_tidings_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (RebuildState) Type() protoreflect.EnumType {
+	return &file_tidings_v1_admin_proto_enumTypes[1]
+}
+
+func (x RebuildState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RebuildState.Descriptor instead.
+func (RebuildState) EnumDescriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 // UserSelector chooses a set of users for a bulk change.
 type UserSelector struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1086,7 +1152,9 @@ func (x *UpdateAutoFollowRulesResponse) GetRules() *AutoFollowRules {
 // RebuildProjectionsRequest is the input of AdminService.RebuildProjections.
 type RebuildProjectionsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The projections to rebuild; empty for all.
+	// The projections the caller needs rebuilt; empty for all. A generation
+	// is whole, so every projection is rebuilt into the new one whatever this
+	// names.
 	Projections   []Projection `protobuf:"varint,1,rep,packed,name=projections,proto3,enum=tidings.v1.Projection" json:"projections,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1132,8 +1200,13 @@ func (x *RebuildProjectionsRequest) GetProjections() []Projection {
 // RebuildProjectionsResponse is the output of AdminService.RebuildProjections.
 type RebuildProjectionsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Events replayed, per projection.
-	Rebuilt       []*ProjectionRebuild `protobuf:"bytes,1,rep,name=rebuilt,proto3" json:"rebuilt,omitempty"`
+	// Deprecated: rebuilds run in the background and this is empty; see
+	// rebuild.
+	//
+	// Deprecated: Marked as deprecated in tidings/v1/admin.proto.
+	Rebuilt []*ProjectionRebuild `protobuf:"bytes,1,rep,name=rebuilt,proto3" json:"rebuilt,omitempty"`
+	// The rebuild started.
+	Rebuild       *Rebuild `protobuf:"bytes,2,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1168,11 +1241,358 @@ func (*RebuildProjectionsResponse) Descriptor() ([]byte, []int) {
 	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
+// Deprecated: Marked as deprecated in tidings/v1/admin.proto.
 func (x *RebuildProjectionsResponse) GetRebuilt() []*ProjectionRebuild {
 	if x != nil {
 		return x.Rebuilt
 	}
 	return nil
+}
+
+func (x *RebuildProjectionsResponse) GetRebuild() *Rebuild {
+	if x != nil {
+		return x.Rebuild
+	}
+	return nil
+}
+
+// GetRebuildRequest is the input of AdminService.GetRebuild.
+type GetRebuildRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rebuild's id, or "latest".
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRebuildRequest) Reset() {
+	*x = GetRebuildRequest{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRebuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRebuildRequest) ProtoMessage() {}
+
+func (x *GetRebuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRebuildRequest.ProtoReflect.Descriptor instead.
+func (*GetRebuildRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetRebuildRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// GetRebuildResponse is the output of AdminService.GetRebuild.
+type GetRebuildResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rebuild.
+	Rebuild       *Rebuild `protobuf:"bytes,1,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRebuildResponse) Reset() {
+	*x = GetRebuildResponse{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRebuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRebuildResponse) ProtoMessage() {}
+
+func (x *GetRebuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRebuildResponse.ProtoReflect.Descriptor instead.
+func (*GetRebuildResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetRebuildResponse) GetRebuild() *Rebuild {
+	if x != nil {
+		return x.Rebuild
+	}
+	return nil
+}
+
+// Rebuild is one rebuild of the projections into a new generation.
+type Rebuild struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Where it is.
+	State RebuildState `protobuf:"varint,2,opt,name=state,proto3,enum=tidings.v1.RebuildState" json:"state,omitempty"`
+	// The generation readers used when it started.
+	FromGeneration uint64 `protobuf:"varint,3,opt,name=from_generation,json=fromGeneration,proto3" json:"from_generation,omitempty"`
+	// The generation it fills.
+	ToGeneration uint64 `protobuf:"varint,4,opt,name=to_generation,json=toGeneration,proto3" json:"to_generation,omitempty"`
+	// When it was asked for.
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// When its worker last checkpointed it.
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// When it ended (DONE or FAILED).
+	FinishTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	// Events replayed so far, over every pass.
+	EventsReplayed int64 `protobuf:"varint,8,opt,name=events_replayed,json=eventsReplayed,proto3" json:"events_replayed,omitempty"`
+	// Events the current pass replays in all (an estimate: the streams'
+	// message counts when it began).
+	EventsTotal int64 `protobuf:"varint,9,opt,name=events_total,json=eventsTotal,proto3" json:"events_total,omitempty"`
+	// Events replayed a second, over the current pass.
+	EventsPerSecond float64 `protobuf:"fixed64,10,opt,name=events_per_second,json=eventsPerSecond,proto3" json:"events_per_second,omitempty"`
+	// The time the current pass still needs at that rate.
+	Eta *durationpb.Duration `protobuf:"bytes,11,opt,name=eta,proto3" json:"eta,omitempty"`
+	// How far each stream has been replayed.
+	Streams []*StreamProgress `protobuf:"bytes,12,rep,name=streams,proto3" json:"streams,omitempty"`
+	// Why it failed.
+	Error string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	// The worker running it.
+	Runner string `protobuf:"bytes,14,opt,name=runner,proto3" json:"runner,omitempty"`
+	// The pass: 1 replays the whole log; 2 catches up with what the live
+	// workers wrote meanwhile, before the switch.
+	Pass int32 `protobuf:"varint,15,opt,name=pass,proto3" json:"pass,omitempty"`
+	// When a worker first took it.
+	StartTime     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rebuild) Reset() {
+	*x = Rebuild{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rebuild) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rebuild) ProtoMessage() {}
+
+func (x *Rebuild) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rebuild.ProtoReflect.Descriptor instead.
+func (*Rebuild) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Rebuild) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Rebuild) GetState() RebuildState {
+	if x != nil {
+		return x.State
+	}
+	return RebuildState_REBUILD_STATE_UNSPECIFIED
+}
+
+func (x *Rebuild) GetFromGeneration() uint64 {
+	if x != nil {
+		return x.FromGeneration
+	}
+	return 0
+}
+
+func (x *Rebuild) GetToGeneration() uint64 {
+	if x != nil {
+		return x.ToGeneration
+	}
+	return 0
+}
+
+func (x *Rebuild) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Rebuild) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+func (x *Rebuild) GetFinishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishTime
+	}
+	return nil
+}
+
+func (x *Rebuild) GetEventsReplayed() int64 {
+	if x != nil {
+		return x.EventsReplayed
+	}
+	return 0
+}
+
+func (x *Rebuild) GetEventsTotal() int64 {
+	if x != nil {
+		return x.EventsTotal
+	}
+	return 0
+}
+
+func (x *Rebuild) GetEventsPerSecond() float64 {
+	if x != nil {
+		return x.EventsPerSecond
+	}
+	return 0
+}
+
+func (x *Rebuild) GetEta() *durationpb.Duration {
+	if x != nil {
+		return x.Eta
+	}
+	return nil
+}
+
+func (x *Rebuild) GetStreams() []*StreamProgress {
+	if x != nil {
+		return x.Streams
+	}
+	return nil
+}
+
+func (x *Rebuild) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Rebuild) GetRunner() string {
+	if x != nil {
+		return x.Runner
+	}
+	return ""
+}
+
+func (x *Rebuild) GetPass() int32 {
+	if x != nil {
+		return x.Pass
+	}
+	return 0
+}
+
+func (x *Rebuild) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+// StreamProgress is how far a rebuild has replayed one stream.
+type StreamProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stream.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// The last sequence replayed.
+	ReplayedSequence uint64 `protobuf:"varint,2,opt,name=replayed_sequence,json=replayedSequence,proto3" json:"replayed_sequence,omitempty"`
+	// The last sequence the current pass replays.
+	TargetSequence uint64 `protobuf:"varint,3,opt,name=target_sequence,json=targetSequence,proto3" json:"target_sequence,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StreamProgress) Reset() {
+	*x = StreamProgress{}
+	mi := &file_tidings_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamProgress) ProtoMessage() {}
+
+func (x *StreamProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamProgress.ProtoReflect.Descriptor instead.
+func (*StreamProgress) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *StreamProgress) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *StreamProgress) GetReplayedSequence() uint64 {
+	if x != nil {
+		return x.ReplayedSequence
+	}
+	return 0
+}
+
+func (x *StreamProgress) GetTargetSequence() uint64 {
+	if x != nil {
+		return x.TargetSequence
+	}
+	return 0
 }
 
 // ProjectionRebuild reports the rebuild of one projection.
@@ -1188,7 +1608,7 @@ type ProjectionRebuild struct {
 
 func (x *ProjectionRebuild) Reset() {
 	*x = ProjectionRebuild{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[20]
+	mi := &file_tidings_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1620,7 @@ func (x *ProjectionRebuild) String() string {
 func (*ProjectionRebuild) ProtoMessage() {}
 
 func (x *ProjectionRebuild) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[20]
+	mi := &file_tidings_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1633,7 @@ func (x *ProjectionRebuild) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProjectionRebuild.ProtoReflect.Descriptor instead.
 func (*ProjectionRebuild) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ProjectionRebuild) GetProjection() Projection {
@@ -1239,7 +1659,7 @@ type GetSystemStatusRequest struct {
 
 func (x *GetSystemStatusRequest) Reset() {
 	*x = GetSystemStatusRequest{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[21]
+	mi := &file_tidings_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1251,7 +1671,7 @@ func (x *GetSystemStatusRequest) String() string {
 func (*GetSystemStatusRequest) ProtoMessage() {}
 
 func (x *GetSystemStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[21]
+	mi := &file_tidings_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1264,7 +1684,7 @@ func (x *GetSystemStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetSystemStatusRequest) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 // GetSystemStatusResponse is the output of AdminService.GetSystemStatus.
@@ -1279,14 +1699,18 @@ type GetSystemStatusResponse struct {
 	// Cluster, every primary did and the cluster serves every slot.
 	RedisOk bool `protobuf:"varint,3,opt,name=redis_ok,json=redisOk,proto3" json:"redis_ok,omitempty"`
 	// When the status was taken.
-	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// The generation of the projections readers use.
+	Generation uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	// The latest rebuild, if any (see GetRebuild).
+	Rebuild       *Rebuild `protobuf:"bytes,6,opt,name=rebuild,proto3" json:"rebuild,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetSystemStatusResponse) Reset() {
 	*x = GetSystemStatusResponse{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[22]
+	mi := &file_tidings_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1298,7 +1722,7 @@ func (x *GetSystemStatusResponse) String() string {
 func (*GetSystemStatusResponse) ProtoMessage() {}
 
 func (x *GetSystemStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[22]
+	mi := &file_tidings_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1311,7 +1735,7 @@ func (x *GetSystemStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSystemStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetSystemStatusResponse) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetSystemStatusResponse) GetStreams() []*StreamStatus {
@@ -1342,6 +1766,20 @@ func (x *GetSystemStatusResponse) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GetSystemStatusResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *GetSystemStatusResponse) GetRebuild() *Rebuild {
+	if x != nil {
+		return x.Rebuild
+	}
+	return nil
+}
+
 // StreamStatus describes one JetStream stream.
 type StreamStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1361,7 +1799,7 @@ type StreamStatus struct {
 
 func (x *StreamStatus) Reset() {
 	*x = StreamStatus{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[23]
+	mi := &file_tidings_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1811,7 @@ func (x *StreamStatus) String() string {
 func (*StreamStatus) ProtoMessage() {}
 
 func (x *StreamStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[23]
+	mi := &file_tidings_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1824,7 @@ func (x *StreamStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStatus.ProtoReflect.Descriptor instead.
 func (*StreamStatus) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *StreamStatus) GetName() string {
@@ -1443,7 +1881,7 @@ type ConsumerStatus struct {
 
 func (x *ConsumerStatus) Reset() {
 	*x = ConsumerStatus{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[24]
+	mi := &file_tidings_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1893,7 @@ func (x *ConsumerStatus) String() string {
 func (*ConsumerStatus) ProtoMessage() {}
 
 func (x *ConsumerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[24]
+	mi := &file_tidings_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1906,7 @@ func (x *ConsumerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConsumerStatus.ProtoReflect.Descriptor instead.
 func (*ConsumerStatus) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ConsumerStatus) GetStream() string {
@@ -1525,7 +1963,7 @@ type DeadLetterFilter struct {
 
 func (x *DeadLetterFilter) Reset() {
 	*x = DeadLetterFilter{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[25]
+	mi := &file_tidings_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1975,7 @@ func (x *DeadLetterFilter) String() string {
 func (*DeadLetterFilter) ProtoMessage() {}
 
 func (x *DeadLetterFilter) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[25]
+	mi := &file_tidings_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1988,7 @@ func (x *DeadLetterFilter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetterFilter.ProtoReflect.Descriptor instead.
 func (*DeadLetterFilter) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeadLetterFilter) GetStream() string {
@@ -1590,7 +2028,7 @@ type ListDeadLettersRequest struct {
 
 func (x *ListDeadLettersRequest) Reset() {
 	*x = ListDeadLettersRequest{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[26]
+	mi := &file_tidings_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1602,7 +2040,7 @@ func (x *ListDeadLettersRequest) String() string {
 func (*ListDeadLettersRequest) ProtoMessage() {}
 
 func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[26]
+	mi := &file_tidings_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1615,7 +2053,7 @@ func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListDeadLettersRequest) GetFilter() *DeadLetterFilter {
@@ -1652,7 +2090,7 @@ type ListDeadLettersResponse struct {
 
 func (x *ListDeadLettersResponse) Reset() {
 	*x = ListDeadLettersResponse{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[27]
+	mi := &file_tidings_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +2102,7 @@ func (x *ListDeadLettersResponse) String() string {
 func (*ListDeadLettersResponse) ProtoMessage() {}
 
 func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[27]
+	mi := &file_tidings_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +2115,7 @@ func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
@@ -1728,7 +2166,7 @@ type DeadLetter struct {
 
 func (x *DeadLetter) Reset() {
 	*x = DeadLetter{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[28]
+	mi := &file_tidings_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +2178,7 @@ func (x *DeadLetter) String() string {
 func (*DeadLetter) ProtoMessage() {}
 
 func (x *DeadLetter) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[28]
+	mi := &file_tidings_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +2191,7 @@ func (x *DeadLetter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
 func (*DeadLetter) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeadLetter) GetSequence() uint64 {
@@ -1837,7 +2275,7 @@ type ReplayDeadLettersRequest struct {
 
 func (x *ReplayDeadLettersRequest) Reset() {
 	*x = ReplayDeadLettersRequest{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	mi := &file_tidings_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2287,7 @@ func (x *ReplayDeadLettersRequest) String() string {
 func (*ReplayDeadLettersRequest) ProtoMessage() {}
 
 func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[29]
+	mi := &file_tidings_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2300,7 @@ func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
 func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReplayDeadLettersRequest) GetFilter() *DeadLetterFilter {
@@ -1887,7 +2325,7 @@ type ReplayDeadLettersResponse struct {
 
 func (x *ReplayDeadLettersResponse) Reset() {
 	*x = ReplayDeadLettersResponse{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	mi := &file_tidings_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1899,7 +2337,7 @@ func (x *ReplayDeadLettersResponse) String() string {
 func (*ReplayDeadLettersResponse) ProtoMessage() {}
 
 func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[30]
+	mi := &file_tidings_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1912,7 +2350,7 @@ func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
 func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReplayDeadLettersResponse) GetMatchedCount() int64 {
@@ -1965,7 +2403,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[31]
+	mi := &file_tidings_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2415,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[31]
+	mi := &file_tidings_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2428,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AuditEvent) GetSequence() uint64 {
@@ -2083,7 +2521,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[32]
+	mi := &file_tidings_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2533,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[32]
+	mi := &file_tidings_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2546,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListAuditEventsRequest) GetPageSize() int32 {
@@ -2173,7 +2611,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_tidings_v1_admin_proto_msgTypes[33]
+	mi := &file_tidings_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2185,7 +2623,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_admin_proto_msgTypes[33]
+	mi := &file_tidings_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2198,7 +2636,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_tidings_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -2278,21 +2716,56 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\x05rules\x18\x01 \x01(\v2\x1b.tidings.v1.AutoFollowRulesR\x05rules\"h\n" +
 	"\x19RebuildProjectionsRequest\x12K\n" +
 	"\vprojections\x18\x01 \x03(\x0e2\x16.tidings.v1.ProjectionB\x11\xbaH\x0e\x92\x01\v\x10\n" +
-	"\"\a\x82\x01\x04\x10\x01 \x00R\vprojections\"U\n" +
-	"\x1aRebuildProjectionsResponse\x127\n" +
-	"\arebuilt\x18\x01 \x03(\v2\x1d.tidings.v1.ProjectionRebuildR\arebuilt\"l\n" +
+	"\"\a\x82\x01\x04\x10\x01 \x00R\vprojections\"\x88\x01\n" +
+	"\x1aRebuildProjectionsResponse\x12;\n" +
+	"\arebuilt\x18\x01 \x03(\v2\x1d.tidings.v1.ProjectionRebuildB\x02\x18\x01R\arebuilt\x12-\n" +
+	"\arebuild\x18\x02 \x01(\v2\x13.tidings.v1.RebuildR\arebuild\"@\n" +
+	"\x11GetRebuildRequest\x12+\n" +
+	"\x02id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x10\x01\x18@2\x10^[A-Za-z0-9_-]+$R\x02id\"C\n" +
+	"\x12GetRebuildResponse\x12-\n" +
+	"\arebuild\x18\x01 \x01(\v2\x13.tidings.v1.RebuildR\arebuild\"\xa6\x05\n" +
+	"\aRebuild\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x18.tidings.v1.RebuildStateR\x05state\x12'\n" +
+	"\x0ffrom_generation\x18\x03 \x01(\x04R\x0efromGeneration\x12#\n" +
+	"\rto_generation\x18\x04 \x01(\x04R\ftoGeneration\x12;\n" +
+	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\x12;\n" +
+	"\vfinish_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishTime\x12'\n" +
+	"\x0fevents_replayed\x18\b \x01(\x03R\x0eeventsReplayed\x12!\n" +
+	"\fevents_total\x18\t \x01(\x03R\veventsTotal\x12*\n" +
+	"\x11events_per_second\x18\n" +
+	" \x01(\x01R\x0feventsPerSecond\x12+\n" +
+	"\x03eta\x18\v \x01(\v2\x19.google.protobuf.DurationR\x03eta\x124\n" +
+	"\astreams\x18\f \x03(\v2\x1a.tidings.v1.StreamProgressR\astreams\x12\x14\n" +
+	"\x05error\x18\r \x01(\tR\x05error\x12\x16\n" +
+	"\x06runner\x18\x0e \x01(\tR\x06runner\x12\x12\n" +
+	"\x04pass\x18\x0f \x01(\x05R\x04pass\x129\n" +
+	"\n" +
+	"start_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"~\n" +
+	"\x0eStreamProgress\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12+\n" +
+	"\x11replayed_sequence\x18\x02 \x01(\x04R\x10replayedSequence\x12'\n" +
+	"\x0ftarget_sequence\x18\x03 \x01(\x04R\x0etargetSequence\"l\n" +
 	"\x11ProjectionRebuild\x126\n" +
 	"\n" +
 	"projection\x18\x01 \x01(\x0e2\x16.tidings.v1.ProjectionR\n" +
 	"projection\x12\x1f\n" +
 	"\vevent_count\x18\x02 \x01(\x03R\n" +
 	"eventCount\"\x18\n" +
-	"\x16GetSystemStatusRequest\"\xd2\x01\n" +
+	"\x16GetSystemStatusRequest\"\xa1\x02\n" +
 	"\x17GetSystemStatusResponse\x122\n" +
 	"\astreams\x18\x01 \x03(\v2\x18.tidings.v1.StreamStatusR\astreams\x128\n" +
 	"\tconsumers\x18\x02 \x03(\v2\x1a.tidings.v1.ConsumerStatusR\tconsumers\x12\x19\n" +
 	"\bredis_ok\x18\x03 \x01(\bR\aredisOk\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xa0\x01\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\x12-\n" +
+	"\arebuild\x18\x06 \x01(\v2\x13.tidings.v1.RebuildR\arebuild\"\xa0\x01\n" +
 	"\fStreamStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bmessages\x18\x02 \x01(\x04R\bmessages\x12\x14\n" +
@@ -2376,7 +2849,14 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\x12PROJECTION_FOLLOWS\x10\x03\x12\x19\n" +
 	"\x15PROJECTION_ACTIVITIES\x10\x04\x12\x1c\n" +
 	"\x18PROJECTION_CONVERSATIONS\x10\x05\x12\x19\n" +
-	"\x15PROJECTION_USER_STATE\x10\x062\x8c\f\n" +
+	"\x15PROJECTION_USER_STATE\x10\x06*\xb1\x01\n" +
+	"\fRebuildState\x12\x1d\n" +
+	"\x19REBUILD_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15REBUILD_STATE_PENDING\x10\x01\x12\x19\n" +
+	"\x15REBUILD_STATE_RUNNING\x10\x02\x12\x1a\n" +
+	"\x16REBUILD_STATE_SWITCHED\x10\x03\x12\x16\n" +
+	"\x12REBUILD_STATE_DONE\x10\x04\x12\x18\n" +
+	"\x14REBUILD_STATE_FAILED\x10\x052\xfa\f\n" +
 	"\fAdminService\x12t\n" +
 	"\n" +
 	"BulkFollow\x12\x1d.tidings.v1.BulkFollowRequest\x1a\x1e.tidings.v1.BulkFollowResponse\"'\x82\xd3\xe4\x93\x02!:\x01*\"\x1c/v1/admin/follows:bulkFollow\x12|\n" +
@@ -2387,7 +2867,9 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"RemoveUser\x12\x1d.tidings.v1.RemoveUserRequest\x1a\x1e.tidings.v1.RemoveUserResponse\"+\x82\xd3\xe4\x93\x02%:\x01*\" /v1/admin/users/{user_id}:remove\x12\x86\x01\n" +
 	"\x12GetAutoFollowRules\x12%.tidings.v1.GetAutoFollowRulesRequest\x1a&.tidings.v1.GetAutoFollowRulesResponse\"!\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/admin/autoFollowRules\x12\x92\x01\n" +
 	"\x15UpdateAutoFollowRules\x12(.tidings.v1.UpdateAutoFollowRulesRequest\x1a).tidings.v1.UpdateAutoFollowRulesResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\x1a\x19/v1/admin/autoFollowRules\x12\x8d\x01\n" +
-	"\x12RebuildProjections\x12%.tidings.v1.RebuildProjectionsRequest\x1a&.tidings.v1.RebuildProjectionsResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/admin/projections:rebuild\x12t\n" +
+	"\x12RebuildProjections\x12%.tidings.v1.RebuildProjectionsRequest\x1a&.tidings.v1.RebuildProjectionsResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/admin/projections:rebuild\x12l\n" +
+	"\n" +
+	"GetRebuild\x12\x1d.tidings.v1.GetRebuildRequest\x1a\x1e.tidings.v1.GetRebuildResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/admin/rebuilds/{id}\x12t\n" +
 	"\x0fGetSystemStatus\x12\".tidings.v1.GetSystemStatusRequest\x1a#.tidings.v1.GetSystemStatusResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/admin/status\x12z\n" +
 	"\x0fListDeadLetters\x12\".tidings.v1.ListDeadLettersRequest\x1a#.tidings.v1.ListDeadLettersResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/admin/dead-letters\x12\x8a\x01\n" +
 	"\x11ReplayDeadLetters\x12$.tidings.v1.ReplayDeadLettersRequest\x1a%.tidings.v1.ReplayDeadLettersResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/admin/dead-letters:replay\x12z\n" +
@@ -2405,109 +2887,126 @@ func file_tidings_v1_admin_proto_rawDescGZIP() []byte {
 	return file_tidings_v1_admin_proto_rawDescData
 }
 
-var file_tidings_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_tidings_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_tidings_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_tidings_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_tidings_v1_admin_proto_goTypes = []any{
 	(Projection)(0),                       // 0: tidings.v1.Projection
-	(*UserSelector)(nil),                  // 1: tidings.v1.UserSelector
-	(*UserList)(nil),                      // 2: tidings.v1.UserList
-	(*BulkFollowRequest)(nil),             // 3: tidings.v1.BulkFollowRequest
-	(*BulkFollowResponse)(nil),            // 4: tidings.v1.BulkFollowResponse
-	(*BulkUnfollowRequest)(nil),           // 5: tidings.v1.BulkUnfollowRequest
-	(*BulkUnfollowResponse)(nil),          // 6: tidings.v1.BulkUnfollowResponse
-	(*ExportGraphRequest)(nil),            // 7: tidings.v1.ExportGraphRequest
-	(*ExportGraphResponse)(nil),           // 8: tidings.v1.ExportGraphResponse
-	(*ImportGraphRequest)(nil),            // 9: tidings.v1.ImportGraphRequest
-	(*ImportGraphResponse)(nil),           // 10: tidings.v1.ImportGraphResponse
-	(*RowError)(nil),                      // 11: tidings.v1.RowError
-	(*RemoveUserRequest)(nil),             // 12: tidings.v1.RemoveUserRequest
-	(*RemoveUserResponse)(nil),            // 13: tidings.v1.RemoveUserResponse
-	(*AutoFollowRules)(nil),               // 14: tidings.v1.AutoFollowRules
-	(*GetAutoFollowRulesRequest)(nil),     // 15: tidings.v1.GetAutoFollowRulesRequest
-	(*GetAutoFollowRulesResponse)(nil),    // 16: tidings.v1.GetAutoFollowRulesResponse
-	(*UpdateAutoFollowRulesRequest)(nil),  // 17: tidings.v1.UpdateAutoFollowRulesRequest
-	(*UpdateAutoFollowRulesResponse)(nil), // 18: tidings.v1.UpdateAutoFollowRulesResponse
-	(*RebuildProjectionsRequest)(nil),     // 19: tidings.v1.RebuildProjectionsRequest
-	(*RebuildProjectionsResponse)(nil),    // 20: tidings.v1.RebuildProjectionsResponse
-	(*ProjectionRebuild)(nil),             // 21: tidings.v1.ProjectionRebuild
-	(*GetSystemStatusRequest)(nil),        // 22: tidings.v1.GetSystemStatusRequest
-	(*GetSystemStatusResponse)(nil),       // 23: tidings.v1.GetSystemStatusResponse
-	(*StreamStatus)(nil),                  // 24: tidings.v1.StreamStatus
-	(*ConsumerStatus)(nil),                // 25: tidings.v1.ConsumerStatus
-	(*DeadLetterFilter)(nil),              // 26: tidings.v1.DeadLetterFilter
-	(*ListDeadLettersRequest)(nil),        // 27: tidings.v1.ListDeadLettersRequest
-	(*ListDeadLettersResponse)(nil),       // 28: tidings.v1.ListDeadLettersResponse
-	(*DeadLetter)(nil),                    // 29: tidings.v1.DeadLetter
-	(*ReplayDeadLettersRequest)(nil),      // 30: tidings.v1.ReplayDeadLettersRequest
-	(*ReplayDeadLettersResponse)(nil),     // 31: tidings.v1.ReplayDeadLettersResponse
-	(*AuditEvent)(nil),                    // 32: tidings.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),        // 33: tidings.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),       // 34: tidings.v1.ListAuditEventsResponse
-	(*EntityRef)(nil),                     // 35: tidings.v1.EntityRef
-	(*Follow)(nil),                        // 36: tidings.v1.Follow
-	(*timestamppb.Timestamp)(nil),         // 37: google.protobuf.Timestamp
-	(*Caller)(nil),                        // 38: tidings.v1.Caller
-	(*durationpb.Duration)(nil),           // 39: google.protobuf.Duration
-	(CallerKind)(0),                       // 40: tidings.v1.CallerKind
+	(RebuildState)(0),                     // 1: tidings.v1.RebuildState
+	(*UserSelector)(nil),                  // 2: tidings.v1.UserSelector
+	(*UserList)(nil),                      // 3: tidings.v1.UserList
+	(*BulkFollowRequest)(nil),             // 4: tidings.v1.BulkFollowRequest
+	(*BulkFollowResponse)(nil),            // 5: tidings.v1.BulkFollowResponse
+	(*BulkUnfollowRequest)(nil),           // 6: tidings.v1.BulkUnfollowRequest
+	(*BulkUnfollowResponse)(nil),          // 7: tidings.v1.BulkUnfollowResponse
+	(*ExportGraphRequest)(nil),            // 8: tidings.v1.ExportGraphRequest
+	(*ExportGraphResponse)(nil),           // 9: tidings.v1.ExportGraphResponse
+	(*ImportGraphRequest)(nil),            // 10: tidings.v1.ImportGraphRequest
+	(*ImportGraphResponse)(nil),           // 11: tidings.v1.ImportGraphResponse
+	(*RowError)(nil),                      // 12: tidings.v1.RowError
+	(*RemoveUserRequest)(nil),             // 13: tidings.v1.RemoveUserRequest
+	(*RemoveUserResponse)(nil),            // 14: tidings.v1.RemoveUserResponse
+	(*AutoFollowRules)(nil),               // 15: tidings.v1.AutoFollowRules
+	(*GetAutoFollowRulesRequest)(nil),     // 16: tidings.v1.GetAutoFollowRulesRequest
+	(*GetAutoFollowRulesResponse)(nil),    // 17: tidings.v1.GetAutoFollowRulesResponse
+	(*UpdateAutoFollowRulesRequest)(nil),  // 18: tidings.v1.UpdateAutoFollowRulesRequest
+	(*UpdateAutoFollowRulesResponse)(nil), // 19: tidings.v1.UpdateAutoFollowRulesResponse
+	(*RebuildProjectionsRequest)(nil),     // 20: tidings.v1.RebuildProjectionsRequest
+	(*RebuildProjectionsResponse)(nil),    // 21: tidings.v1.RebuildProjectionsResponse
+	(*GetRebuildRequest)(nil),             // 22: tidings.v1.GetRebuildRequest
+	(*GetRebuildResponse)(nil),            // 23: tidings.v1.GetRebuildResponse
+	(*Rebuild)(nil),                       // 24: tidings.v1.Rebuild
+	(*StreamProgress)(nil),                // 25: tidings.v1.StreamProgress
+	(*ProjectionRebuild)(nil),             // 26: tidings.v1.ProjectionRebuild
+	(*GetSystemStatusRequest)(nil),        // 27: tidings.v1.GetSystemStatusRequest
+	(*GetSystemStatusResponse)(nil),       // 28: tidings.v1.GetSystemStatusResponse
+	(*StreamStatus)(nil),                  // 29: tidings.v1.StreamStatus
+	(*ConsumerStatus)(nil),                // 30: tidings.v1.ConsumerStatus
+	(*DeadLetterFilter)(nil),              // 31: tidings.v1.DeadLetterFilter
+	(*ListDeadLettersRequest)(nil),        // 32: tidings.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),       // 33: tidings.v1.ListDeadLettersResponse
+	(*DeadLetter)(nil),                    // 34: tidings.v1.DeadLetter
+	(*ReplayDeadLettersRequest)(nil),      // 35: tidings.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil),     // 36: tidings.v1.ReplayDeadLettersResponse
+	(*AuditEvent)(nil),                    // 37: tidings.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),        // 38: tidings.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),       // 39: tidings.v1.ListAuditEventsResponse
+	(*EntityRef)(nil),                     // 40: tidings.v1.EntityRef
+	(*Follow)(nil),                        // 41: tidings.v1.Follow
+	(*timestamppb.Timestamp)(nil),         // 42: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),           // 43: google.protobuf.Duration
+	(*Caller)(nil),                        // 44: tidings.v1.Caller
+	(CallerKind)(0),                       // 45: tidings.v1.CallerKind
 }
 var file_tidings_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: tidings.v1.UserSelector.users:type_name -> tidings.v1.UserList
-	1,  // 1: tidings.v1.BulkFollowRequest.users:type_name -> tidings.v1.UserSelector
-	35, // 2: tidings.v1.BulkFollowRequest.entity:type_name -> tidings.v1.EntityRef
-	1,  // 3: tidings.v1.BulkUnfollowRequest.users:type_name -> tidings.v1.UserSelector
-	35, // 4: tidings.v1.BulkUnfollowRequest.entity:type_name -> tidings.v1.EntityRef
-	36, // 5: tidings.v1.ExportGraphResponse.follows:type_name -> tidings.v1.Follow
-	36, // 6: tidings.v1.ImportGraphRequest.follows:type_name -> tidings.v1.Follow
-	11, // 7: tidings.v1.ImportGraphResponse.errors:type_name -> tidings.v1.RowError
-	14, // 8: tidings.v1.GetAutoFollowRulesResponse.rules:type_name -> tidings.v1.AutoFollowRules
-	14, // 9: tidings.v1.UpdateAutoFollowRulesRequest.rules:type_name -> tidings.v1.AutoFollowRules
-	14, // 10: tidings.v1.UpdateAutoFollowRulesResponse.rules:type_name -> tidings.v1.AutoFollowRules
+	3,  // 0: tidings.v1.UserSelector.users:type_name -> tidings.v1.UserList
+	2,  // 1: tidings.v1.BulkFollowRequest.users:type_name -> tidings.v1.UserSelector
+	40, // 2: tidings.v1.BulkFollowRequest.entity:type_name -> tidings.v1.EntityRef
+	2,  // 3: tidings.v1.BulkUnfollowRequest.users:type_name -> tidings.v1.UserSelector
+	40, // 4: tidings.v1.BulkUnfollowRequest.entity:type_name -> tidings.v1.EntityRef
+	41, // 5: tidings.v1.ExportGraphResponse.follows:type_name -> tidings.v1.Follow
+	41, // 6: tidings.v1.ImportGraphRequest.follows:type_name -> tidings.v1.Follow
+	12, // 7: tidings.v1.ImportGraphResponse.errors:type_name -> tidings.v1.RowError
+	15, // 8: tidings.v1.GetAutoFollowRulesResponse.rules:type_name -> tidings.v1.AutoFollowRules
+	15, // 9: tidings.v1.UpdateAutoFollowRulesRequest.rules:type_name -> tidings.v1.AutoFollowRules
+	15, // 10: tidings.v1.UpdateAutoFollowRulesResponse.rules:type_name -> tidings.v1.AutoFollowRules
 	0,  // 11: tidings.v1.RebuildProjectionsRequest.projections:type_name -> tidings.v1.Projection
-	21, // 12: tidings.v1.RebuildProjectionsResponse.rebuilt:type_name -> tidings.v1.ProjectionRebuild
-	0,  // 13: tidings.v1.ProjectionRebuild.projection:type_name -> tidings.v1.Projection
-	24, // 14: tidings.v1.GetSystemStatusResponse.streams:type_name -> tidings.v1.StreamStatus
-	25, // 15: tidings.v1.GetSystemStatusResponse.consumers:type_name -> tidings.v1.ConsumerStatus
-	37, // 16: tidings.v1.GetSystemStatusResponse.time:type_name -> google.protobuf.Timestamp
-	26, // 17: tidings.v1.ListDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
-	29, // 18: tidings.v1.ListDeadLettersResponse.dead_letters:type_name -> tidings.v1.DeadLetter
-	37, // 19: tidings.v1.DeadLetter.dead_letter_time:type_name -> google.protobuf.Timestamp
-	26, // 20: tidings.v1.ReplayDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
-	37, // 21: tidings.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	38, // 22: tidings.v1.AuditEvent.caller:type_name -> tidings.v1.Caller
-	39, // 23: tidings.v1.AuditEvent.duration:type_name -> google.protobuf.Duration
-	40, // 24: tidings.v1.ListAuditEventsRequest.caller_kind:type_name -> tidings.v1.CallerKind
-	37, // 25: tidings.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	37, // 26: tidings.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	32, // 27: tidings.v1.ListAuditEventsResponse.events:type_name -> tidings.v1.AuditEvent
-	3,  // 28: tidings.v1.AdminService.BulkFollow:input_type -> tidings.v1.BulkFollowRequest
-	5,  // 29: tidings.v1.AdminService.BulkUnfollow:input_type -> tidings.v1.BulkUnfollowRequest
-	7,  // 30: tidings.v1.AdminService.ExportGraph:input_type -> tidings.v1.ExportGraphRequest
-	9,  // 31: tidings.v1.AdminService.ImportGraph:input_type -> tidings.v1.ImportGraphRequest
-	12, // 32: tidings.v1.AdminService.RemoveUser:input_type -> tidings.v1.RemoveUserRequest
-	15, // 33: tidings.v1.AdminService.GetAutoFollowRules:input_type -> tidings.v1.GetAutoFollowRulesRequest
-	17, // 34: tidings.v1.AdminService.UpdateAutoFollowRules:input_type -> tidings.v1.UpdateAutoFollowRulesRequest
-	19, // 35: tidings.v1.AdminService.RebuildProjections:input_type -> tidings.v1.RebuildProjectionsRequest
-	22, // 36: tidings.v1.AdminService.GetSystemStatus:input_type -> tidings.v1.GetSystemStatusRequest
-	27, // 37: tidings.v1.AdminService.ListDeadLetters:input_type -> tidings.v1.ListDeadLettersRequest
-	30, // 38: tidings.v1.AdminService.ReplayDeadLetters:input_type -> tidings.v1.ReplayDeadLettersRequest
-	33, // 39: tidings.v1.AdminService.ListAuditEvents:input_type -> tidings.v1.ListAuditEventsRequest
-	4,  // 40: tidings.v1.AdminService.BulkFollow:output_type -> tidings.v1.BulkFollowResponse
-	6,  // 41: tidings.v1.AdminService.BulkUnfollow:output_type -> tidings.v1.BulkUnfollowResponse
-	8,  // 42: tidings.v1.AdminService.ExportGraph:output_type -> tidings.v1.ExportGraphResponse
-	10, // 43: tidings.v1.AdminService.ImportGraph:output_type -> tidings.v1.ImportGraphResponse
-	13, // 44: tidings.v1.AdminService.RemoveUser:output_type -> tidings.v1.RemoveUserResponse
-	16, // 45: tidings.v1.AdminService.GetAutoFollowRules:output_type -> tidings.v1.GetAutoFollowRulesResponse
-	18, // 46: tidings.v1.AdminService.UpdateAutoFollowRules:output_type -> tidings.v1.UpdateAutoFollowRulesResponse
-	20, // 47: tidings.v1.AdminService.RebuildProjections:output_type -> tidings.v1.RebuildProjectionsResponse
-	23, // 48: tidings.v1.AdminService.GetSystemStatus:output_type -> tidings.v1.GetSystemStatusResponse
-	28, // 49: tidings.v1.AdminService.ListDeadLetters:output_type -> tidings.v1.ListDeadLettersResponse
-	31, // 50: tidings.v1.AdminService.ReplayDeadLetters:output_type -> tidings.v1.ReplayDeadLettersResponse
-	34, // 51: tidings.v1.AdminService.ListAuditEvents:output_type -> tidings.v1.ListAuditEventsResponse
-	40, // [40:52] is the sub-list for method output_type
-	28, // [28:40] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	26, // 12: tidings.v1.RebuildProjectionsResponse.rebuilt:type_name -> tidings.v1.ProjectionRebuild
+	24, // 13: tidings.v1.RebuildProjectionsResponse.rebuild:type_name -> tidings.v1.Rebuild
+	24, // 14: tidings.v1.GetRebuildResponse.rebuild:type_name -> tidings.v1.Rebuild
+	1,  // 15: tidings.v1.Rebuild.state:type_name -> tidings.v1.RebuildState
+	42, // 16: tidings.v1.Rebuild.create_time:type_name -> google.protobuf.Timestamp
+	42, // 17: tidings.v1.Rebuild.update_time:type_name -> google.protobuf.Timestamp
+	42, // 18: tidings.v1.Rebuild.finish_time:type_name -> google.protobuf.Timestamp
+	43, // 19: tidings.v1.Rebuild.eta:type_name -> google.protobuf.Duration
+	25, // 20: tidings.v1.Rebuild.streams:type_name -> tidings.v1.StreamProgress
+	42, // 21: tidings.v1.Rebuild.start_time:type_name -> google.protobuf.Timestamp
+	0,  // 22: tidings.v1.ProjectionRebuild.projection:type_name -> tidings.v1.Projection
+	29, // 23: tidings.v1.GetSystemStatusResponse.streams:type_name -> tidings.v1.StreamStatus
+	30, // 24: tidings.v1.GetSystemStatusResponse.consumers:type_name -> tidings.v1.ConsumerStatus
+	42, // 25: tidings.v1.GetSystemStatusResponse.time:type_name -> google.protobuf.Timestamp
+	24, // 26: tidings.v1.GetSystemStatusResponse.rebuild:type_name -> tidings.v1.Rebuild
+	31, // 27: tidings.v1.ListDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
+	34, // 28: tidings.v1.ListDeadLettersResponse.dead_letters:type_name -> tidings.v1.DeadLetter
+	42, // 29: tidings.v1.DeadLetter.dead_letter_time:type_name -> google.protobuf.Timestamp
+	31, // 30: tidings.v1.ReplayDeadLettersRequest.filter:type_name -> tidings.v1.DeadLetterFilter
+	42, // 31: tidings.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	44, // 32: tidings.v1.AuditEvent.caller:type_name -> tidings.v1.Caller
+	43, // 33: tidings.v1.AuditEvent.duration:type_name -> google.protobuf.Duration
+	45, // 34: tidings.v1.ListAuditEventsRequest.caller_kind:type_name -> tidings.v1.CallerKind
+	42, // 35: tidings.v1.ListAuditEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	42, // 36: tidings.v1.ListAuditEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	37, // 37: tidings.v1.ListAuditEventsResponse.events:type_name -> tidings.v1.AuditEvent
+	4,  // 38: tidings.v1.AdminService.BulkFollow:input_type -> tidings.v1.BulkFollowRequest
+	6,  // 39: tidings.v1.AdminService.BulkUnfollow:input_type -> tidings.v1.BulkUnfollowRequest
+	8,  // 40: tidings.v1.AdminService.ExportGraph:input_type -> tidings.v1.ExportGraphRequest
+	10, // 41: tidings.v1.AdminService.ImportGraph:input_type -> tidings.v1.ImportGraphRequest
+	13, // 42: tidings.v1.AdminService.RemoveUser:input_type -> tidings.v1.RemoveUserRequest
+	16, // 43: tidings.v1.AdminService.GetAutoFollowRules:input_type -> tidings.v1.GetAutoFollowRulesRequest
+	18, // 44: tidings.v1.AdminService.UpdateAutoFollowRules:input_type -> tidings.v1.UpdateAutoFollowRulesRequest
+	20, // 45: tidings.v1.AdminService.RebuildProjections:input_type -> tidings.v1.RebuildProjectionsRequest
+	22, // 46: tidings.v1.AdminService.GetRebuild:input_type -> tidings.v1.GetRebuildRequest
+	27, // 47: tidings.v1.AdminService.GetSystemStatus:input_type -> tidings.v1.GetSystemStatusRequest
+	32, // 48: tidings.v1.AdminService.ListDeadLetters:input_type -> tidings.v1.ListDeadLettersRequest
+	35, // 49: tidings.v1.AdminService.ReplayDeadLetters:input_type -> tidings.v1.ReplayDeadLettersRequest
+	38, // 50: tidings.v1.AdminService.ListAuditEvents:input_type -> tidings.v1.ListAuditEventsRequest
+	5,  // 51: tidings.v1.AdminService.BulkFollow:output_type -> tidings.v1.BulkFollowResponse
+	7,  // 52: tidings.v1.AdminService.BulkUnfollow:output_type -> tidings.v1.BulkUnfollowResponse
+	9,  // 53: tidings.v1.AdminService.ExportGraph:output_type -> tidings.v1.ExportGraphResponse
+	11, // 54: tidings.v1.AdminService.ImportGraph:output_type -> tidings.v1.ImportGraphResponse
+	14, // 55: tidings.v1.AdminService.RemoveUser:output_type -> tidings.v1.RemoveUserResponse
+	17, // 56: tidings.v1.AdminService.GetAutoFollowRules:output_type -> tidings.v1.GetAutoFollowRulesResponse
+	19, // 57: tidings.v1.AdminService.UpdateAutoFollowRules:output_type -> tidings.v1.UpdateAutoFollowRulesResponse
+	21, // 58: tidings.v1.AdminService.RebuildProjections:output_type -> tidings.v1.RebuildProjectionsResponse
+	23, // 59: tidings.v1.AdminService.GetRebuild:output_type -> tidings.v1.GetRebuildResponse
+	28, // 60: tidings.v1.AdminService.GetSystemStatus:output_type -> tidings.v1.GetSystemStatusResponse
+	33, // 61: tidings.v1.AdminService.ListDeadLetters:output_type -> tidings.v1.ListDeadLettersResponse
+	36, // 62: tidings.v1.AdminService.ReplayDeadLetters:output_type -> tidings.v1.ReplayDeadLettersResponse
+	39, // 63: tidings.v1.AdminService.ListAuditEvents:output_type -> tidings.v1.ListAuditEventsResponse
+	51, // [51:64] is the sub-list for method output_type
+	38, // [38:51] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_admin_proto_init() }
@@ -2527,8 +3026,8 @@ func file_tidings_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_admin_proto_rawDesc), len(file_tidings_v1_admin_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   34,
+			NumEnums:      2,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

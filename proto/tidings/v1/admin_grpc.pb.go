@@ -27,6 +27,7 @@ const (
 	AdminService_GetAutoFollowRules_FullMethodName    = "/tidings.v1.AdminService/GetAutoFollowRules"
 	AdminService_UpdateAutoFollowRules_FullMethodName = "/tidings.v1.AdminService/UpdateAutoFollowRules"
 	AdminService_RebuildProjections_FullMethodName    = "/tidings.v1.AdminService/RebuildProjections"
+	AdminService_GetRebuild_FullMethodName            = "/tidings.v1.AdminService/GetRebuild"
 	AdminService_GetSystemStatus_FullMethodName       = "/tidings.v1.AdminService/GetSystemStatus"
 	AdminService_ListDeadLetters_FullMethodName       = "/tidings.v1.AdminService/ListDeadLetters"
 	AdminService_ReplayDeadLetters_FullMethodName     = "/tidings.v1.AdminService/ReplayDeadLetters"
@@ -61,10 +62,20 @@ type AdminServiceClient interface {
 	GetAutoFollowRules(ctx context.Context, in *GetAutoFollowRulesRequest, opts ...grpc.CallOption) (*GetAutoFollowRulesResponse, error)
 	// UpdateAutoFollowRules replaces the auto-follow rules.
 	UpdateAutoFollowRules(ctx context.Context, in *UpdateAutoFollowRulesRequest, opts ...grpc.CallOption) (*UpdateAutoFollowRulesResponse, error)
-	// RebuildProjections wipes the Redis projections of the given domains and
-	// replays their streams from the start. Reads may be incomplete until it
-	// returns.
+	// RebuildProjections starts rebuilding the Redis projections from the
+	// event log, into a new generation of keys beside the one readers use,
+	// and returns at once with the operation (follow it with GetRebuild).
+	// Readers keep the complete current generation while it runs; once the
+	// new one has caught up with the log, every process switches to it at
+	// once and the old one is dropped. A rebuild runs in a worker process,
+	// outlives its caller, and is resumed from its last checkpoint by another
+	// worker if the one running it stops. FailedPrecondition while another
+	// rebuild is under way.
 	RebuildProjections(ctx context.Context, in *RebuildProjectionsRequest, opts ...grpc.CallOption) (*RebuildProjectionsResponse, error)
+	// GetRebuild reports a rebuild: its state, the events replayed, its rate
+	// and the time it still needs. The id "latest" names the most recent one.
+	// NotFound when there is none.
+	GetRebuild(ctx context.Context, in *GetRebuildRequest, opts ...grpc.CallOption) (*GetRebuildResponse, error)
 	// GetSystemStatus reports the event streams, the durable consumers' lag
 	// and whether Redis answers.
 	GetSystemStatus(ctx context.Context, in *GetSystemStatusRequest, opts ...grpc.CallOption) (*GetSystemStatusResponse, error)
@@ -191,6 +202,16 @@ func (c *adminServiceClient) RebuildProjections(ctx context.Context, in *Rebuild
 	return out, nil
 }
 
+func (c *adminServiceClient) GetRebuild(ctx context.Context, in *GetRebuildRequest, opts ...grpc.CallOption) (*GetRebuildResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRebuildResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetRebuild_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) GetSystemStatus(ctx context.Context, in *GetSystemStatusRequest, opts ...grpc.CallOption) (*GetSystemStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetSystemStatusResponse)
@@ -259,10 +280,20 @@ type AdminServiceServer interface {
 	GetAutoFollowRules(context.Context, *GetAutoFollowRulesRequest) (*GetAutoFollowRulesResponse, error)
 	// UpdateAutoFollowRules replaces the auto-follow rules.
 	UpdateAutoFollowRules(context.Context, *UpdateAutoFollowRulesRequest) (*UpdateAutoFollowRulesResponse, error)
-	// RebuildProjections wipes the Redis projections of the given domains and
-	// replays their streams from the start. Reads may be incomplete until it
-	// returns.
+	// RebuildProjections starts rebuilding the Redis projections from the
+	// event log, into a new generation of keys beside the one readers use,
+	// and returns at once with the operation (follow it with GetRebuild).
+	// Readers keep the complete current generation while it runs; once the
+	// new one has caught up with the log, every process switches to it at
+	// once and the old one is dropped. A rebuild runs in a worker process,
+	// outlives its caller, and is resumed from its last checkpoint by another
+	// worker if the one running it stops. FailedPrecondition while another
+	// rebuild is under way.
 	RebuildProjections(context.Context, *RebuildProjectionsRequest) (*RebuildProjectionsResponse, error)
+	// GetRebuild reports a rebuild: its state, the events replayed, its rate
+	// and the time it still needs. The id "latest" names the most recent one.
+	// NotFound when there is none.
+	GetRebuild(context.Context, *GetRebuildRequest) (*GetRebuildResponse, error)
 	// GetSystemStatus reports the event streams, the durable consumers' lag
 	// and whether Redis answers.
 	GetSystemStatus(context.Context, *GetSystemStatusRequest) (*GetSystemStatusResponse, error)
@@ -320,6 +351,9 @@ func (UnimplementedAdminServiceServer) UpdateAutoFollowRules(context.Context, *U
 }
 func (UnimplementedAdminServiceServer) RebuildProjections(context.Context, *RebuildProjectionsRequest) (*RebuildProjectionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RebuildProjections not implemented")
+}
+func (UnimplementedAdminServiceServer) GetRebuild(context.Context, *GetRebuildRequest) (*GetRebuildResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRebuild not implemented")
 }
 func (UnimplementedAdminServiceServer) GetSystemStatus(context.Context, *GetSystemStatusRequest) (*GetSystemStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSystemStatus not implemented")
@@ -480,6 +514,24 @@ func _AdminService_RebuildProjections_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetRebuild_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRebuildRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetRebuild(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetRebuild_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetRebuild(ctx, req.(*GetRebuildRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_GetSystemStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetSystemStatusRequest)
 	if err := dec(in); err != nil {
@@ -582,6 +634,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RebuildProjections",
 			Handler:    _AdminService_RebuildProjections_Handler,
+		},
+		{
+			MethodName: "GetRebuild",
+			Handler:    _AdminService_GetRebuild_Handler,
 		},
 		{
 			MethodName: "GetSystemStatus",

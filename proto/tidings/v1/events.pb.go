@@ -966,7 +966,11 @@ type FanoutChunk struct {
 	// The users whose home timelines get (or lose) it.
 	UserIds []string `protobuf:"bytes,2,rep,name=user_ids,json=userIds,proto3" json:"user_ids,omitempty"`
 	// True to remove the activity (it was deleted) rather than insert it.
-	Remove        bool `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	Remove bool `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	// The generation of the projections the chunk writes (0: the first):
+	// while a rebuild fills a new generation, the same post is chunked once
+	// for each.
+	Generation    uint64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1020,6 +1024,13 @@ func (x *FanoutChunk) GetRemove() bool {
 		return x.Remove
 	}
 	return false
+}
+
+func (x *FanoutChunk) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 // DeadLetterReplay asks the worker to re-drive dead letters, on subject
@@ -1180,12 +1191,15 @@ const file_tidings_v1_events_proto_rawDesc = "" +
 	"activityId\x12\x0e\n" +
 	"\x02on\x18\x02 \x01(\bR\x02on\"-\n" +
 	"\x11NotificationsRead\x12\x18\n" +
-	"\bup_to_ms\x18\x01 \x01(\x03R\x06upToMs\"a\n" +
+	"\bup_to_ms\x18\x01 \x01(\x03R\x06upToMs\"\x81\x01\n" +
 	"\vFanoutChunk\x12\x1f\n" +
 	"\vactivity_id\x18\x01 \x01(\tR\n" +
 	"activityId\x12\x19\n" +
 	"\buser_ids\x18\x02 \x03(\tR\auserIds\x12\x16\n" +
-	"\x06remove\x18\x03 \x01(\bR\x06remove\"\xc6\x01\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x04R\n" +
+	"generation\"\xc6\x01\n" +
 	"\x10DeadLetterReplay\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
 	"\bconsumer\x18\x02 \x01(\tR\bconsumer\x12\x1c\n" +

@@ -172,6 +172,10 @@ func newStatusCmd(c *clientFlags) *cobra.Command {
 		for _, c := range st.GetConsumers() {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", c.GetName(), c.GetStream(), c.GetPending(), c.GetAckPending(), c.GetRedelivered())
 		}
+		fmt.Fprintf(tw, "\nprojections: generation %d\n", st.GetGeneration())
+		if r := st.GetRebuild(); r != nil {
+			fmt.Fprintf(tw, "latest rebuild: %s, %s (generation %d → %d)\n", r.GetId(), stateName(r.GetState()), r.GetFromGeneration(), r.GetToGeneration())
+		}
 		return tw.Flush()
 	})
 	return cmd

@@ -66,6 +66,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newPostCmd(client),
 		newFeedCmd(client),
 		newStatusCmd(client),
+		newRebuildCmd(client),
 		newDeadLettersCmd(client),
 		newBenchCmd(),
 		newCommentCmd(client),
