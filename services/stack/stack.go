@@ -215,8 +215,11 @@ func Run(ctx context.Context, opts Options) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
-	// Every process follows the projections' generation (pkg/generation).
-	g.Go(func() error { return c.FollowGenerations(gctx) })
+	if c != nil {
+		// Every process that reads or writes the projections follows their
+		// generation (pkg/generation); a web process alone has none.
+		g.Go(func() error { return c.FollowGenerations(gctx) })
+	}
 
 	var srv *grpcserver.Server
 	var sec *security
