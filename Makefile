@@ -51,7 +51,7 @@ bench: deps build ## Measure Tidings against this machine's limits (6-8 min; REA
 	$(BIN) bench full
 
 .PHONY: bench-quick
-bench-quick: deps build ## The same figures on smaller organisations, in under 2 minutes
+bench-quick: deps build ## The same figures on smaller organisations, in about 2.5 minutes
 	$(BIN) bench quick
 
 .PHONY: gobench

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -46,6 +47,18 @@ func Mentions(text string) []string {
 		out = append(out, id)
 		if len(out) == MaxMentions {
 			break
+		}
+	}
+	return out
+}
+
+// AddedMentions returns the users of after who are not in before, in
+// order.
+func AddedMentions(before, after []string) []string {
+	var out []string
+	for _, u := range after {
+		if !slices.Contains(before, u) {
+			out = append(out, u)
 		}
 	}
 	return out
@@ -145,11 +158,17 @@ func (p *Poster) prior(ctx context.Context, scope string) (*tidingsv1.Activity, 
 }
 
 func (p *Poster) resolveMentions(ctx context.Context, text string) ([]string, error) {
+	return ResolveMentions(ctx, p.profiles, text)
+}
+
+// ResolveMentions returns the users text mentions (Mentions) who exist in
+// the directory.
+func ResolveMentions(ctx context.Context, profiles *profilestore.Store, text string) ([]string, error) {
 	ids := Mentions(text)
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	found, err := p.profiles.GetMany(ctx, ids)
+	found, err := profiles.GetMany(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +191,8 @@ func (p *Poster) writeThrough(ctx context.Context, seq uint64, ev *tidingsv1.Act
 
 // Edit replaces an activity's text (and so its mentions) and appends the
 // edited activity. No re-fan-out: feeds hold ids, so the edit shows
-// everywhere at once.
+// everywhere at once. The event names the users the edit newly mentions,
+// whom the fan-out delivers the activity to and notifies.
 func (p *Poster) Edit(ctx context.Context, a *tidingsv1.Activity, text string, caller *tidingsv1.Caller) (*tidingsv1.Activity, error) {
 	next := proto.CloneOf(a)
 	next.Text = text
@@ -182,7 +202,10 @@ func (p *Poster) Edit(ctx context.Context, a *tidingsv1.Activity, text string, c
 	}
 	next.MentionUserIds = mentions
 	next.EditTime = timestamppb.Now()
-	ev := &tidingsv1.ActivityEvent{Change: &tidingsv1.ActivityEvent_Edited{Edited: next}, Caller: caller, Time: next.GetEditTime()}
+	ev := &tidingsv1.ActivityEvent{
+		Change: &tidingsv1.ActivityEvent_Edited{Edited: next}, Caller: caller, Time: next.GetEditTime(),
+		AddedMentionUserIds: AddedMentions(a.GetMentionUserIds(), mentions),
+	}
 	appended, err := p.log.Publish(ctx, eventlog.Append{Subject: eventlog.ActivitySubject(a.GetId()), Event: ev})
 	if err != nil {
 		return nil, err

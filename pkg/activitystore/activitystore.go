@@ -65,6 +65,9 @@ type Store struct {
 // New returns a Store over the keys of ks.
 func New(rdb redis.UniversalClient, ks *redisx.Keyspace) *Store { return &Store{rdb: rdb, ks: ks} }
 
+// Client returns the Redis client.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
 // Put stores a posted or edited activity at stream sequence seq, and
 // reports whether the activity is deleted (then nothing is stored).
 func (s *Store) Put(ctx context.Context, seq uint64, a *tidingsv1.Activity) (deleted bool, err error) {
@@ -138,6 +141,19 @@ func (s *Store) GetMany(ctx context.Context, ids []string) ([]*tidingsv1.Activit
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("read activities: %w", err)
 	}
+	return decodeBodies(ids, cmds)
+}
+
+// QueueGetMany queues GetMany on pipe.
+func (s *Store) QueueGetMany(ctx context.Context, pipe redis.Pipeliner, ids []string) redisx.Result[[]*tidingsv1.Activity] {
+	cmds := make([]*redis.StringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGet(ctx, s.BodyKey(id), BodyField)
+	}
+	return func() ([]*tidingsv1.Activity, error) { return decodeBodies(ids, cmds) }
+}
+
+func decodeBodies(ids []string, cmds []*redis.StringCmd) ([]*tidingsv1.Activity, error) {
 	out := make([]*tidingsv1.Activity, len(ids))
 	for i, cmd := range cmds {
 		data, err := cmd.Bytes()

@@ -99,6 +99,28 @@ func DefaultPolicy() Policy {
 		tidingsv1.ActivityService_BatchGetActivities_FullMethodName: everyone,
 		tidingsv1.ActivityService_EditActivity_FullMethodName:       employees,
 		tidingsv1.ActivityService_DeleteActivity_FullMethodName:     everyone,
+		// Bookmarks and mutes: an employee's own (handlers check whose).
+		tidingsv1.ActivityService_BookmarkActivity_FullMethodName:   employees,
+		tidingsv1.ActivityService_UnbookmarkActivity_FullMethodName: employees,
+		tidingsv1.ActivityService_ListBookmarks_FullMethodName:      employees,
+		tidingsv1.ActivityService_MuteActivity_FullMethodName:       employees,
+		tidingsv1.ActivityService_UnmuteActivity_FullMethodName:     employees,
+
+		// Conversations: employees comment and react as themselves; whoever
+		// may see an activity reads its conversation.
+		tidingsv1.ConversationService_AddComment_FullMethodName:     employees,
+		tidingsv1.ConversationService_EditComment_FullMethodName:    employees,
+		tidingsv1.ConversationService_DeleteComment_FullMethodName:  employees,
+		tidingsv1.ConversationService_ListComments_FullMethodName:   everyone,
+		tidingsv1.ConversationService_AddReaction_FullMethodName:    employees,
+		tidingsv1.ConversationService_RemoveReaction_FullMethodName: employees,
+		tidingsv1.ConversationService_ListReactions_FullMethodName:  everyone,
+
+		// Notifications: an employee's own.
+		tidingsv1.NotificationService_ListNotifications_FullMethodName:     employees,
+		tidingsv1.NotificationService_GetUnreadCount_FullMethodName:        employees,
+		tidingsv1.NotificationService_MarkNotificationsRead_FullMethodName: employees,
+		tidingsv1.NotificationService_WatchNotifications_FullMethodName:    employees,
 
 		// Timelines: a home feed is its owner's alone.
 		tidingsv1.TimelineService_GetHomeTimeline_FullMethodName: employees,

@@ -108,6 +108,12 @@ type Config struct {
 	// InactiveAfter: users who have not read their home timeline for this
 	// long are skipped by the fan-out; their next read rebuilds it.
 	InactiveAfter time.Duration
+	// NotifyWindow is how long notifications of the same kind about the
+	// same thing fold into one item; NotifyCap and NotifyMaxAge bound the
+	// items each user keeps.
+	NotifyWindow time.Duration
+	NotifyCap    int
+	NotifyMaxAge time.Duration
 
 	// Security holds identity, transport, limits and audit (security.go).
 	Security
@@ -149,6 +155,9 @@ func Default() Config {
 		HotOn:                10000,
 		HotOff:               8000,
 		InactiveAfter:        14 * 24 * time.Hour,
+		NotifyWindow:         24 * time.Hour,
+		NotifyCap:            200,
+		NotifyMaxAge:         90 * 24 * time.Hour,
 		Security:             DefaultSecurity(),
 		Tracing:              DefaultTracing(),
 	}
@@ -192,6 +201,9 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.HotOn, "hot-on", c.HotOn, "followers above which an entity is pulled at read time, not pushed")
 	fs.Int64Var(&c.HotOff, "hot-off", c.HotOff, "followers below which a pulled entity is pushed again")
 	fs.DurationVar(&c.InactiveAfter, "inactive-after", c.InactiveAfter, "skip the home timelines of users who have not read them for this long (0: never)")
+	fs.DurationVar(&c.NotifyWindow, "notify-window", c.NotifyWindow, "notifications of the same kind about the same thing within this long fold into one")
+	fs.IntVar(&c.NotifyCap, "notify-cap", c.NotifyCap, "notifications each user keeps")
+	fs.DurationVar(&c.NotifyMaxAge, "notify-max-age", c.NotifyMaxAge, "notifications older than this (before the user's newest) are dropped")
 	c.bindFlags(fs)
 	c.bindTracingFlags(fs)
 }
@@ -273,6 +285,9 @@ func (c *Config) Validate() error {
 	check(c.MaxDeliver >= 2, "max-deliver must be at least 2")
 	check(c.WatchBuffer >= 1 && c.WatchBuffer <= 100000, "watch-buffer must be 1..100000")
 	check(c.HotOff > 0 && c.HotOff < c.HotOn, "hot-off must be positive and below hot-on")
+	check(c.NotifyWindow >= time.Second, "notify-window must be at least 1s")
+	check(c.NotifyCap >= 10 && c.NotifyCap <= 10000, "notify-cap must be 10..10000")
+	check(c.NotifyMaxAge >= time.Hour, "notify-max-age must be at least 1h")
 	errs = append(errs, c.validate(c)...)
 	errs = append(errs, c.validateTracing()...)
 	return errors.Join(errs...)

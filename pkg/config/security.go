@@ -69,7 +69,8 @@ type Security struct {
 	RateAdmin    float64
 	// RateBurst is how many seconds' worth of calls may come at once.
 	RateBurst float64
-	// WatchPerUser and WatchPerProcess bound concurrent Watch streams.
+	// WatchPerUser and WatchPerProcess bound concurrent Watch and
+	// WatchNotifications streams, counted together.
 	WatchPerUser    int
 	WatchPerProcess int
 
@@ -130,8 +131,8 @@ func (s *Security) bindFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&s.RateApp, "rate-app", s.RateApp, "calls a second per app, across replicas (0: unlimited)")
 	fs.Float64Var(&s.RateAdmin, "rate-admin", s.RateAdmin, "calls a second per admin, across replicas (0: unlimited)")
 	fs.Float64Var(&s.RateBurst, "rate-burst", s.RateBurst, "seconds' worth of calls a caller may make at once")
-	fs.IntVar(&s.WatchPerUser, "watch-per-user", s.WatchPerUser, "concurrent Watch streams per user (0: unlimited)")
-	fs.IntVar(&s.WatchPerProcess, "watch-per-process", s.WatchPerProcess, "concurrent Watch streams per process (0: unlimited)")
+	fs.IntVar(&s.WatchPerUser, "watch-per-user", s.WatchPerUser, "concurrent Watch and WatchNotifications streams per user (0: unlimited)")
+	fs.IntVar(&s.WatchPerProcess, "watch-per-process", s.WatchPerProcess, "concurrent Watch and WatchNotifications streams per process (0: unlimited)")
 	fs.DurationVar(&s.AuditMaxAge, "audit-max-age", s.AuditMaxAge, "how long audit events are kept")
 	fs.IntVar(&s.AuditBuffer, "audit-buffer", s.AuditBuffer, "audit events waiting to be written before more are dropped (and counted)")
 }

@@ -5,7 +5,8 @@
 // Streams use file storage and limits retention (never work-queue), so a log
 // can be replayed to rebuild Redis. State streams (PROFILES, RECORDS) keep
 // the last event per subject, which is log compaction: each event there is
-// an entity's whole state. FOLLOWS and ACTIVITIES keep every event.
+// an entity's whole state. FOLLOWS, ACTIVITIES, CONVERSATIONS and USERSTATE
+// keep every event.
 package eventlog
 
 import (
@@ -27,6 +28,12 @@ const (
 	StreamDeadLetter = "DEADLETTER"
 	StreamFanout     = "FANOUT"
 	StreamRedrive    = "REDRIVE"
+	// StreamConversations holds comments and reactions, one subject per
+	// activity.
+	StreamConversations = "CONVERSATIONS"
+	// StreamUserState holds bookmarks, mutes and notification read marks,
+	// one subject per user.
+	StreamUserState = "USERSTATE"
 )
 
 // Subject prefixes, one per stream.
@@ -38,6 +45,10 @@ const (
 	SubjectDeadLetter = "tidings.deadletter"
 	SubjectFanout     = "tidings.fanout"
 	SubjectRedrive    = "tidings.redrive"
+	// SubjectConversations prefixes the CONVERSATIONS stream's subjects.
+	SubjectConversations = "tidings.conversations"
+	// SubjectUserState prefixes the USERSTATE stream's subjects.
+	SubjectUserState = "tidings.userstate"
 )
 
 // Token encodes an id as one subject token. Ids may hold ".", which NATS
@@ -61,6 +72,14 @@ func ActivitySubject(activityID string) string { return SubjectActivities + "." 
 
 // FanoutSubject is the subject of an activity's fan-out chunks.
 func FanoutSubject(activityID string) string { return SubjectFanout + "." + activityID }
+
+// ConversationSubject is the subject of an activity's comments and
+// reactions.
+func ConversationSubject(activityID string) string { return SubjectConversations + "." + activityID }
+
+// UserStateSubject is the subject of a user's bookmarks, mutes and read
+// marks.
+func UserStateSubject(userID string) string { return SubjectUserState + "." + Token(userID) }
 
 // StreamOptions are the settings shared by every stream.
 type StreamOptions struct {
@@ -98,12 +117,14 @@ func StreamConfigs(opts StreamOptions) []jetstream.StreamConfig {
 	fanout := base(StreamFanout, SubjectFanout, "Chunks of large fan-outs, shared by workers")
 	fanout.Retention = jetstream.WorkQueuePolicy
 	fanout.MaxAge = 24 * time.Hour
+	conversations := base(StreamConversations, SubjectConversations, "Comments and reactions, every event")
+	userState := base(StreamUserState, SubjectUserState, "Bookmarks, mutes and notification read marks, every event")
 	// REDRIVE holds requests to re-drive dead letters until a worker has
 	// done them.
 	redrive := base(StreamRedrive, SubjectRedrive, "Requests to re-drive dead letters, shared by workers")
 	redrive.Retention = jetstream.WorkQueuePolicy
 	redrive.MaxAge = 7 * 24 * time.Hour
-	return []jetstream.StreamConfig{profiles, records, follows, activities, dead, fanout, redrive}
+	return []jetstream.StreamConfig{profiles, records, follows, activities, dead, fanout, redrive, conversations, userState}
 }
 
 // EnsureStreams creates every stream, or updates it to the configuration.

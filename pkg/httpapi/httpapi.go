@@ -45,6 +45,12 @@ var (
 			EventIDField: "resume_token",
 		},
 		{
+			Method:       tidingsv1.NotificationService_WatchNotifications_FullMethodName,
+			Pattern:      "GET /v1/users/{user_id}/notifications:watch",
+			ResumeField:  "resume_token",
+			EventIDField: "resume_token",
+		},
+		{
 			Method:  tidingsv1.AdminService_ExportGraph_FullMethodName,
 			Pattern: "GET /v1/admin/graph:export",
 		},

@@ -300,6 +300,53 @@ func TestWatchAsServerSentEvents(t *testing.T) {
 	require.EqualValues(t, 7, body["code"])
 }
 
+// TestConversationsAsJSON comments and reacts over HTTP and watches the
+// author's notifications as server-sent events, resuming with
+// Last-Event-ID.
+func TestConversationsAsJSON(t *testing.T) {
+	t.Parallel()
+	a := start(t, 0)
+	a.Users(t, "ana", "bo")
+	post := a.post(t, "ana", "Closing Acme")
+	ctx, cancel := context.WithCancel(t.Context())
+	s := a.watch(ctx, t, "ana", "/v1/users/ana/notifications:watch")
+
+	bo := ptr(testenv.Employee("bo"))
+	code, body := a.call(t, bo, "POST", "/v1/activities/"+post+"/comments", `{"authorUserId":"bo","text":"Congrats!"}`)
+	require.Equal(t, http.StatusOK, code, body)
+	ev := s.next(t, false)
+	var got map[string]any
+	require.NoError(t, json.Unmarshal([]byte(ev.data), &got))
+	n := got["notification"].(map[string]any)
+	require.Equal(t, "bo commented on your post", n["summary"])
+	require.Equal(t, got["resumeToken"], ev.id)
+	cancel()
+
+	code, body = a.call(t, bo, "POST", "/v1/activities/"+post+"/reactions", `{"userId":"bo","kind":"REACTION_KIND_LIKE"}`)
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, true, body["added"])
+	a.WaitCaughtUp(t)
+	ctx, cancel = context.WithCancel(t.Context())
+	defer cancel()
+	s = a.watch(ctx, t, "ana", "/v1/users/ana/notifications:watch", "Last-Event-ID", ev.id)
+	for {
+		require.NoError(t, json.Unmarshal([]byte(s.next(t, false).data), &got))
+		if got["notification"].(map[string]any)["summary"] == "bo liked your post" {
+			break
+		}
+	}
+	code, body = a.call(t, ptr(testenv.Employee("ana")), "GET", "/v1/users/ana/notifications:unreadCount", "")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, "2", body["unreadCount"])
+	code, body = a.call(t, ptr(testenv.Employee("ana")), "POST", "/v1/users/ana/notifications:markRead", `{"all":true}`)
+	require.Equal(t, http.StatusOK, code, body)
+	code, body = a.call(t, ptr(testenv.Employee("ana")), "GET", "/v1/activities/"+post+"/comments", "")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, "1", body["totalCount"])
+	code, body = a.call(t, bo, "GET", "/v1/users/ana/notifications", "")
+	require.Equal(t, http.StatusForbidden, code, body)
+}
+
 func TestAdminStreams(t *testing.T) {
 	t.Parallel()
 	a := start(t, 0)

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -40,6 +41,11 @@ func Subject(userID string) string { return SubjectPrefix + ".user." + eventlog.
 // pushed to each follower (pkg/hot): watchers who follow it listen here.
 func EntitySubject(entityKey string) string {
 	return SubjectPrefix + ".entity." + eventlog.Token(entityKey)
+}
+
+// NotificationSubject is the live subject of a user's notifications.
+func NotificationSubject(userID string) string {
+	return SubjectPrefix + ".notify." + eventlog.Token(userID)
 }
 
 // SwitchSubject carries hot switches: an entity's posts are pulled from
@@ -101,6 +107,17 @@ func (p *Publisher) NotifyItems(userID string, list []ids.ID) error {
 		data = append(data, b[:]...)
 	}
 	if err := p.nc.Publish(Subject(userID), data); err != nil {
+		return fmt.Errorf("publish live notice: %w", err)
+	}
+	return nil
+}
+
+// NotifyNotification tells a user's notification watchers that an item
+// changed whose newest instance is at ms or later. The notice carries ms as
+// 8 big-endian bytes, as an id.
+func (p *Publisher) NotifyNotification(user string, ms int64) error {
+	b := ids.ID(max(ms, 0)).Bytes()
+	if err := p.nc.Publish(NotificationSubject(user), b[:]); err != nil {
 		return fmt.Errorf("publish live notice: %w", err)
 	}
 	return nil
@@ -188,6 +205,19 @@ func (h *Hub) Watch(userID string, hotEntities []string, size int) (*Watcher, er
 	if err := h.listenLocked(w, subjects); err != nil {
 		h.removeLocked(w)
 		return nil, fmt.Errorf("watch %s: %w", userID, err)
+	}
+	return w, nil
+}
+
+// WatchSubjects starts watching the notices of live subjects (such as
+// NotificationSubject's), with a buffer of size notices.
+func (h *Hub) WatchSubjects(subjects []string, size int) (*Watcher, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	w := &Watcher{hub: h, ch: make(chan ids.ID, size), changes: make(chan Change, size)}
+	if err := h.listenLocked(w, subjects); err != nil {
+		h.removeLocked(w)
+		return nil, fmt.Errorf("watch %s: %w", strings.Join(subjects, " "), err)
 	}
 	return w, nil
 }

@@ -92,6 +92,12 @@ func newActivityChange(seq uint64, ev *tidingsv1.ActivityEvent) (*activityChange
 	return c, nil
 }
 
+// mentionsAdded reports whether an edit mentions users the text before it
+// did not: it then reaches them as a post reaches its mentions.
+func (c *activityChange) mentionsAdded() bool {
+	return c.kind == edited && len(c.ev.GetAddedMentionUserIds()) > 0
+}
+
 // queueBody queues, on pipe, the body part of an activity event: the body
 // (or its tombstone) and a post's idempotency key. Its result says whether
 // the activity is deleted.
@@ -137,7 +143,9 @@ func (p *Projector) ApplyBody(ctx context.Context, seq uint64, ev *tidingsv1.Act
 // make an audience above Config.ChunkSize, their followers are cut into
 // FANOUT chunks that any worker takes (HandleChunks). A post is not
 // written when the activity is deleted, by an earlier event or later in
-// the same batch. Edits store the new body only: feeds hold ids.
+// the same batch. Edits store the new body only (feeds hold ids), and
+// deliver the activity to the users they newly mention. Every change's
+// notifications are written last (notifyActivities).
 //
 // It returns nil when every event was applied, or one error per event: an
 // undecodable event fails alone; any other error fails the whole batch,
@@ -201,10 +209,13 @@ func (p *Projector) fanOut(ctx context.Context, batch []*activityChange, progres
 	if err := p.writeHomes(ctx, homes); err != nil {
 		return err
 	}
+	if err := p.notifyActivities(ctx, work); err != nil {
+		return err
+	}
 	if p.live != nil {
 		// Best effort: a lost notice is made good when a watcher resumes.
 		for j, c := range work {
-			if c.kind == posted && len(notices[j]) > 0 {
+			if c.kind != deleted && len(notices[j]) > 0 {
 				if err := p.live.Notify(notices[j], c.id); err != nil {
 					p.logger.WarnContext(ctx, "live notices not sent", "activity", c.id.String(), "error", err)
 				}
@@ -229,6 +240,10 @@ func (p *Projector) storeBodies(ctx context.Context, batch []*activityChange) (w
 		for _, c := range batch {
 			c.stored = p.queueBody(ctx, pipe, c)
 			if c.kind == edited {
+				if c.mentionsAdded() {
+					// Only its record's audience is needed (see audience).
+					records.queue(ctx, pipe, p.st.Records, c.a)
+				}
 				continue
 			}
 			c.srcs = entity.Sources(c.a)
@@ -260,11 +275,11 @@ func (p *Projector) storeBodies(ctx context.Context, batch []*activityChange) (w
 			return nil, err
 		}
 		switch {
-		case c.kind == edited:
+		case c.kind == edited && (!c.mentionsAdded() || isDeleted || deletedHere[c.id]):
 			continue
 		case c.kind == posted && (isDeleted || deletedHere[c.id]):
 			continue // a post of a deleted activity writes nothing
-		case c.kind == posted:
+		case c.kind == posted, c.kind == edited:
 			if c.visible, err = records.audience(c.a); err != nil {
 				return nil, err
 			}
@@ -354,11 +369,15 @@ func (p *Projector) writeFeeds(ctx context.Context, work []*activityChange) (_ m
 // sources, its mentioned users and its actor, each once, less those who
 // may not see it; a post of a pulled source reaches that source's
 // followers through their reads instead. Mentioned users get it in their
-// inboxes too (homeWrites.direct).
+// inboxes too (homeWrites.direct); an edit reaches the users it newly
+// mentions, as direct recipients, and no one else.
 func (p *Projector) audience(ctx context.Context, c *activityChange, followers map[string]redisx.Result[[]string], homes *homeWrites, progress func()) ([]string, error) {
 	mentions := c.a.GetMentionUserIds()
 	var users []string
-	if u := entity.ActorUser(c.a); u != "" {
+	if c.kind == edited {
+		// An edit reaches the users it newly mentions, and only them.
+		mentions = c.ev.GetAddedMentionUserIds()
+	} else if u := entity.ActorUser(c.a); u != "" {
 		users = append(users, u)
 	}
 	var scan []string

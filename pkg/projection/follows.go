@@ -52,14 +52,14 @@ func (p *Projector) ApplyEdges(ctx context.Context, seq uint64, ev *tidingsv1.Fo
 
 // HandleFollows is the batch handler of the FOLLOWS stream. Events are
 // applied one at a time, in order, since each reads the graph the one
-// before it wrote: it projects the graph, then backfills new follows and
-// takes unfollowed entities' activities back out of home timelines, and
-// records either in the user's home sources (timelinestore.Sources): a
-// follow opens an interval of the entity's feed from the oldest id it
-// backfilled (everything when the feed held no more), an unfollow closes
-// it after the feed's newest id (keep_history) or drops it. Only a change
-// that is still the edge's newest acts, so a late follow does not backfill
-// after a newer unfollow.
+// before it wrote: it projects the graph, notifies users of their new
+// followers, then backfills new follows and takes unfollowed entities'
+// activities back out of home timelines, and records either in the user's
+// home sources (timelinestore.Sources): a follow opens an interval of the
+// entity's feed from the oldest id it backfilled (everything when the feed
+// held no more), an unfollow closes it after the feed's newest id
+// (keep_history) or drops it. Only a change that is still the edge's newest
+// acts, so a late follow does not backfill after a newer unfollow.
 func (p *Projector) HandleFollows(ctx context.Context, ds []eventlog.Delivery) []error {
 	return eventlog.OneAtATime(p.applyFollowEvent)(ctx, ds)
 }
@@ -82,6 +82,9 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 	}
 	current, err := p.st.Graph.Versions(ctx, pairs)
 	if err != nil {
+		return err
+	}
+	if err := p.notifyFollows(ctx, ev, changes, current); err != nil {
 		return err
 	}
 	// A bulk event follows one entity for many users: read its backfill

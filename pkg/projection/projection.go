@@ -13,9 +13,18 @@
 //	              then the fan-out: entity feeds, pull ranges of hot
 //	              entities (pkg/hot) and home timelines (pkg/timelinestore)
 //	FANOUT      → the home timelines of one chunk of a large audience
+//	CONVERSATIONS → comments, reactions and the summaries feed items show
+//	              (pkg/conversationstore), then notifications
+//	USERSTATE   → bookmarks and mutes (pkg/userstatestore), and
+//	              notification read marks (pkg/notificationstore)
+//
+// Notifications (notifications.go) are a projection of FOLLOWS,
+// ACTIVITIES, CONVERSATIONS and USERSTATE together: each stream's handler
+// writes the notifications its events make.
 //
 // Services write the state part of their own events through at once
-// (ApplyProfile, ApplyRecord, ApplyEdges, ApplyBody), so that a caller
+// (ApplyProfile, ApplyRecord, ApplyEdges, ApplyBody, ApplyConversation,
+// ApplyUserState), so that a caller
 // reads its write; those are the same functions the handlers use, and a
 // write-through that fails is repaired when the worker applies the event.
 //
@@ -37,14 +46,17 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tidingshq/tidings/pkg/activitystore"
+	"github.com/tidingshq/tidings/pkg/conversationstore"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graphstore"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/notificationstore"
 	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
+	"github.com/tidingshq/tidings/pkg/userstatestore"
 )
 
 // Stores are the Redis projections, one store per kind of state.
@@ -56,6 +68,12 @@ type Stores struct {
 	Timelines *timelinestore.Store
 	// Hot keeps which entities are pulled at read time rather than pushed.
 	Hot *hot.Store
+	// Conversations keeps comments and reactions.
+	Conversations *conversationstore.Store
+	// UserState keeps bookmarks and mutes.
+	UserState *userstatestore.Store
+	// Notifications keeps each user's notifications and read marks.
+	Notifications *notificationstore.Store
 	// Keyspace names the keys of every store: one generation of the
 	// projections.
 	Keyspace *redisx.Keyspace
@@ -63,16 +81,27 @@ type Stores struct {
 
 // NewStores returns every store over one Redis client and the keys of ks
 // (one generation of the projections); th are the follower counts that
-// make an entity hot.
+// make an entity hot. Notifications fold and are bounded by
+// notificationstore.DefaultConfig.
 func NewStores(rdb redis.UniversalClient, ks *redisx.Keyspace, th hot.Thresholds) Stores {
+	return NewStoresConfig(rdb, ks, th, notificationstore.DefaultConfig())
+}
+
+// NewStoresConfig is NewStores with notifications folded and bounded by nc.
+func NewStoresConfig(rdb redis.UniversalClient, ks *redisx.Keyspace, th hot.Thresholds, nc notificationstore.Config) Stores {
+	us := userstatestore.New(rdb, ks)
+	bodies := activitystore.New(rdb, ks)
 	return Stores{
-		Profiles:  profilestore.New(rdb, ks),
-		Records:   recordstore.New(rdb, ks),
-		Graph:     graphstore.New(rdb, ks),
-		Bodies:    activitystore.New(rdb, ks),
-		Timelines: timelinestore.New(rdb, ks),
-		Hot:       hot.New(rdb, ks, th),
-		Keyspace:  ks,
+		Profiles:      profilestore.New(rdb, ks),
+		Records:       recordstore.New(rdb, ks),
+		Graph:         graphstore.New(rdb, ks),
+		Bodies:        bodies,
+		Timelines:     timelinestore.New(rdb, ks),
+		Hot:           hot.New(rdb, ks, th),
+		Conversations: conversationstore.New(rdb, ks, bodies.BodyKey),
+		UserState:     us,
+		Notifications: notificationstore.New(rdb, ks, nc, func(u string) string { return us.SetKey(userstatestore.Mute, u) }),
+		Keyspace:      ks,
 	}
 }
 
@@ -121,6 +150,9 @@ type Notifier interface {
 	// NotifySources tells a user's watchers that the user started or
 	// stopped following an entity.
 	NotifySources(userID, entityKey string) error
+	// NotifyNotification tells a user's notification watchers that an item
+	// changed whose newest instance is at ms or later.
+	NotifyNotification(user string, ms int64) error
 }
 
 // Metrics count what the projections write.
@@ -210,6 +242,11 @@ var (
 	FollowsConsumer    = eventlog.ConsumerSpec{Stream: eventlog.StreamFollows, Durable: "follows-projector"}
 	ActivitiesConsumer = eventlog.ConsumerSpec{Stream: eventlog.StreamActivities, Durable: "fanout", Workers: 4, Batch: 64}
 	ChunksConsumer     = eventlog.ConsumerSpec{Stream: eventlog.StreamFanout, Durable: "fanout-chunks", Workers: 2}
+	// ConversationsConsumer applies comments and reactions and writes their
+	// notifications.
+	ConversationsConsumer = eventlog.ConsumerSpec{Stream: eventlog.StreamConversations, Durable: "conversations", Workers: 2, Batch: 64}
+	// UserStateConsumer applies bookmarks, mutes and read marks.
+	UserStateConsumer = eventlog.ConsumerSpec{Stream: eventlog.StreamUserState, Durable: "userstate", Workers: 2, Batch: 64}
 )
 
 // Consumer is one durable consumer and the handler it runs.
@@ -226,12 +263,14 @@ func (p *Projector) Consumers() []Consumer {
 		{FollowsConsumer, p.HandleFollows},
 		{ActivitiesConsumer, p.HandleActivities},
 		{ChunksConsumer, p.HandleChunks},
+		{ConversationsConsumer, p.HandleConversations},
+		{UserStateConsumer, p.HandleUserState},
 	}
 }
 
 // ConsumerSpecs lists the durable consumers, for status and tests.
 func ConsumerSpecs() []eventlog.ConsumerSpec {
-	return []eventlog.ConsumerSpec{ProfilesConsumer, RecordsConsumer, FollowsConsumer, ActivitiesConsumer, ChunksConsumer}
+	return []eventlog.ConsumerSpec{ProfilesConsumer, RecordsConsumer, FollowsConsumer, ActivitiesConsumer, ChunksConsumer, ConversationsConsumer, UserStateConsumer}
 }
 
 // activeSince is the read time below which a user counts as inactive.

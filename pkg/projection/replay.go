@@ -15,15 +15,20 @@ type Positions map[string]uint64
 // replayPhases are the streams a replay reads, phase after phase; the
 // streams of one phase are replayed as one log, merged in the order their
 // events were stored. PROFILES and RECORDS keep each entity's last event
-// (its whole state), so each is replayed on its own first. FOLLOWS and
-// ACTIVITIES are one projection: home timelines follow both streams (a
-// follow backfills, an unfollow takes back, a post reaches the followers
-// of its moment), so they are replayed merged, in the order the live
-// worker applied them when it kept up.
+// (its whole state), so each is replayed on its own first. FOLLOWS,
+// ACTIVITIES, CONVERSATIONS and USERSTATE are one projection: home
+// timelines follow the first two (a follow backfills, an unfollow takes
+// back, a post reaches the followers of its moment); conversations read
+// the bodies (a comment on a deleted activity writes nothing, a bump
+// moves a live item); notifications read all four (a new follower, a
+// mention, a comment or reaction to notify its activity's followers and
+// author; a mute silences, a read mark starts new items). So they are
+// replayed merged, in the order the live worker applied them when it kept
+// up.
 var replayPhases = [][]string{
 	{eventlog.StreamProfiles},
 	{eventlog.StreamRecords},
-	{eventlog.StreamFollows, eventlog.StreamActivities},
+	{eventlog.StreamFollows, eventlog.StreamActivities, eventlog.StreamConversations, eventlog.StreamUserState},
 }
 
 // ReplayStreams lists every stream a replay reads.
@@ -62,10 +67,12 @@ func (p *Projector) Tails(ctx context.Context) (Positions, error) {
 // already holds some of the events, ends in the projection of the log.
 func (p *Projector) Replay(ctx context.Context, from, through Positions, progress func(reached Positions, events int)) (Positions, error) {
 	handlers := map[string]eventlog.BatchHandler{
-		eventlog.StreamProfiles:   p.HandleProfiles,
-		eventlog.StreamRecords:    p.HandleRecords,
-		eventlog.StreamFollows:    p.HandleFollows,
-		eventlog.StreamActivities: p.HandleActivities,
+		eventlog.StreamProfiles:      p.HandleProfiles,
+		eventlog.StreamRecords:       p.HandleRecords,
+		eventlog.StreamFollows:       p.HandleFollows,
+		eventlog.StreamActivities:    p.HandleActivities,
+		eventlog.StreamConversations: p.HandleConversations,
+		eventlog.StreamUserState:     p.HandleUserState,
 	}
 	reached := maps.Clone(from)
 	if reached == nil {
@@ -96,10 +103,12 @@ func (p *Projector) Replay(ctx context.Context, from, through Positions, progres
 }
 
 // Wipe deletes every key of the Projector's generation of the projections
-// (read marks, which are not of the log, stay).
+// (timeline read marks, which are not of the log, stay; notification read
+// marks, of USERSTATE, go).
 func (p *Projector) Wipe(ctx context.Context) error {
 	for _, wipe := range []func(context.Context) error{
 		p.st.Profiles.Wipe, p.st.Records.Wipe, p.st.Graph.Wipe, p.st.Bodies.Wipe, p.st.Hot.Wipe, p.st.Timelines.Wipe,
+		p.st.Conversations.Wipe, p.st.UserState.Wipe, p.st.Notifications.Wipe,
 	} {
 		if err := wipe(ctx); err != nil {
 			return fmt.Errorf("wipe generation %d: %w", p.Generation(), err)

@@ -10,7 +10,10 @@ import (
 	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/conversation"
 	"github.com/tidingshq/tidings/pkg/entity"
+	"github.com/tidingshq/tidings/pkg/profilestore"
+	"github.com/tidingshq/tidings/pkg/userstate"
 	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -23,6 +26,7 @@ type Server struct {
 	tidingsv1.UnimplementedActivityServiceServer
 	poster *activity.Poster
 	vis    *visibility.Checker
+	d      Deps
 }
 
 var _ tidingsv1.ActivityServiceServer = (*Server)(nil)
@@ -31,11 +35,16 @@ var _ tidingsv1.ActivityServiceServer = (*Server)(nil)
 type Deps struct {
 	Poster     *activity.Poster
 	Visibility *visibility.Checker
+	// Conversations reads the conversations activity reads carry.
+	Conversations *conversation.Views
+	// UserState writes bookmarks and mutes.
+	UserState *userstate.Writer
+	Profiles  *profilestore.Store
 }
 
 // NewServer returns the ActivityService.
 func NewServer(d Deps) *Server {
-	return &Server{poster: d.Poster, vis: d.Visibility}
+	return &Server{poster: d.Poster, vis: d.Visibility, d: d}
 }
 
 // PostActivity implements tidingsv1.ActivityServiceServer.
@@ -84,7 +93,11 @@ func (s *Server) GetActivity(ctx context.Context, req *tidingsv1.GetActivityRequ
 	if err != nil {
 		return nil, err
 	}
-	return &tidingsv1.GetActivityResponse{Activity: a}, nil
+	convs, err := s.conversations(ctx, []*tidingsv1.Activity{a}, readerOf(id))
+	if err != nil {
+		return nil, err
+	}
+	return &tidingsv1.GetActivityResponse{Activity: a, Conversation: convs[0]}, nil
 }
 
 // BatchGetActivities implements tidingsv1.ActivityServiceServer.
@@ -105,6 +118,9 @@ func (s *Server) BatchGetActivities(ctx context.Context, req *tidingsv1.BatchGet
 		} else {
 			resp.MissingIds = append(resp.MissingIds, req.GetIds()[i])
 		}
+	}
+	if resp.Conversations, err = s.conversations(ctx, resp.Activities, readerOf(id)); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }

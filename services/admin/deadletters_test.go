@@ -36,8 +36,9 @@ func deadLetter(t *testing.T, s *stacktest.Stack, stream, consumer, subject stri
 // real worker (finding 2 of issue 14: dead letters could not be listed or
 // re-driven). A post whose fan-out "failed" (its timeline entry removed, a
 // dead letter of the fanout consumer pointing at it) comes back in the
-// follower's feed after ReplayDeadLetters, and its dead letter goes; a dead
-// letter that cannot be applied stays.
+// follower's feed after ReplayDeadLetters, and its dead letter goes (so does
+// a comment's, of the conversations consumer, whose notification comes
+// back); a dead letter that cannot be applied stays.
 func TestListAndReplayDeadLetters(t *testing.T) {
 	t.Parallel()
 	s := stacktest.Start(t)
@@ -92,14 +93,41 @@ func TestListAndReplayDeadLetters(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, byConsumer.GetDeadLetters(), 1)
 
+	// A comment whose notifications "failed": ana's notifications are gone,
+	// and a dead letter of the conversations consumer points at the event.
+	// The CONVERSATIONS consumer is re-driven like the others.
+	postID := post.GetActivity().GetId()
+	_, err = s.Conversations(t, testenv.Employee("bo")).AddComment(ctx, &tidingsv1.AddCommentRequest{ActivityId: postID, AuthorUserId: "bo", Text: "found it"})
+	require.NoError(t, err)
+	commented := func() bool {
+		resp, err := s.Notifications(t, testenv.Employee("ana")).ListNotifications(ctx, &tidingsv1.ListNotificationsRequest{UserId: "ana"})
+		require.NoError(t, err)
+		for _, n := range resp.GetNotifications() {
+			if n.GetKind() == tidingsv1.NotificationKind_NOTIFICATION_KIND_COMMENT && n.GetActivityId() == postID {
+				return true
+			}
+		}
+		return false
+	}
+	s.WaitCaughtUp(t)
+	require.True(t, commented())
+	require.NoError(t, s.Stores().Notifications.Wipe(ctx))
+	require.False(t, commented())
+	comment, found, err := s.Env.Log.LastOnSubject(ctx, eventlog.StreamConversations, eventlog.ConversationSubject(postID))
+	require.NoError(t, err)
+	require.True(t, found)
+	deadLetter(t, s, eventlog.StreamConversations, projection.ConversationsConsumer.Durable, eventlog.ConversationSubject(postID),
+		comment.Sequence, comment.Data, "redis: something went wrong")
+
 	replay, err := admin.ReplayDeadLetters(ctx, &tidingsv1.ReplayDeadLettersRequest{})
 	require.NoError(t, err)
-	require.EqualValues(t, 2, replay.GetMatchedCount())
+	require.EqualValues(t, 3, replay.GetMatchedCount())
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		left, err := admin.ListDeadLetters(ctx, &tidingsv1.ListDeadLettersRequest{})
 		return err == nil && len(left.GetDeadLetters()) == 1 && s.CaughtUp(t, eventlog.RedriveConsumer)
 	}, "the re-drive did not run")
 	require.Contains(t, home(), id, "the re-driven post is back in the feed")
+	require.True(t, commented(), "the re-driven comment notifies again")
 	left, err := admin.ListDeadLetters(ctx, &tidingsv1.ListDeadLettersRequest{})
 	require.NoError(t, err)
 	require.Equal(t, eventlog.StreamFollows, left.GetDeadLetters()[0].GetStream(), "the one that fails again stays")

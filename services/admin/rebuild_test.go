@@ -28,12 +28,17 @@ import (
 // with the live worker applying it (waiting for the worker after each step,
 // so that it applies the log in order): profiles, records (one restricted),
 // follows and unfollows (with and without history), posts with mentions,
-// record events, edits, deletes, posts of an author whose audience is
-// cut into FANOUT chunks, and that author turning hot and back as a crowd
-// follows and leaves (home sources, floors and inboxes included). It then rebuilds every projection with
+// record events, edits (some mentioning someone new), deletes, posts of an
+// author whose audience is cut into FANOUT chunks, and that author turning
+// hot and back as a crowd follows and leaves (home sources, floors and
+// inboxes included), comments with mentions, comment edits and deletes,
+// reactions to posts and comments added and taken back, bookmarks, mutes,
+// and notifications marked read (all, or up to a token). It then rebuilds
+// every projection with
 // AdminService.RebuildProjections and requires every Redis key to hold
-// exactly what the live worker wrote: a rebuild is a replay through the
-// live code. TIDINGS_HISTORY_SEED picks another history.
+// exactly what the live worker wrote, the conversations, notifications and
+// their read state included: a rebuild is a replay through the live code.
+// TIDINGS_HISTORY_SEED picks another history.
 func TestRebuildEqualsLiveState(t *testing.T) {
 	t.Parallel()
 	seed := uint64(20261130)
@@ -90,6 +95,9 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 		author auth.Identity
 	}
 	var posts []post
+	type comment struct{ activity, id, author string }
+	var comments []comment
+	kinds := []tidingsv1.ReactionKind{tidingsv1.ReactionKind_REACTION_KIND_LIKE, tidingsv1.ReactionKind_REACTION_KIND_CELEBRATE}
 	pick := func(list []string) string { return list[rng.IntN(len(list))] }
 	text := func() string {
 		if rng.IntN(3) == 0 {
@@ -104,11 +112,11 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 		return err == nil || c == codes.NotFound || c == codes.InvalidArgument
 	}
 	crowded, switches := false, 0
-	for step := range 160 {
+	for step := range 260 {
 		u := pick(users)
 		me := testenv.Employee(u)
 		var err error
-		switch r := rng.IntN(100); {
+		switch r := rng.IntN(150); {
 		case r < 4:
 			// The crowd follows star (hot: over 160 followers) or leaves
 			// (pushed again, and chunked: 120 and the users who follow it).
@@ -163,7 +171,60 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 			i := rng.IntN(len(posts))
 			_, err = s.Activities(t, posts[i].author).DeleteActivity(ctx, &tidingsv1.DeleteActivityRequest{Id: posts[i].id})
 			posts = slices.Delete(posts, i, i+1)
-		default:
+		case r >= 100 && r < 115 && len(posts) > 0:
+			p := posts[rng.IntN(len(posts))]
+			var resp *tidingsv1.AddCommentResponse
+			resp, err = s.Conversations(t, me).AddComment(ctx, &tidingsv1.AddCommentRequest{ActivityId: p.id, AuthorUserId: u, Text: text()})
+			if err == nil {
+				comments = append(comments, comment{p.id, resp.GetComment().GetComment().GetId(), u})
+			}
+		case r >= 115 && r < 119 && len(comments) > 0:
+			c := comments[rng.IntN(len(comments))]
+			_, err = s.Conversations(t, testenv.Employee(c.author)).EditComment(ctx, &tidingsv1.EditCommentRequest{ActivityId: c.activity, CommentId: c.id, Text: text()})
+		case r >= 119 && r < 122 && len(comments) > 0:
+			i := rng.IntN(len(comments))
+			_, err = s.Conversations(t, testenv.Employee(comments[i].author)).DeleteComment(ctx, &tidingsv1.DeleteCommentRequest{ActivityId: comments[i].activity, CommentId: comments[i].id})
+			comments = slices.Delete(comments, i, i+1)
+		case r >= 122 && r < 134 && len(posts) > 0:
+			p, cid := posts[rng.IntN(len(posts))].id, ""
+			if len(comments) > 0 && rng.IntN(3) == 0 {
+				c := comments[rng.IntN(len(comments))]
+				p, cid = c.activity, c.id
+			}
+			k := kinds[rng.IntN(len(kinds))]
+			if rng.IntN(4) == 0 {
+				_, err = s.Conversations(t, me).RemoveReaction(ctx, &tidingsv1.RemoveReactionRequest{ActivityId: p, CommentId: cid, UserId: u, Kind: k})
+			} else {
+				_, err = s.Conversations(t, me).AddReaction(ctx, &tidingsv1.AddReactionRequest{ActivityId: p, CommentId: cid, UserId: u, Kind: k})
+			}
+		case r >= 134 && r < 139 && len(posts) > 0:
+			p := posts[rng.IntN(len(posts))].id
+			if rng.IntN(3) == 0 {
+				_, err = s.Activities(t, me).UnbookmarkActivity(ctx, &tidingsv1.UnbookmarkActivityRequest{UserId: u, ActivityId: p})
+			} else {
+				_, err = s.Activities(t, me).BookmarkActivity(ctx, &tidingsv1.BookmarkActivityRequest{UserId: u, ActivityId: p})
+			}
+		case r >= 139 && r < 143 && len(posts) > 0:
+			p := posts[rng.IntN(len(posts))].id
+			if rng.IntN(3) == 0 {
+				_, err = s.Activities(t, me).UnmuteActivity(ctx, &tidingsv1.UnmuteActivityRequest{UserId: u, ActivityId: p})
+			} else {
+				_, err = s.Activities(t, me).MuteActivity(ctx, &tidingsv1.MuteActivityRequest{UserId: u, ActivityId: p})
+			}
+		case r >= 143:
+			req := &tidingsv1.MarkNotificationsReadRequest{UserId: u, UpTo: &tidingsv1.MarkNotificationsReadRequest_All{All: true}}
+			if rng.IntN(2) == 0 {
+				var list *tidingsv1.ListNotificationsResponse
+				list, err = s.Notifications(t, me).ListNotifications(ctx, &tidingsv1.ListNotificationsRequest{UserId: u})
+				if err == nil && len(list.GetNotifications()) > 1 {
+					n := list.GetNotifications()[rng.IntN(len(list.GetNotifications()))]
+					req.UpTo = &tidingsv1.MarkNotificationsReadRequest_ReadToken{ReadToken: n.GetReadToken()}
+				}
+			}
+			if err == nil {
+				_, err = s.Notifications(t, me).MarkNotificationsRead(ctx, req)
+			}
+		case r < 100:
 			_, err = s.Profiles(t, testenv.Directory).UpsertProfile(ctx, &tidingsv1.UpsertProfileRequest{Profile: &tidingsv1.Profile{
 				UserId: u, DisplayName: fmt.Sprintf("%s (%d)", u, step), Department: pick([]string{"Sales", "Eng", "Ops"}),
 			}})
@@ -196,6 +257,15 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 	require.Positive(t, inboxes, "mentions fill inboxes")
 	require.Greater(t, sources, 100, "follows fill home sources")
 	require.Positive(t, floors, "home timelines were trimmed")
+	for _, prefix := range []string{"tidings:cmt:", "tidings:rx:", "tidings:bm:", "tidings:mute:", "tidings:nidx:", "tidings:nmark:", "tidings:bumped"} {
+		found := 0
+		for k := range live {
+			if strings.HasPrefix(k, prefix) {
+				found++
+			}
+		}
+		require.Positive(t, found, "the history makes %s keys", prefix)
+	}
 	s.Rebuild(t)
 	s.WaitCaughtUp(t) // the chunks the replay cut
 	testenv.RequireSameSnapshot(t, live, testenv.Snapshot(t, s.Env.RDB), "rebuilt projection")

@@ -188,13 +188,13 @@ func TestStatusAndRebuild(t *testing.T) {
 	status, err := s.Admin(t).GetSystemStatus(ctx, &tidingsv1.GetSystemStatusRequest{})
 	require.NoError(t, err)
 	require.True(t, status.GetRedisOk())
-	require.Len(t, status.GetStreams(), 7)
+	require.Len(t, status.GetStreams(), 9)
 	var names []string
 	for _, c := range status.GetConsumers() {
 		names = append(names, c.GetName())
 		require.Zero(t, c.GetPending())
 	}
-	require.Subset(t, names, []string{"profiles-projector", "follows-projector", "records-projector", "fanout", "fanout-chunks"})
+	require.Subset(t, names, []string{"profiles-projector", "follows-projector", "records-projector", "fanout", "fanout-chunks", "conversations", "userstate"})
 
 	before := testenv.Snapshot(t, s.Env.RDB)
 	require.NoError(t, s.Env.RDB.FlushAll(ctx).Err())

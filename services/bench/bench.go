@@ -27,8 +27,8 @@ type Mode string
 
 // The modes.
 const (
-	// Quick runs every figure on smaller organisations, in under two
-	// minutes.
+	// Quick runs every figure on smaller organisations, in about two and a
+	// half minutes.
 	Quick Mode = "quick"
 	// Full runs the figures at the sizes the README reports.
 	Full Mode = "full"
@@ -58,14 +58,24 @@ type Sizes struct {
 	Reads time.Duration
 	// Latency is how long the latency figure runs.
 	Latency time.Duration
+	// Participants is the size of the conversation figure's thread (1,000
+	// in full; each of its comments notifies every earlier participant, so
+	// building it costs n²/2 notifications, and quick takes 500), Probes how
+	// many comments are timed on it, and Reactors how many users react to
+	// its hot post at once.
+	Participants int
+	Probes       int
+	Reactors     int
 }
 
 // SizesFor returns the sizes of a mode.
 func SizesFor(m Mode) Sizes {
 	if m == Quick {
-		return Sizes{Users: 2000, Growth: []int{1000, 2000, 4000}, BigAudience: 20000, Posts: 4000, Reads: 2 * time.Second, Latency: 6 * time.Second}
+		return Sizes{Users: 2000, Growth: []int{1000, 2000, 4000}, BigAudience: 20000, Posts: 4000, Reads: 2 * time.Second, Latency: 6 * time.Second,
+			Participants: 500, Probes: 20, Reactors: 1000}
 	}
-	return Sizes{Users: 10000, Growth: []int{1000, 10000, 100000}, BigAudience: 100000, Posts: 15000, Reads: 5 * time.Second, Latency: 15 * time.Second}
+	return Sizes{Users: 10000, Growth: []int{1000, 10000, 100000}, BigAudience: 100000, Posts: 15000, Reads: 5 * time.Second, Latency: 15 * time.Second,
+		Participants: 1000, Probes: 50, Reactors: 1000}
 }
 
 // Options configure Run.
@@ -297,6 +307,14 @@ func (r *runner) mainFigures(ctx context.Context, c *client, hotOn int64) error 
 	}
 	mem.StackRSSMiB, mem.RedisRSSMiB = rss.stop()
 	r.rep.Memory = &mem
+
+	if sz.Participants > 0 {
+		conv, err := r.runConversations(ctx, c, org)
+		if err != nil {
+			return fmt.Errorf("conversations: %w", err)
+		}
+		r.rep.Conversations = conv
+	}
 	return nil
 }
 

@@ -56,7 +56,7 @@ func TestRunAgainstRunningStack(t *testing.T) {
 
 	rep, err := Run(t.Context(), Options{
 		Mode:   Quick,
-		Sizes:  Sizes{Users: 300, Posts: 300, Reads: 300 * time.Millisecond, Latency: time.Second},
+		Sizes:  Sizes{Users: 300, Posts: 300, Reads: 300 * time.Millisecond, Latency: time.Second, Participants: 40, Probes: 3, Reactors: 60},
 		Target: target,
 	})
 	require.NoError(t, err)
@@ -89,6 +89,21 @@ func TestRunAgainstRunningStack(t *testing.T) {
 	require.Positive(t, rep.Memory.StackRSSMiB)
 	require.Positive(t, rep.Memory.RedisRSSMiB)
 
+	cv := rep.Conversations
+	require.NotNil(t, cv)
+	require.True(t, cv.CountsExact, cv.CountsRead)
+	// One item (unless the burst crossed a window boundary of the author who
+	// never read: then two).
+	require.Positive(t, cv.FoldedActors)
+	require.LessOrEqual(t, cv.FoldedActors, int64(60))
+	require.Positive(t, cv.AckedPerSec)
+	require.Equal(t, 3*cv.Watchers, cv.Notified.Count)
+	require.Equal(t, cv.NotifiedExpected, cv.NotifiedVerified)
+	require.Positive(t, cv.FullPerSec)
+	require.Positive(t, cv.BasicPerSec)
+	require.Positive(t, cv.ActivityPerSec)
+	require.Positive(t, cv.ItemsWithComments)
+
 	names := make([]string, len(rep.Targets))
 	for i, c := range rep.Targets {
 		names[i] = c.Name
@@ -96,6 +111,7 @@ func TestRunAgainstRunningStack(t *testing.T) {
 	require.Contains(t, names, "fan-out vs Redis ceiling")
 	require.Contains(t, names, "publish → readable p99")
 	require.Contains(t, names, "Redis bytes per timeline entry")
+	require.Contains(t, names, "home read with conversation fields vs without")
 }
 
 func TestRunFailsClearlyOnAWrongSecret(t *testing.T) {

@@ -31,7 +31,9 @@ type Report struct {
 	Memory      *Memory      `json:"memory,omitempty"`
 	Growth      []Growth     `json:"growth,omitempty"`
 	BigAudience *BigAudience `json:"big_audience,omitempty"`
-	Targets     []Check      `json:"targets"`
+	// Conversations are the comment, reaction and notification figures.
+	Conversations *Conversations `json:"conversations,omitempty"`
+	Targets       []Check        `json:"targets"`
 }
 
 // Machine describes where the run ran.
@@ -140,6 +142,11 @@ func (r *Report) evaluate() {
 	if m := r.Memory; m != nil {
 		add("Redis bytes per timeline entry", "≤ 16", fmt.Sprintf("%.1f", m.BytesPerEntry), m.BytesPerEntry <= 16)
 	}
+	if cv := r.Conversations; cv != nil {
+		add("home read with conversation fields vs without", "≤ 1.3 × the cost", fmt.Sprintf("%.2f ×", cv.CostRatio), cv.CostRatio <= 1.3)
+		add("reaction counts on one hot post", "exact", cv.CountsRead, cv.CountsExact)
+		add("participants notified of a comment", "all", fmt.Sprintf("%d of %d", cv.NotifiedVerified, cv.NotifiedExpected), cv.NotifiedVerified == cv.NotifiedExpected)
+	}
 	if len(r.Growth) >= 2 {
 		lo, hi := r.Growth[0], r.Growth[len(r.Growth)-1]
 		ratio := hi.DeliveriesPerSec / lo.DeliveriesPerSec
@@ -194,6 +201,17 @@ func (r *Report) WriteTable(out io.Writer) error {
 		p("")
 		p("READS (home, 50 hydrated)\tsaturated\traw Redis\tratio\thalf load\tp50\tp99\titems a read (raw)\treaders")
 		p("\t%s\t%s\t%.2f×\t%s\t%.2f ms\t%.2f ms\t%.1f (%.1f)\t%d", rate(rd.SaturatedPerSec), rate(rd.RawPerSec), rd.Ratio, rate(rd.HalfLoadPerSec), rd.HalfLoad.P50, rd.HalfLoad.P99, rd.ItemsPerRead, rd.RawItemsPerRead, rd.Readers)
+	}
+	if cv := r.Conversations; cv != nil {
+		p("")
+		p("CONVERSATIONS\tmeasured\tdetail")
+		p("  comment → notified (WatchNotifications)\tp50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms\t%d participants, %d watchers × %d comments; built in %.1f s; %d of %d notified of the last",
+			cv.Notified.P50, cv.Notified.P95, cv.Notified.P99, cv.Notified.Max, cv.Participants, cv.Watchers, cv.Probes, cv.ThreadBuildSeconds, cv.NotifiedVerified, cv.NotifiedExpected)
+		p("  home read, 50 items, with conversations\t%s (without: %s)\tcost %.2f × (median of 5 alternating rounds; of the averages %.2f ×); %.0f%% of items commented on; %d callers",
+			rate(cv.FullPerSec), rate(cv.BasicPerSec), cv.CostRatio, cv.BasicPerSec/cv.FullPerSec, 100*cv.ItemsWithComments, cv.ReadCallers)
+		p("  home read, latest activity first\t%s\tcost %.2f × latest posts first; %.1f items a read", rate(cv.ActivityPerSec), cv.ActivityCostRatio, cv.ActivityItemsPerRead)
+		p("  reactions on one hot post\t%s acknowledged, %s applied\t%d users × %d kinds; counts %s; the author's item names %d actors",
+			rate(cv.AckedPerSec), rate(cv.AppliedPerSec), cv.Reactors, len(conversationKinds), cv.CountsRead, cv.FoldedActors)
 	}
 	if mem := r.Memory; mem != nil {
 		p("")

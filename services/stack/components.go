@@ -10,20 +10,25 @@ import (
 
 	"github.com/tidingshq/tidings/pkg/activity"
 	"github.com/tidingshq/tidings/pkg/config"
+	"github.com/tidingshq/tidings/pkg/conversation"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/generation"
 	"github.com/tidingshq/tidings/pkg/graph"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/live"
+	"github.com/tidingshq/tidings/pkg/notificationstore"
 	"github.com/tidingshq/tidings/pkg/projection"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/settings"
+	"github.com/tidingshq/tidings/pkg/userstate"
 	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 	"github.com/tidingshq/tidings/services/activities"
 	"github.com/tidingshq/tidings/services/admin"
+	"github.com/tidingshq/tidings/services/conversations"
 	"github.com/tidingshq/tidings/services/follows"
+	"github.com/tidingshq/tidings/services/notifications"
 	"github.com/tidingshq/tidings/services/profiles"
 	"github.com/tidingshq/tidings/services/records"
 	"github.com/tidingshq/tidings/services/timelines"
@@ -42,6 +47,9 @@ type Components struct {
 	poster    *activity.Poster
 	visible   *visibility.Checker
 	hub       *live.Hub
+	comments  *conversation.Writer
+	state     *userstate.Writer
+	views     *conversation.Views
 	// keyspace is the generation of the projections the services read and
 	// write through (it follows the current one); projectors holds the
 	// worker's Projector of each generation it writes.
@@ -96,7 +104,7 @@ func (c *Components) ProjectorFor(gen uint64) *projection.Projector {
 
 func (c *Components) newProjector(ks *redisx.Keyspace) *projection.Projector {
 	return projection.New(projection.Deps{
-		Log: c.deps.log, Stores: projection.NewStores(c.deps.rdb, ks, hot.Thresholds{On: c.cfg.HotOn, Off: c.cfg.HotOff}),
+		Log: c.deps.log, Stores: projection.NewStoresConfig(c.deps.rdb, ks, hot.Thresholds{On: c.cfg.HotOn, Off: c.cfg.HotOff}, NotificationConfig(c.cfg)),
 		Config: ProjectionConfig(c.cfg), Live: live.NewPublisher(c.deps.log.JetStream().Conn()), Metrics: c.metrics, Logger: c.logger,
 		Now: c.overrides.Now,
 	})
@@ -137,7 +145,16 @@ func newComponents(ctx context.Context, d *deps, cfg config.Config, logger *slog
 	c.poster = activity.NewPoster(activity.Deps{Log: d.log, Projector: proj, Logger: logger})
 	c.visible = visibility.New(st.Profiles, st.Records, st.Bodies)
 	c.hub = live.NewHub(d.log.JetStream().Conn())
+	c.comments = conversation.NewWriter(conversation.Deps{Log: d.log, Projector: proj, Logger: logger})
+	c.state = userstate.NewWriter(userstate.Deps{Log: d.log, Projector: proj, Logger: logger})
+	c.views = conversation.NewViews(st.Conversations, st.UserState, st.Bodies)
 	return c
+}
+
+// NotificationConfig returns how a configuration folds and bounds
+// notifications.
+func NotificationConfig(cfg config.Config) notificationstore.Config {
+	return notificationstore.Config{Window: cfg.NotifyWindow, Cap: cfg.NotifyCap, MaxAge: cfg.NotifyMaxAge}
 }
 
 // Register adds the services of roles to srv.
@@ -162,13 +179,14 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) {
 			}))
 		case RoleActivities:
 			tidingsv1.RegisterActivityServiceServer(srv, activities.NewServer(activities.Deps{
-				Poster: c.poster, Visibility: c.visible,
+				Poster: c.poster, Visibility: c.visible, Conversations: c.views, UserState: c.state, Profiles: st.Profiles,
 			}))
 		case RoleTimelines:
 			td := timelines.Deps{
 				Timelines: st.Timelines, Bodies: st.Bodies, Profiles: st.Profiles, Records: st.Records,
 				Visibility: c.visible, Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
 				Hot: st.Hot, HomeCap: c.cfg.HomeCap, InactiveAfter: c.cfg.InactiveAfter, Now: c.overrides.Now,
+				Conversations: c.views, LastActivity: st.Conversations,
 			}
 			if c.overrides.Timelines != nil {
 				c.overrides.Timelines(&td)
@@ -178,6 +196,16 @@ func (c *Components) Register(srv *grpcserver.Server, roles []Role) {
 			tidingsv1.RegisterAdminServiceServer(srv, admin.NewServer(admin.Deps{
 				Log: d.log, RDB: d.rdb, Graph: c.graph, Visibility: c.visible, Profiles: profileServer,
 				Settings: d.settings, Projector: c.projector, Generations: d.gens, MaxFollowing: c.cfg.MaxFollowing, Logger: c.logger,
+			}))
+		case RoleConversations:
+			tidingsv1.RegisterConversationServiceServer(srv, conversations.NewServer(conversations.Deps{
+				Writer: c.comments, Profiles: st.Profiles, Visibility: c.visible,
+			}))
+		case RoleNotifications:
+			tidingsv1.RegisterNotificationServiceServer(srv, notifications.NewServer(notifications.Deps{
+				Writer: c.state, Notifications: st.Notifications, Conversations: st.Conversations, Bodies: st.Bodies,
+				Profiles: st.Profiles, Records: st.Records, UserState: st.UserState, Visibility: c.visible,
+				Live: c.hub, WatchBuffer: c.cfg.WatchBuffer,
 			}))
 		case RoleWorker:
 		}

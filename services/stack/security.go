@@ -17,6 +17,13 @@ import (
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
+// LimitedStreams are the long-lived server streams whose concurrency
+// --watch-per-user and --watch-per-process bound, counted together.
+var LimitedStreams = []string{
+	tidingsv1.TimelineService_Watch_FullMethodName,
+	tidingsv1.NotificationService_WatchNotifications_FullMethodName,
+}
+
 // security is what a serving process checks callers with: token
 // verifiers, TLS, client certificates, rate limits, stream limits and the
 // audit recorder, built from the configuration.
@@ -81,7 +88,7 @@ func newSecurity(ctx context.Context, cfg config.Config, d *deps, reg prometheus
 		s.rate = rl
 	}
 	s.streams = grpcserver.StreamLimits{
-		Methods:    []string{tidingsv1.TimelineService_Watch_FullMethodName},
+		Methods:    LimitedStreams,
 		PerCaller:  cfg.WatchPerUser,
 		PerProcess: cfg.WatchPerProcess,
 	}

@@ -50,13 +50,17 @@ const (
 	RoleActivities Role = "activities"
 	RoleTimelines  Role = "timelines"
 	RoleAdmin      Role = "admin"
-	RoleWorker     Role = "worker"
+	// RoleConversations serves comments and reactions.
+	RoleConversations Role = "conversations"
+	// RoleNotifications serves notifications.
+	RoleNotifications Role = "notifications"
+	RoleWorker        Role = "worker"
 	// RoleWeb serves the reference web page on the HTTP listener.
 	RoleWeb Role = "web"
 )
 
 // ServiceRoles are the roles that serve gRPC.
-var ServiceRoles = []Role{RoleProfiles, RoleFollows, RoleRecords, RoleActivities, RoleTimelines, RoleAdmin}
+var ServiceRoles = []Role{RoleProfiles, RoleFollows, RoleRecords, RoleActivities, RoleTimelines, RoleAdmin, RoleConversations, RoleNotifications}
 
 // AllRoles is everything, as `tidings dev` runs it.
 func AllRoles() []Role { return append(slices.Clone(ServiceRoles), RoleWorker, RoleWeb) }
@@ -225,8 +229,11 @@ func Run(ctx context.Context, opts Options) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	var addrs Addrs
-	// Every process follows the projections' generation (pkg/generation).
-	g.Go(func() error { return c.FollowGenerations(gctx) })
+	if c != nil {
+		// Every process that reads or writes the projections follows their
+		// generation (pkg/generation); a web process alone has none.
+		g.Go(func() error { return c.FollowGenerations(gctx) })
+	}
 
 	var srv *grpcserver.Server
 	var sec *security

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/tidingshq/tidings/pkg/apierr"
@@ -17,6 +18,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/ratelimit"
 	"github.com/tidingshq/tidings/pkg/testenv"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
+	"github.com/tidingshq/tidings/services/stack"
 	"github.com/tidingshq/tidings/services/stacktest"
 )
 
@@ -74,14 +76,15 @@ func TestRateLimitsAreSharedAcrossReplicas(t *testing.T) {
 	testenv.RequireCode(t, err, codes.NotFound) // apps are not limited in this configuration
 }
 
-// TestWatchLimits bounds concurrent Watch streams per user and per process.
+// TestWatchLimits bounds concurrent Watch and WatchNotifications streams
+// per user and per process, counted together.
 func TestWatchLimits(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	s := stacktest.Start(t, stacktest.Options{Server: func(_ *testenv.Env, o *grpcserver.Options) {
 		o.Registry = reg
 		o.Streams = grpcserver.StreamLimits{
-			Methods: []string{tidingsv1.TimelineService_Watch_FullMethodName}, PerCaller: 2, PerProcess: 3,
+			Methods: stack.LimitedStreams, PerCaller: 2, PerProcess: 3,
 		}
 	}})
 	s.Users(t, "ana", "bo", "cy")
@@ -101,28 +104,44 @@ func TestWatchLimits(t *testing.T) {
 	// watch opens a Watch and returns once the server has taken or
 	// refused its slot: the headers come after either (with the status
 	// when refused). The gauge of open streams tells which.
-	watch := func(user string) (context.CancelFunc, error) {
+	type serverStream interface {
+		Header() (metadata.MD, error)
+		RecvMsg(any) error
+	}
+	start := func(openStream func(ctx context.Context) (serverStream, error)) (context.CancelFunc, error) {
 		before := open()
 		ctx, cancel := context.WithCancel(t.Context())
-		stream, err := s.Timelines(t, testenv.Employee(user)).Watch(ctx, &tidingsv1.WatchRequest{UserId: user})
+		stream, err := openStream(ctx)
 		require.NoError(t, err)
 		_, err = stream.Header()
 		require.NoError(t, err)
 		if open() > before {
 			return cancel, nil
 		}
-		_, err = stream.Recv()
+		err = stream.RecvMsg(&tidingsv1.WatchResponse{})
 		cancel()
 		return func() {}, err
+	}
+	watch := func(user string) (context.CancelFunc, error) {
+		return start(func(ctx context.Context) (serverStream, error) {
+			return s.Timelines(t, testenv.Employee(user)).Watch(ctx, &tidingsv1.WatchRequest{UserId: user})
+		})
+	}
+	watchNotifications := func(user string) (context.CancelFunc, error) {
+		return start(func(ctx context.Context) (serverStream, error) {
+			return s.Notifications(t, testenv.Employee(user)).WatchNotifications(ctx, &tidingsv1.WatchNotificationsRequest{UserId: user})
+		})
 	}
 	cancelA1, err := watch("ana")
 	require.NoError(t, err)
 	defer cancelA1()
-	cancelA2, err := watch("ana")
+	cancelA2, err := watchNotifications("ana")
 	require.NoError(t, err)
 	_, err = watch("ana")
 	testenv.RequireCode(t, err, codes.ResourceExhausted)
 	require.Contains(t, status.Convert(err).Message(), "employee:ana")
+	_, err = watchNotifications("ana") // counted with ana's Watch streams
+	testenv.RequireCode(t, err, codes.ResourceExhausted)
 	cancelB, err := watch("bo")
 	require.NoError(t, err)
 	defer cancelB()

@@ -220,6 +220,16 @@ func (s *Stack) Timelines(t testing.TB, id auth.Identity) tidingsv1.TimelineServ
 	return tidingsv1.NewTimelineServiceClient(s.Server.Conn(t, id))
 }
 
+// Conversations returns a ConversationService client calling as id.
+func (s *Stack) Conversations(t testing.TB, id auth.Identity) tidingsv1.ConversationServiceClient {
+	return tidingsv1.NewConversationServiceClient(s.Server.Conn(t, id))
+}
+
+// Notifications returns a NotificationService client calling as id.
+func (s *Stack) Notifications(t testing.TB, id auth.Identity) tidingsv1.NotificationServiceClient {
+	return tidingsv1.NewNotificationServiceClient(s.Server.Conn(t, id))
+}
+
 // Admin returns an AdminService client calling as an admin.
 func (s *Stack) Admin(t testing.TB) tidingsv1.AdminServiceClient {
 	return tidingsv1.NewAdminServiceClient(s.Server.Conn(t, testenv.Admin))

@@ -139,6 +139,7 @@ func devToken(t *testing.T, dataDir string, id auth.Identity) string {
 var apiServices = []string{
 	"tidings.v1.ProfileService", "tidings.v1.FollowService", "tidings.v1.RecordService",
 	"tidings.v1.ActivityService", "tidings.v1.TimelineService", "tidings.v1.AdminService",
+	"tidings.v1.ConversationService", "tidings.v1.NotificationService",
 }
 
 func listServices(t *testing.T, conn *grpc.ClientConn) []string {

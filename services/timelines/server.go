@@ -5,9 +5,11 @@
 // A home read is one round trip for the ids (the stored timeline, the
 // user's home sources, the pull ranges and the read mark), one more when
 // the user receives a hot entity's posts or pages below the timeline's
-// floor (the feeds it merges, all at once), one for the bodies, and one for
-// the profiles and records they name (docs/architecture.md, "The home
-// feed"). Ids whose bodies are gone (deleted activities) are
+// floor (the feeds it merges, all at once), one for the bodies (with each
+// item's conversation and the reader's mutes and bookmarks,
+// conversation.go), and one for the profiles and records they name
+// (docs/architecture.md, "The home feed"). Ids whose bodies are gone
+// (deleted activities) are
 // dropped from the page at once and taken out of the timeline. Items the
 // reader may not see (pkg/visibility: a record gone or restricted from
 // them) are dropped from the page but stay in the timeline, since the
@@ -25,6 +27,8 @@ import (
 	"github.com/tidingshq/tidings/pkg/activitystore"
 	"github.com/tidingshq/tidings/pkg/apierr"
 	"github.com/tidingshq/tidings/pkg/auth"
+	"github.com/tidingshq/tidings/pkg/conversation"
+	"github.com/tidingshq/tidings/pkg/conversationstore"
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
@@ -68,6 +72,13 @@ type Deps struct {
 	// Now is the clock of the inactivity rule and the watch's replays;
 	// time.Now when nil.
 	Now func() time.Time
+	// Conversations, if set, gives items their conversations and leaves
+	// activities the reader muted out of their home feed (conversation.go);
+	// the latest-activity order needs it (sort.go).
+	Conversations *conversation.Views
+	// LastActivity reads when activities were last commented on, for the
+	// latest-activity order.
+	LastActivity *conversationstore.Store
 }
 
 // DefaultWatchBuffer is how far a watcher may fall behind by default.
@@ -98,8 +109,11 @@ func (s *Server) GetHomeTimeline(ctx context.Context, req *tidingsv1.GetHomeTime
 	if !id.ActsAsUser(req.GetUserId()) {
 		return nil, apierr.PermissionDenied("an employee may read only their own home timeline")
 	}
+	if req.GetSort() == tidingsv1.HomeSort_HOME_SORT_LATEST_ACTIVITY {
+		return s.readByActivity(ctx, req)
+	}
 	scope := "home|" + req.GetUserId()
-	items, next, err := s.read(ctx, s.homePager(req.GetUserId(), req.GetPageToken() == ""), s.st.Timelines.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), employee(req.GetUserId()), true)
+	items, next, err := s.read(ctx, s.homePager(req.GetUserId(), req.GetPageToken() == ""), s.st.Timelines.HomeKey(req.GetUserId()), scope, req.GetPageToken(), req.GetPageSize(), employee(req.GetUserId()), homeHydration(req.GetView()))
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +127,7 @@ func (s *Server) GetEntityFeed(ctx context.Context, req *tidingsv1.GetEntityFeed
 		return nil, err
 	}
 	key := entity.Key(req.GetEntity())
-	items, next, err := s.read(ctx, s.feedPager(s.st.Timelines.FeedKey(key)), s.st.Timelines.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), id, false)
+	items, next, err := s.read(ctx, s.feedPager(s.st.Timelines.FeedKey(key)), s.st.Timelines.FeedKey(key), "feed|"+key, req.GetPageToken(), req.GetPageSize(), id, feedHydration(req.GetView()))
 	if err != nil {
 		return nil, err
 	}
@@ -124,10 +138,10 @@ func (s *Server) GetEntityFeed(ctx context.Context, req *tidingsv1.GetEntityFeed
 // whoever reads it (the user, or an admin on their behalf).
 func employee(userID string) auth.Identity { return auth.Identity{Kind: auth.KindEmployee, ID: userID} }
 
-// read returns one hydrated page of a feed, as reader may see it; repair
-// removes dead ids from the feed (home timelines only: entity feeds are
-// repaired by the fan-out of the delete).
-func (s *Server) read(ctx context.Context, page pager, key, scope, token string, size int32, reader auth.Identity, repair bool) ([]*tidingsv1.FeedItem, string, error) {
+// read returns one hydrated page of a feed, as reader may see it, hydrated
+// as o says; o.home repairs the feed by removing dead ids (home timelines
+// only: entity feeds are repaired by the fan-out of the delete).
+func (s *Server) read(ctx context.Context, page pager, key, scope, token string, size int32, reader auth.Identity, o hydrateOpts) ([]*tidingsv1.FeedItem, string, error) {
 	limit := int(size)
 	if limit == 0 {
 		limit = defaultPageSize
@@ -154,12 +168,12 @@ func (s *Server) read(ctx context.Context, page pager, key, scope, token string,
 			break
 		}
 		before = list[len(list)-1]
-		got, dead, err := s.Hydrate(ctx, list, reader)
+		got, dead, err := s.hydrate(ctx, list, reader, o)
 		if err != nil {
 			return nil, "", err
 		}
 		items = append(items, got...)
-		if repair && len(dead) > 0 {
+		if o.home && len(dead) > 0 {
 			if err := s.st.Timelines.Remove(ctx, []string{key}, dead); err != nil {
 				return nil, "", err
 			}
@@ -172,24 +186,36 @@ func (s *Server) read(ctx context.Context, page pager, key, scope, token string,
 	return items, next, nil
 }
 
-// Hydrate turns ids into feed items in the same order, leaving out those
-// whose bodies are gone (returned as dead) and those the reader may not see
-// (pkg/visibility).
+// Hydrate turns the ids of a home feed into feed items in the same order,
+// with their conversations, leaving out those whose bodies are gone
+// (returned as dead), those the reader may not see (pkg/visibility) and
+// those the reader muted.
 func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader auth.Identity) (items []*tidingsv1.FeedItem, dead []ids.ID, err error) {
+	return s.hydrate(ctx, list, reader, hydrateOpts{home: true, full: true})
+}
+
+func (s *Server) hydrate(ctx context.Context, list []ids.ID, reader auth.Identity, o hydrateOpts) (items []*tidingsv1.FeedItem, dead []ids.ID, err error) {
 	idStrs := make([]string, len(list))
 	for i, id := range list {
 		idStrs[i] = id.String()
 	}
-	acts, err := s.st.Bodies.GetMany(ctx, idStrs)
+	acts, conv, err := s.readBodies(ctx, idStrs, reader, o)
 	if err != nil {
 		return nil, nil, err
 	}
-	var userIDs []string
+	userIDs := conv.authors()
 	var refs []*tidingsv1.RecordRef
 	seenUser, seenRec := map[string]bool{}, map[string]bool{}
+	for _, u := range userIDs {
+		seenUser[u] = true
+	}
 	for i, a := range acts {
 		if a == nil {
 			dead = append(dead, list[i])
+			continue
+		}
+		if conv.hidden(i) {
+			acts[i] = nil
 			continue
 		}
 		if u := entity.ActorUser(a); u != "" && !seenUser[u] {
@@ -230,11 +256,11 @@ func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader auth.Identit
 		}
 		recByKey[entity.RecordKey(refs[i])] = r
 	}
-	for _, a := range acts {
+	for i, a := range acts {
 		if a == nil {
 			continue
 		}
-		item := &tidingsv1.FeedItem{Activity: a, ActorProfile: byUser[entity.ActorUser(a)]}
+		item := &tidingsv1.FeedItem{Activity: a, ActorProfile: byUser[entity.ActorUser(a)], Conversation: conv.item(i, a, byUser)}
 		if r := a.GetRecord(); r != nil {
 			rec := recByKey[entity.RecordKey(r)]
 			if rec == nil || !visibility.CanSee(rec, reader) {

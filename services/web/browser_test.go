@@ -293,6 +293,34 @@ func TestWebPageInChromium(t *testing.T) {
 	require.Equal(t, "/people/bo", eval[string](t, bo, `new URL(Array.from(document.querySelectorAll("#home-feed .text a")).find(a => a.textContent === "@bo").href).pathname`))
 	bo.safe(t)
 	ana.safe(t)
+
+	// bo answers in the comment box of ana's post (hostile text and all)
+	// and likes it; the page shows both, and ana's bell counts them.
+	id := eval[string](t, bo, `Array.from(document.querySelectorAll("#home-feed li.item")).find(li => li.querySelector(".text").textContent.includes("the Acme demo is ready")).dataset.id`)
+	item := `#home-feed li[data-id="` + id + `"]`
+	bo.do(t, chromedp.Navigate(s.url+"/"), chromedp.WaitVisible(chromedp.ID("comment-"+id)))
+	bo.do(t, chromedp.SendKeys(chromedp.ID("comment-"+id), "Great, @ana "+hostile),
+		chromedp.Click(chromedp.CSS(item+" form.comment button")), chromedp.WaitVisible(chromedp.CSS(item+" ol.comments li")))
+	bo.do(t, chromedp.Click(chromedp.CSS(item+" form.like button")), chromedp.WaitVisible(chromedp.CSS(item+` form.like button[aria-pressed="true"]`)))
+	require.Equal(t, "1 like1 comment", eval[string](t, bo, `document.querySelector('`+item+` .counts').textContent`))
+	require.True(t, strings.HasPrefix(eval[string](t, bo, `document.querySelector('`+item+` ol.comments li .text').textContent`), "Great, @ana <script>"))
+	bo.safe(t)
+	anaBell := tidingsv1.NewNotificationServiceClient(s.conn(t, testenv.Employee("ana")))
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		n, err := anaBell.GetUnreadCount(t.Context(), &tidingsv1.GetUnreadCountRequest{UserId: "ana"})
+		return err == nil && n.GetUnreadCount() == 2
+	}, "ana was not notified of bo's comment and like")
+	ana.do(t, chromedp.Navigate(s.url+"/"), chromedp.WaitVisible(chromedp.CSS("#bell .badge")))
+	require.Equal(t, "2", eval[string](t, ana, `document.querySelector("#bell .badge").textContent`))
+	ana.do(t, chromedp.Click(chromedp.ID("bell")), chromedp.WaitVisible(chromedp.CSS("ol.notifications")))
+	require.ElementsMatch(t, []string{"Unread: Bo Chen mentioned you in a comment", "Unread: Bo Chen liked your post"},
+		eval[[]string](t, ana, `Array.from(document.querySelectorAll("ol.notifications .summary")).map(p => p.textContent)`))
+	ana.safe(t)
+	ana.axe(t, string(axeSource))
+	ana.shoot(t, shots, "notifications")
+	ana.do(t, chromedp.Click(chromedp.CSS("form.mark-read button")), chromedp.WaitVisible(chromedp.CSS("ol.notifications li:not(.unread)")))
+	require.Zero(t, eval[int](t, ana, `document.querySelectorAll("#bell .badge").length`), "all read")
+
 	bo.axe(t, string(axeSource))
 	bo.shoot(t, shots, "home")
 

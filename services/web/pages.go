@@ -177,7 +177,7 @@ func (s *Server) home(w http.ResponseWriter, r *http.Request, sess *session) {
 		s.apiFail(w, r, sess, err)
 		return
 	}
-	d.Items = itemsOf(tl.GetItems())
+	d.Items = itemsOf(tl.GetItems(), sess.CSRF, "/")
 	if len(d.Items) > 0 {
 		d.Newest = d.Items[0].ID
 	}
@@ -313,7 +313,11 @@ func (s *Server) entityPage(r *http.Request, sess *session, ref *tidingsv1.Entit
 	if err != nil {
 		return err
 	}
-	*items = itemsOf(feed.GetItems())
+	back := personHref(ref.GetUserId())
+	if rec := ref.GetRecord(); rec != nil {
+		back = recordHref(rec)
+	}
+	*items = itemsOf(feed.GetItems(), employeeCSRF(sess), back)
 	if askFollowing {
 		f, err := tidingsv1.NewFollowServiceClient(c).IsFollowing(ctx, &tidingsv1.IsFollowingRequest{UserId: sess.ID.ID, Entities: []*tidingsv1.EntityRef{ref}}, s.creds(sess))
 		if err != nil {

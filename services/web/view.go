@@ -27,6 +27,22 @@ type itemView struct {
 	Text        []segment
 	Changes     []*tidingsv1.FieldChange
 	Links       []linkView
+	// The conversation: counts, the newest comments, whether the reader
+	// likes it; CSRF (set for employees) shows the like and comment forms.
+	CommentCount int64
+	Reactions    string
+	Liked        bool
+	Comments     []commentView
+	CSRF         string
+	// Back is the page the forms return to.
+	Back string
+}
+
+// commentView is a comment as an item shows it.
+type commentView struct {
+	Author     string
+	AuthorHref string
+	Text       []segment
 }
 
 // segment is a run of text, a link when Href is set.
@@ -169,11 +185,44 @@ func itemOf(it *tidingsv1.FeedItem, now time.Time) itemView {
 	return v
 }
 
-func itemsOf(items []*tidingsv1.FeedItem) []itemView {
+// conversationOf fills an item's conversation; csrf (an employee's) shows
+// the forms.
+func (v *itemView) conversationOf(c *tidingsv1.Conversation, csrf string) {
+	v.CSRF = csrf
+	v.CommentCount = c.GetCommentCount()
+	var parts []string
+	for _, r := range c.GetReactionCounts() {
+		word := strings.ToLower(strings.TrimPrefix(r.GetKind().String(), "REACTION_KIND_"))
+		if r.GetKind() == tidingsv1.ReactionKind_REACTION_KIND_LIKE {
+			word = "like"
+			if r.GetCount() != 1 {
+				word = "likes"
+			}
+		}
+		parts = append(parts, strconv.FormatInt(r.GetCount(), 10)+" "+word)
+	}
+	v.Reactions = strings.Join(parts, " · ")
+	v.Liked = slices.Contains(c.GetMyReactions(), tidingsv1.ReactionKind_REACTION_KIND_LIKE)
+	for _, cv := range c.GetRecentComments() {
+		cm := cv.GetComment()
+		name := cm.GetAuthorUserId()
+		if p := cv.GetAuthorProfile(); p.GetDisplayName() != "" {
+			name = p.GetDisplayName()
+		}
+		v.Comments = append(v.Comments, commentView{Author: name, AuthorHref: personHref(cm.GetAuthorUserId()), Text: segments(cm.GetText(), cm.GetMentionUserIds())})
+	}
+}
+
+// itemsOf builds the views of feed items for a reader; csrf (an
+// employee's) shows the like and comment forms, which return to back.
+func itemsOf(items []*tidingsv1.FeedItem, csrf, back string) []itemView {
 	now := time.Now()
 	out := make([]itemView, 0, len(items))
 	for _, it := range items {
-		out = append(out, itemOf(it, now))
+		v := itemOf(it, now)
+		v.conversationOf(it.GetConversation(), csrf)
+		v.Back = back
+		out = append(out, v)
 	}
 	return out
 }

@@ -113,6 +113,10 @@ func New(opts Options) (*Server, error) {
 	s.mux.HandleFunc("GET /records/{type}/{id}", s.signedIn(s.record))
 	s.mux.HandleFunc("POST /records/{type}/{id}/follow", s.signedIn(s.followForm))
 	s.mux.HandleFunc("GET /admin", s.signedIn(s.admin))
+	s.mux.HandleFunc("POST /activities/{id}/like", s.signedIn(s.likeForm))
+	s.mux.HandleFunc("POST /activities/{id}/comments", s.signedIn(s.commentForm))
+	s.mux.HandleFunc("GET /notifications", s.signedIn(s.notifications))
+	s.mux.HandleFunc("POST /notifications/read", s.signedIn(s.markRead))
 	s.mux.Handle("/v1/", s.gateway())
 	return s, nil
 }
@@ -143,6 +147,8 @@ type session struct {
 	Token string
 	ID    auth.Identity
 	CSRF  string
+	// Unread is the bell's count of unread notifications (employees).
+	Unread int64
 }
 
 // sessionOf reads the session cookie. The token's claims are read without
@@ -226,6 +232,9 @@ func (s *Server) signedIn(h func(http.ResponseWriter, *http.Request, *session)) 
 			s.fail(w, r, sess, http.StatusForbidden, "This form expired or came from another site. Go back, reload and try again.")
 			return
 		}
+		if r.Method == http.MethodGet {
+			sess.Unread = s.unread(r.Context(), sess)
+		}
 		h(w, r, sess)
 	}
 }
@@ -257,8 +266,11 @@ func (s *Server) gateway() http.Handler {
 }
 
 // callCtx returns a context whose gRPC calls carry the session's token.
+// callTimeout bounds each API call a page makes.
+const callTimeout = 10 * time.Second
+
 func callCtx(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), 10*time.Second)
+	return context.WithTimeout(r.Context(), callTimeout)
 }
 
 func (s *Server) creds(sess *session) grpc.CallOption {

@@ -472,7 +472,9 @@ func (x *GetActivityRequest) GetId() string {
 type GetActivityResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The activity.
-	Activity      *Activity `protobuf:"bytes,1,opt,name=activity,proto3" json:"activity,omitempty"`
+	Activity *Activity `protobuf:"bytes,1,opt,name=activity,proto3" json:"activity,omitempty"`
+	// Its comments and reactions, and the caller's own state.
+	Conversation  *Conversation `protobuf:"bytes,2,opt,name=conversation,proto3" json:"conversation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -510,6 +512,13 @@ func (*GetActivityResponse) Descriptor() ([]byte, []int) {
 func (x *GetActivityResponse) GetActivity() *Activity {
 	if x != nil {
 		return x.Activity
+	}
+	return nil
+}
+
+func (x *GetActivityResponse) GetConversation() *Conversation {
+	if x != nil {
+		return x.Conversation
 	}
 	return nil
 }
@@ -566,7 +575,9 @@ type BatchGetActivitiesResponse struct {
 	// The activities found, in the order asked for.
 	Activities []*Activity `protobuf:"bytes,1,rep,name=activities,proto3" json:"activities,omitempty"`
 	// The ids not found, deleted, or not visible to the caller.
-	MissingIds    []string `protobuf:"bytes,2,rep,name=missing_ids,json=missingIds,proto3" json:"missing_ids,omitempty"`
+	MissingIds []string `protobuf:"bytes,2,rep,name=missing_ids,json=missingIds,proto3" json:"missing_ids,omitempty"`
+	// The conversations of activities, in the same order.
+	Conversations []*Conversation `protobuf:"bytes,3,rep,name=conversations,proto3" json:"conversations,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -611,6 +622,13 @@ func (x *BatchGetActivitiesResponse) GetActivities() []*Activity {
 func (x *BatchGetActivitiesResponse) GetMissingIds() []string {
 	if x != nil {
 		return x.MissingIds
+	}
+	return nil
+}
+
+func (x *BatchGetActivitiesResponse) GetConversations() []*Conversation {
+	if x != nil {
+		return x.Conversations
 	}
 	return nil
 }
@@ -808,12 +826,611 @@ func (x *DeleteActivityResponse) GetDeleted() bool {
 	return false
 }
 
+// BookmarkActivityRequest is the input of ActivityService.BookmarkActivity.
+type BookmarkActivityRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whose bookmarks; an employee may name only themselves.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The activity.
+	ActivityId    string `protobuf:"bytes,2,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BookmarkActivityRequest) Reset() {
+	*x = BookmarkActivityRequest{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BookmarkActivityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BookmarkActivityRequest) ProtoMessage() {}
+
+func (x *BookmarkActivityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BookmarkActivityRequest.ProtoReflect.Descriptor instead.
+func (*BookmarkActivityRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *BookmarkActivityRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *BookmarkActivityRequest) GetActivityId() string {
+	if x != nil {
+		return x.ActivityId
+	}
+	return ""
+}
+
+// BookmarkActivityResponse is the output of ActivityService.BookmarkActivity.
+type BookmarkActivityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when it was bookmarked already.
+	Changed       bool `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BookmarkActivityResponse) Reset() {
+	*x = BookmarkActivityResponse{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BookmarkActivityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BookmarkActivityResponse) ProtoMessage() {}
+
+func (x *BookmarkActivityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BookmarkActivityResponse.ProtoReflect.Descriptor instead.
+func (*BookmarkActivityResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *BookmarkActivityResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+// UnbookmarkActivityRequest is the input of ActivityService.UnbookmarkActivity.
+type UnbookmarkActivityRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whose bookmarks; an employee may name only themselves.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The activity.
+	ActivityId    string `protobuf:"bytes,2,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbookmarkActivityRequest) Reset() {
+	*x = UnbookmarkActivityRequest{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbookmarkActivityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbookmarkActivityRequest) ProtoMessage() {}
+
+func (x *UnbookmarkActivityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbookmarkActivityRequest.ProtoReflect.Descriptor instead.
+func (*UnbookmarkActivityRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *UnbookmarkActivityRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UnbookmarkActivityRequest) GetActivityId() string {
+	if x != nil {
+		return x.ActivityId
+	}
+	return ""
+}
+
+// UnbookmarkActivityResponse is the output of ActivityService.UnbookmarkActivity.
+type UnbookmarkActivityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when it was not bookmarked.
+	Changed       bool `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbookmarkActivityResponse) Reset() {
+	*x = UnbookmarkActivityResponse{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbookmarkActivityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbookmarkActivityResponse) ProtoMessage() {}
+
+func (x *UnbookmarkActivityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbookmarkActivityResponse.ProtoReflect.Descriptor instead.
+func (*UnbookmarkActivityResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UnbookmarkActivityResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+// ListBookmarksRequest is the input of ActivityService.ListBookmarks.
+type ListBookmarksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whose bookmarks; an employee may name only themselves.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Page size, 1 to 100; 0 means 50.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token; empty for the first
+	// page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBookmarksRequest) Reset() {
+	*x = ListBookmarksRequest{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBookmarksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBookmarksRequest) ProtoMessage() {}
+
+func (x *ListBookmarksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBookmarksRequest.ProtoReflect.Descriptor instead.
+func (*ListBookmarksRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListBookmarksRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ListBookmarksRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListBookmarksRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// Bookmark is one bookmarked activity.
+type Bookmark struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The activity. Its record's title and state come from
+	// RecordService.BatchGetRecords.
+	Activity *Activity `protobuf:"bytes,1,opt,name=activity,proto3" json:"activity,omitempty"`
+	// The actor's profile when the actor is an employee (or the user on whose
+	// behalf an app acted).
+	ActorProfile *Profile `protobuf:"bytes,2,opt,name=actor_profile,json=actorProfile,proto3" json:"actor_profile,omitempty"`
+	// Its comments and reactions, and the user's own state.
+	Conversation *Conversation `protobuf:"bytes,3,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	// When it was bookmarked.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Bookmark) Reset() {
+	*x = Bookmark{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bookmark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bookmark) ProtoMessage() {}
+
+func (x *Bookmark) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bookmark.ProtoReflect.Descriptor instead.
+func (*Bookmark) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Bookmark) GetActivity() *Activity {
+	if x != nil {
+		return x.Activity
+	}
+	return nil
+}
+
+func (x *Bookmark) GetActorProfile() *Profile {
+	if x != nil {
+		return x.ActorProfile
+	}
+	return nil
+}
+
+func (x *Bookmark) GetConversation() *Conversation {
+	if x != nil {
+		return x.Conversation
+	}
+	return nil
+}
+
+func (x *Bookmark) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+// ListBookmarksResponse is the output of ActivityService.ListBookmarks.
+type ListBookmarksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One page, the newest bookmark first.
+	Bookmarks []*Bookmark `protobuf:"bytes,1,rep,name=bookmarks,proto3" json:"bookmarks,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBookmarksResponse) Reset() {
+	*x = ListBookmarksResponse{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBookmarksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBookmarksResponse) ProtoMessage() {}
+
+func (x *ListBookmarksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBookmarksResponse.ProtoReflect.Descriptor instead.
+func (*ListBookmarksResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ListBookmarksResponse) GetBookmarks() []*Bookmark {
+	if x != nil {
+		return x.Bookmarks
+	}
+	return nil
+}
+
+func (x *ListBookmarksResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// MuteActivityRequest is the input of ActivityService.MuteActivity.
+type MuteActivityRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Who mutes; an employee may name only themselves.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The activity.
+	ActivityId    string `protobuf:"bytes,2,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MuteActivityRequest) Reset() {
+	*x = MuteActivityRequest{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MuteActivityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MuteActivityRequest) ProtoMessage() {}
+
+func (x *MuteActivityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MuteActivityRequest.ProtoReflect.Descriptor instead.
+func (*MuteActivityRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *MuteActivityRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MuteActivityRequest) GetActivityId() string {
+	if x != nil {
+		return x.ActivityId
+	}
+	return ""
+}
+
+// MuteActivityResponse is the output of ActivityService.MuteActivity.
+type MuteActivityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when it was muted already.
+	Changed       bool `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MuteActivityResponse) Reset() {
+	*x = MuteActivityResponse{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MuteActivityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MuteActivityResponse) ProtoMessage() {}
+
+func (x *MuteActivityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MuteActivityResponse.ProtoReflect.Descriptor instead.
+func (*MuteActivityResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *MuteActivityResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+// UnmuteActivityRequest is the input of ActivityService.UnmuteActivity.
+type UnmuteActivityRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Who unmutes; an employee may name only themselves.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The activity.
+	ActivityId    string `protobuf:"bytes,2,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnmuteActivityRequest) Reset() {
+	*x = UnmuteActivityRequest{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnmuteActivityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnmuteActivityRequest) ProtoMessage() {}
+
+func (x *UnmuteActivityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnmuteActivityRequest.ProtoReflect.Descriptor instead.
+func (*UnmuteActivityRequest) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UnmuteActivityRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UnmuteActivityRequest) GetActivityId() string {
+	if x != nil {
+		return x.ActivityId
+	}
+	return ""
+}
+
+// UnmuteActivityResponse is the output of ActivityService.UnmuteActivity.
+type UnmuteActivityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// False when it was not muted.
+	Changed       bool `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnmuteActivityResponse) Reset() {
+	*x = UnmuteActivityResponse{}
+	mi := &file_tidings_v1_activity_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnmuteActivityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnmuteActivityResponse) ProtoMessage() {}
+
+func (x *UnmuteActivityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_activity_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnmuteActivityResponse.ProtoReflect.Descriptor instead.
+func (*UnmuteActivityResponse) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_activity_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UnmuteActivityResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
 var File_tidings_v1_activity_proto protoreflect.FileDescriptor
 
 const file_tidings_v1_activity_proto_rawDesc = "" +
 	"\n" +
 	"\x19tidings/v1/activity.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\"\xc8\x04\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tidings/v1/common.proto\x1a\x1dtidings/v1/conversation.proto\x1a\x18tidings/v1/profile.proto\"\xc8\x04\n" +
 	"\bActivity\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x05actor\x18\x02 \x01(\v2\x12.tidings.v1.CallerR\x05actor\x12\x12\n" +
@@ -854,17 +1471,19 @@ const file_tidings_v1_activity_proto_rawDesc = "" +
 	"\x14PostActivityResponse\x120\n" +
 	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\"A\n" +
 	"\x12GetActivityRequest\x12+\n" +
-	"\x02id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x02id\"G\n" +
+	"\x02id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x02id\"\x85\x01\n" +
 	"\x13GetActivityResponse\x120\n" +
-	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\"S\n" +
+	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\x12<\n" +
+	"\fconversation\x18\x02 \x01(\v2\x18.tidings.v1.ConversationR\fconversation\"S\n" +
 	"\x19BatchGetActivitiesRequest\x126\n" +
-	"\x03ids\x18\x01 \x03(\tB$\xbaH!\x92\x01\x1e\b\x01\x10d\"\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x03ids\"s\n" +
+	"\x03ids\x18\x01 \x03(\tB$\xbaH!\x92\x01\x1e\b\x01\x10d\"\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x03ids\"\xb3\x01\n" +
 	"\x1aBatchGetActivitiesResponse\x124\n" +
 	"\n" +
 	"activities\x18\x01 \x03(\v2\x14.tidings.v1.ActivityR\n" +
 	"activities\x12\x1f\n" +
 	"\vmissing_ids\x18\x02 \x03(\tR\n" +
-	"missingIds\"b\n" +
+	"missingIds\x12>\n" +
+	"\rconversations\x18\x03 \x03(\v2\x18.tidings.v1.ConversationR\rconversations\"b\n" +
 	"\x13EditActivityRequest\x12+\n" +
 	"\x02id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x02id\x12\x1e\n" +
 	"\x04text\x18\x02 \x01(\tB\n" +
@@ -874,13 +1493,57 @@ const file_tidings_v1_activity_proto_rawDesc = "" +
 	"\x15DeleteActivityRequest\x12+\n" +
 	"\x02id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\x02id\"2\n" +
 	"\x16DeleteActivityResponse\x12\x18\n" +
-	"\adeleted\x18\x01 \x01(\bR\adeleted2\xdc\x04\n" +
+	"\adeleted\x18\x01 \x01(\bR\adeleted\"\x9f\x01\n" +
+	"\x17BookmarkActivityRequest\x12F\n" +
+	"\auser_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\x06userId\x12<\n" +
+	"\vactivity_id\x18\x02 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\n" +
+	"activityId\"4\n" +
+	"\x18BookmarkActivityResponse\x12\x18\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\"\xa1\x01\n" +
+	"\x19UnbookmarkActivityRequest\x12F\n" +
+	"\auser_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\x06userId\x12<\n" +
+	"\vactivity_id\x18\x02 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\n" +
+	"activityId\"6\n" +
+	"\x1aUnbookmarkActivityResponse\x12\x18\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\"\xaf\x01\n" +
+	"\x14ListBookmarksRequest\x12F\n" +
+	"\auser_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\x06userId\x12&\n" +
+	"\tpage_size\x18\x02 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"\xf1\x01\n" +
+	"\bBookmark\x120\n" +
+	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\x128\n" +
+	"\ractor_profile\x18\x02 \x01(\v2\x13.tidings.v1.ProfileR\factorProfile\x12<\n" +
+	"\fconversation\x18\x03 \x01(\v2\x18.tidings.v1.ConversationR\fconversation\x12;\n" +
+	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"s\n" +
+	"\x15ListBookmarksResponse\x122\n" +
+	"\tbookmarks\x18\x01 \x03(\v2\x14.tidings.v1.BookmarkR\tbookmarks\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9b\x01\n" +
+	"\x13MuteActivityRequest\x12F\n" +
+	"\auser_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\x06userId\x12<\n" +
+	"\vactivity_id\x18\x02 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\n" +
+	"activityId\"0\n" +
+	"\x14MuteActivityResponse\x12\x18\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\"\x9d\x01\n" +
+	"\x15UnmuteActivityRequest\x12F\n" +
+	"\auser_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\x06userId\x12<\n" +
+	"\vactivity_id\x18\x02 \x01(\tB\x1b\xbaH\x18r\x162\x11^[0-9A-Za-z]{13}$\x98\x01\rR\n" +
+	"activityId\"2\n" +
+	"\x16UnmuteActivityResponse\x12\x18\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged2\x82\n" +
+	"\n" +
 	"\x0fActivityService\x12l\n" +
 	"\fPostActivity\x12\x1f.tidings.v1.PostActivityRequest\x1a .tidings.v1.PostActivityResponse\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/activities\x12k\n" +
 	"\vGetActivity\x12\x1e.tidings.v1.GetActivityRequest\x1a\x1f.tidings.v1.GetActivityResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/activities/{id}\x12\x84\x01\n" +
 	"\x12BatchGetActivities\x12%.tidings.v1.BatchGetActivitiesRequest\x1a&.tidings.v1.BatchGetActivitiesResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/activities:batchGet\x12q\n" +
 	"\fEditActivity\x12\x1f.tidings.v1.EditActivityRequest\x1a .tidings.v1.EditActivityResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*2\x13/v1/activities/{id}\x12t\n" +
-	"\x0eDeleteActivity\x12!.tidings.v1.DeleteActivityRequest\x1a\".tidings.v1.DeleteActivityResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/activities/{id}B9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
+	"\x0eDeleteActivity\x12!.tidings.v1.DeleteActivityRequest\x1a\".tidings.v1.DeleteActivityResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/activities/{id}\x12\x87\x01\n" +
+	"\x10BookmarkActivity\x12#.tidings.v1.BookmarkActivityRequest\x1a$.tidings.v1.BookmarkActivityResponse\"(\x82\xd3\xe4\x93\x02\":\x01*\"\x1d/v1/users/{user_id}/bookmarks\x12\x98\x01\n" +
+	"\x12UnbookmarkActivity\x12%.tidings.v1.UnbookmarkActivityRequest\x1a&.tidings.v1.UnbookmarkActivityResponse\"3\x82\xd3\xe4\x93\x02-*+/v1/users/{user_id}/bookmarks/{activity_id}\x12{\n" +
+	"\rListBookmarks\x12 .tidings.v1.ListBookmarksRequest\x1a!.tidings.v1.ListBookmarksResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/users/{user_id}/bookmarks\x12w\n" +
+	"\fMuteActivity\x12\x1f.tidings.v1.MuteActivityRequest\x1a .tidings.v1.MuteActivityResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/v1/users/{user_id}/mutes\x12\x88\x01\n" +
+	"\x0eUnmuteActivity\x12!.tidings.v1.UnmuteActivityRequest\x1a\".tidings.v1.UnmuteActivityResponse\"/\x82\xd3\xe4\x93\x02)*'/v1/users/{user_id}/mutes/{activity_id}B9Z7github.com/tidingshq/tidings/proto/tidings/v1;tidingsv1b\x06proto3"
 
 var (
 	file_tidings_v1_activity_proto_rawDescOnce sync.Once
@@ -894,7 +1557,7 @@ func file_tidings_v1_activity_proto_rawDescGZIP() []byte {
 	return file_tidings_v1_activity_proto_rawDescData
 }
 
-var file_tidings_v1_activity_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_tidings_v1_activity_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_tidings_v1_activity_proto_goTypes = []any{
 	(*Activity)(nil),                   // 0: tidings.v1.Activity
 	(*FieldChange)(nil),                // 1: tidings.v1.FieldChange
@@ -909,40 +1572,70 @@ var file_tidings_v1_activity_proto_goTypes = []any{
 	(*EditActivityResponse)(nil),       // 10: tidings.v1.EditActivityResponse
 	(*DeleteActivityRequest)(nil),      // 11: tidings.v1.DeleteActivityRequest
 	(*DeleteActivityResponse)(nil),     // 12: tidings.v1.DeleteActivityResponse
-	nil,                                // 13: tidings.v1.Activity.AttributesEntry
-	(*Caller)(nil),                     // 14: tidings.v1.Caller
-	(*RecordRef)(nil),                  // 15: tidings.v1.RecordRef
-	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
+	(*BookmarkActivityRequest)(nil),    // 13: tidings.v1.BookmarkActivityRequest
+	(*BookmarkActivityResponse)(nil),   // 14: tidings.v1.BookmarkActivityResponse
+	(*UnbookmarkActivityRequest)(nil),  // 15: tidings.v1.UnbookmarkActivityRequest
+	(*UnbookmarkActivityResponse)(nil), // 16: tidings.v1.UnbookmarkActivityResponse
+	(*ListBookmarksRequest)(nil),       // 17: tidings.v1.ListBookmarksRequest
+	(*Bookmark)(nil),                   // 18: tidings.v1.Bookmark
+	(*ListBookmarksResponse)(nil),      // 19: tidings.v1.ListBookmarksResponse
+	(*MuteActivityRequest)(nil),        // 20: tidings.v1.MuteActivityRequest
+	(*MuteActivityResponse)(nil),       // 21: tidings.v1.MuteActivityResponse
+	(*UnmuteActivityRequest)(nil),      // 22: tidings.v1.UnmuteActivityRequest
+	(*UnmuteActivityResponse)(nil),     // 23: tidings.v1.UnmuteActivityResponse
+	nil,                                // 24: tidings.v1.Activity.AttributesEntry
+	(*Caller)(nil),                     // 25: tidings.v1.Caller
+	(*RecordRef)(nil),                  // 26: tidings.v1.RecordRef
+	(*timestamppb.Timestamp)(nil),      // 27: google.protobuf.Timestamp
+	(*Conversation)(nil),               // 28: tidings.v1.Conversation
+	(*Profile)(nil),                    // 29: tidings.v1.Profile
 }
 var file_tidings_v1_activity_proto_depIdxs = []int32{
-	14, // 0: tidings.v1.Activity.actor:type_name -> tidings.v1.Caller
-	15, // 1: tidings.v1.Activity.record:type_name -> tidings.v1.RecordRef
+	25, // 0: tidings.v1.Activity.actor:type_name -> tidings.v1.Caller
+	26, // 1: tidings.v1.Activity.record:type_name -> tidings.v1.RecordRef
 	1,  // 2: tidings.v1.Activity.field_changes:type_name -> tidings.v1.FieldChange
 	2,  // 3: tidings.v1.Activity.links:type_name -> tidings.v1.Link
-	13, // 4: tidings.v1.Activity.attributes:type_name -> tidings.v1.Activity.AttributesEntry
-	16, // 5: tidings.v1.Activity.create_time:type_name -> google.protobuf.Timestamp
-	16, // 6: tidings.v1.Activity.edit_time:type_name -> google.protobuf.Timestamp
-	15, // 7: tidings.v1.PostActivityRequest.record:type_name -> tidings.v1.RecordRef
+	24, // 4: tidings.v1.Activity.attributes:type_name -> tidings.v1.Activity.AttributesEntry
+	27, // 5: tidings.v1.Activity.create_time:type_name -> google.protobuf.Timestamp
+	27, // 6: tidings.v1.Activity.edit_time:type_name -> google.protobuf.Timestamp
+	26, // 7: tidings.v1.PostActivityRequest.record:type_name -> tidings.v1.RecordRef
 	2,  // 8: tidings.v1.PostActivityRequest.links:type_name -> tidings.v1.Link
 	0,  // 9: tidings.v1.PostActivityResponse.activity:type_name -> tidings.v1.Activity
 	0,  // 10: tidings.v1.GetActivityResponse.activity:type_name -> tidings.v1.Activity
-	0,  // 11: tidings.v1.BatchGetActivitiesResponse.activities:type_name -> tidings.v1.Activity
-	0,  // 12: tidings.v1.EditActivityResponse.activity:type_name -> tidings.v1.Activity
-	3,  // 13: tidings.v1.ActivityService.PostActivity:input_type -> tidings.v1.PostActivityRequest
-	5,  // 14: tidings.v1.ActivityService.GetActivity:input_type -> tidings.v1.GetActivityRequest
-	7,  // 15: tidings.v1.ActivityService.BatchGetActivities:input_type -> tidings.v1.BatchGetActivitiesRequest
-	9,  // 16: tidings.v1.ActivityService.EditActivity:input_type -> tidings.v1.EditActivityRequest
-	11, // 17: tidings.v1.ActivityService.DeleteActivity:input_type -> tidings.v1.DeleteActivityRequest
-	4,  // 18: tidings.v1.ActivityService.PostActivity:output_type -> tidings.v1.PostActivityResponse
-	6,  // 19: tidings.v1.ActivityService.GetActivity:output_type -> tidings.v1.GetActivityResponse
-	8,  // 20: tidings.v1.ActivityService.BatchGetActivities:output_type -> tidings.v1.BatchGetActivitiesResponse
-	10, // 21: tidings.v1.ActivityService.EditActivity:output_type -> tidings.v1.EditActivityResponse
-	12, // 22: tidings.v1.ActivityService.DeleteActivity:output_type -> tidings.v1.DeleteActivityResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	28, // 11: tidings.v1.GetActivityResponse.conversation:type_name -> tidings.v1.Conversation
+	0,  // 12: tidings.v1.BatchGetActivitiesResponse.activities:type_name -> tidings.v1.Activity
+	28, // 13: tidings.v1.BatchGetActivitiesResponse.conversations:type_name -> tidings.v1.Conversation
+	0,  // 14: tidings.v1.EditActivityResponse.activity:type_name -> tidings.v1.Activity
+	0,  // 15: tidings.v1.Bookmark.activity:type_name -> tidings.v1.Activity
+	29, // 16: tidings.v1.Bookmark.actor_profile:type_name -> tidings.v1.Profile
+	28, // 17: tidings.v1.Bookmark.conversation:type_name -> tidings.v1.Conversation
+	27, // 18: tidings.v1.Bookmark.create_time:type_name -> google.protobuf.Timestamp
+	18, // 19: tidings.v1.ListBookmarksResponse.bookmarks:type_name -> tidings.v1.Bookmark
+	3,  // 20: tidings.v1.ActivityService.PostActivity:input_type -> tidings.v1.PostActivityRequest
+	5,  // 21: tidings.v1.ActivityService.GetActivity:input_type -> tidings.v1.GetActivityRequest
+	7,  // 22: tidings.v1.ActivityService.BatchGetActivities:input_type -> tidings.v1.BatchGetActivitiesRequest
+	9,  // 23: tidings.v1.ActivityService.EditActivity:input_type -> tidings.v1.EditActivityRequest
+	11, // 24: tidings.v1.ActivityService.DeleteActivity:input_type -> tidings.v1.DeleteActivityRequest
+	13, // 25: tidings.v1.ActivityService.BookmarkActivity:input_type -> tidings.v1.BookmarkActivityRequest
+	15, // 26: tidings.v1.ActivityService.UnbookmarkActivity:input_type -> tidings.v1.UnbookmarkActivityRequest
+	17, // 27: tidings.v1.ActivityService.ListBookmarks:input_type -> tidings.v1.ListBookmarksRequest
+	20, // 28: tidings.v1.ActivityService.MuteActivity:input_type -> tidings.v1.MuteActivityRequest
+	22, // 29: tidings.v1.ActivityService.UnmuteActivity:input_type -> tidings.v1.UnmuteActivityRequest
+	4,  // 30: tidings.v1.ActivityService.PostActivity:output_type -> tidings.v1.PostActivityResponse
+	6,  // 31: tidings.v1.ActivityService.GetActivity:output_type -> tidings.v1.GetActivityResponse
+	8,  // 32: tidings.v1.ActivityService.BatchGetActivities:output_type -> tidings.v1.BatchGetActivitiesResponse
+	10, // 33: tidings.v1.ActivityService.EditActivity:output_type -> tidings.v1.EditActivityResponse
+	12, // 34: tidings.v1.ActivityService.DeleteActivity:output_type -> tidings.v1.DeleteActivityResponse
+	14, // 35: tidings.v1.ActivityService.BookmarkActivity:output_type -> tidings.v1.BookmarkActivityResponse
+	16, // 36: tidings.v1.ActivityService.UnbookmarkActivity:output_type -> tidings.v1.UnbookmarkActivityResponse
+	19, // 37: tidings.v1.ActivityService.ListBookmarks:output_type -> tidings.v1.ListBookmarksResponse
+	21, // 38: tidings.v1.ActivityService.MuteActivity:output_type -> tidings.v1.MuteActivityResponse
+	23, // 39: tidings.v1.ActivityService.UnmuteActivity:output_type -> tidings.v1.UnmuteActivityResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_activity_proto_init() }
@@ -951,13 +1644,15 @@ func file_tidings_v1_activity_proto_init() {
 		return
 	}
 	file_tidings_v1_common_proto_init()
+	file_tidings_v1_conversation_proto_init()
+	file_tidings_v1_profile_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_activity_proto_rawDesc), len(file_tidings_v1_activity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

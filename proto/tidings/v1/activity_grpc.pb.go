@@ -24,6 +24,11 @@ const (
 	ActivityService_BatchGetActivities_FullMethodName = "/tidings.v1.ActivityService/BatchGetActivities"
 	ActivityService_EditActivity_FullMethodName       = "/tidings.v1.ActivityService/EditActivity"
 	ActivityService_DeleteActivity_FullMethodName     = "/tidings.v1.ActivityService/DeleteActivity"
+	ActivityService_BookmarkActivity_FullMethodName   = "/tidings.v1.ActivityService/BookmarkActivity"
+	ActivityService_UnbookmarkActivity_FullMethodName = "/tidings.v1.ActivityService/UnbookmarkActivity"
+	ActivityService_ListBookmarks_FullMethodName      = "/tidings.v1.ActivityService/ListBookmarks"
+	ActivityService_MuteActivity_FullMethodName       = "/tidings.v1.ActivityService/MuteActivity"
+	ActivityService_UnmuteActivity_FullMethodName     = "/tidings.v1.ActivityService/UnmuteActivity"
 )
 
 // ActivityServiceClient is the client API for ActivityService service.
@@ -56,6 +61,23 @@ type ActivityServiceClient interface {
 	// activity is a no-op success. Callers: its author, the app owning its
 	// record, admins.
 	DeleteActivity(ctx context.Context, in *DeleteActivityRequest, opts ...grpc.CallOption) (*DeleteActivityResponse, error)
+	// BookmarkActivity saves an activity to the user's bookmarks; bookmarking
+	// a bookmarked activity is a no-op success. At most 10,000 bookmarks per
+	// user. Callers: employees (own), admins.
+	BookmarkActivity(ctx context.Context, in *BookmarkActivityRequest, opts ...grpc.CallOption) (*BookmarkActivityResponse, error)
+	// UnbookmarkActivity takes an activity out of the user's bookmarks.
+	// Callers: employees (own), admins.
+	UnbookmarkActivity(ctx context.Context, in *UnbookmarkActivityRequest, opts ...grpc.CallOption) (*UnbookmarkActivityResponse, error)
+	// ListBookmarks pages through the user's bookmarks, the newest bookmark
+	// first; activities deleted or no longer visible to the user are left
+	// out. Callers: employees (own), admins.
+	ListBookmarks(ctx context.Context, in *ListBookmarksRequest, opts ...grpc.CallOption) (*ListBookmarksResponse, error)
+	// MuteActivity mutes an activity for the user: it leaves their home feed
+	// and no longer notifies them. At most 10,000 mutes per user. Callers:
+	// employees (own), admins.
+	MuteActivity(ctx context.Context, in *MuteActivityRequest, opts ...grpc.CallOption) (*MuteActivityResponse, error)
+	// UnmuteActivity undoes MuteActivity. Callers: employees (own), admins.
+	UnmuteActivity(ctx context.Context, in *UnmuteActivityRequest, opts ...grpc.CallOption) (*UnmuteActivityResponse, error)
 }
 
 type activityServiceClient struct {
@@ -116,6 +138,56 @@ func (c *activityServiceClient) DeleteActivity(ctx context.Context, in *DeleteAc
 	return out, nil
 }
 
+func (c *activityServiceClient) BookmarkActivity(ctx context.Context, in *BookmarkActivityRequest, opts ...grpc.CallOption) (*BookmarkActivityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BookmarkActivityResponse)
+	err := c.cc.Invoke(ctx, ActivityService_BookmarkActivity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *activityServiceClient) UnbookmarkActivity(ctx context.Context, in *UnbookmarkActivityRequest, opts ...grpc.CallOption) (*UnbookmarkActivityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnbookmarkActivityResponse)
+	err := c.cc.Invoke(ctx, ActivityService_UnbookmarkActivity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *activityServiceClient) ListBookmarks(ctx context.Context, in *ListBookmarksRequest, opts ...grpc.CallOption) (*ListBookmarksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBookmarksResponse)
+	err := c.cc.Invoke(ctx, ActivityService_ListBookmarks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *activityServiceClient) MuteActivity(ctx context.Context, in *MuteActivityRequest, opts ...grpc.CallOption) (*MuteActivityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MuteActivityResponse)
+	err := c.cc.Invoke(ctx, ActivityService_MuteActivity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *activityServiceClient) UnmuteActivity(ctx context.Context, in *UnmuteActivityRequest, opts ...grpc.CallOption) (*UnmuteActivityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnmuteActivityResponse)
+	err := c.cc.Invoke(ctx, ActivityService_UnmuteActivity_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ActivityServiceServer is the server API for ActivityService service.
 // All implementations must embed UnimplementedActivityServiceServer
 // for forward compatibility.
@@ -146,6 +218,23 @@ type ActivityServiceServer interface {
 	// activity is a no-op success. Callers: its author, the app owning its
 	// record, admins.
 	DeleteActivity(context.Context, *DeleteActivityRequest) (*DeleteActivityResponse, error)
+	// BookmarkActivity saves an activity to the user's bookmarks; bookmarking
+	// a bookmarked activity is a no-op success. At most 10,000 bookmarks per
+	// user. Callers: employees (own), admins.
+	BookmarkActivity(context.Context, *BookmarkActivityRequest) (*BookmarkActivityResponse, error)
+	// UnbookmarkActivity takes an activity out of the user's bookmarks.
+	// Callers: employees (own), admins.
+	UnbookmarkActivity(context.Context, *UnbookmarkActivityRequest) (*UnbookmarkActivityResponse, error)
+	// ListBookmarks pages through the user's bookmarks, the newest bookmark
+	// first; activities deleted or no longer visible to the user are left
+	// out. Callers: employees (own), admins.
+	ListBookmarks(context.Context, *ListBookmarksRequest) (*ListBookmarksResponse, error)
+	// MuteActivity mutes an activity for the user: it leaves their home feed
+	// and no longer notifies them. At most 10,000 mutes per user. Callers:
+	// employees (own), admins.
+	MuteActivity(context.Context, *MuteActivityRequest) (*MuteActivityResponse, error)
+	// UnmuteActivity undoes MuteActivity. Callers: employees (own), admins.
+	UnmuteActivity(context.Context, *UnmuteActivityRequest) (*UnmuteActivityResponse, error)
 	mustEmbedUnimplementedActivityServiceServer()
 }
 
@@ -170,6 +259,21 @@ func (UnimplementedActivityServiceServer) EditActivity(context.Context, *EditAct
 }
 func (UnimplementedActivityServiceServer) DeleteActivity(context.Context, *DeleteActivityRequest) (*DeleteActivityResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteActivity not implemented")
+}
+func (UnimplementedActivityServiceServer) BookmarkActivity(context.Context, *BookmarkActivityRequest) (*BookmarkActivityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BookmarkActivity not implemented")
+}
+func (UnimplementedActivityServiceServer) UnbookmarkActivity(context.Context, *UnbookmarkActivityRequest) (*UnbookmarkActivityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnbookmarkActivity not implemented")
+}
+func (UnimplementedActivityServiceServer) ListBookmarks(context.Context, *ListBookmarksRequest) (*ListBookmarksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBookmarks not implemented")
+}
+func (UnimplementedActivityServiceServer) MuteActivity(context.Context, *MuteActivityRequest) (*MuteActivityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MuteActivity not implemented")
+}
+func (UnimplementedActivityServiceServer) UnmuteActivity(context.Context, *UnmuteActivityRequest) (*UnmuteActivityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnmuteActivity not implemented")
 }
 func (UnimplementedActivityServiceServer) mustEmbedUnimplementedActivityServiceServer() {}
 func (UnimplementedActivityServiceServer) testEmbeddedByValue()                         {}
@@ -282,6 +386,96 @@ func _ActivityService_DeleteActivity_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ActivityService_BookmarkActivity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BookmarkActivityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivityServiceServer).BookmarkActivity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ActivityService_BookmarkActivity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivityServiceServer).BookmarkActivity(ctx, req.(*BookmarkActivityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ActivityService_UnbookmarkActivity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnbookmarkActivityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivityServiceServer).UnbookmarkActivity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ActivityService_UnbookmarkActivity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivityServiceServer).UnbookmarkActivity(ctx, req.(*UnbookmarkActivityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ActivityService_ListBookmarks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBookmarksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivityServiceServer).ListBookmarks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ActivityService_ListBookmarks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivityServiceServer).ListBookmarks(ctx, req.(*ListBookmarksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ActivityService_MuteActivity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MuteActivityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivityServiceServer).MuteActivity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ActivityService_MuteActivity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivityServiceServer).MuteActivity(ctx, req.(*MuteActivityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ActivityService_UnmuteActivity_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnmuteActivityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ActivityServiceServer).UnmuteActivity(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ActivityService_UnmuteActivity_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ActivityServiceServer).UnmuteActivity(ctx, req.(*UnmuteActivityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ActivityService_ServiceDesc is the grpc.ServiceDesc for ActivityService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -308,6 +502,26 @@ var ActivityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteActivity",
 			Handler:    _ActivityService_DeleteActivity_Handler,
+		},
+		{
+			MethodName: "BookmarkActivity",
+			Handler:    _ActivityService_BookmarkActivity_Handler,
+		},
+		{
+			MethodName: "UnbookmarkActivity",
+			Handler:    _ActivityService_UnbookmarkActivity_Handler,
+		},
+		{
+			MethodName: "ListBookmarks",
+			Handler:    _ActivityService_ListBookmarks_Handler,
+		},
+		{
+			MethodName: "MuteActivity",
+			Handler:    _ActivityService_MuteActivity_Handler,
+		},
+		{
+			MethodName: "UnmuteActivity",
+			Handler:    _ActivityService_UnmuteActivity_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -39,6 +39,12 @@ const (
 	Projection_PROJECTION_FOLLOWS Projection = 3
 	// Activities and timelines, from the ACTIVITIES stream.
 	Projection_PROJECTION_ACTIVITIES Projection = 4
+	// Comments, reactions and notifications, from the CONVERSATIONS stream
+	// (notifications also come from FOLLOWS, ACTIVITIES and USERSTATE).
+	Projection_PROJECTION_CONVERSATIONS Projection = 5
+	// Bookmarks, mutes and notification read marks, from the USERSTATE
+	// stream.
+	Projection_PROJECTION_USER_STATE Projection = 6
 )
 
 // Enum value maps for Projection.
@@ -49,13 +55,17 @@ var (
 		2: "PROJECTION_RECORDS",
 		3: "PROJECTION_FOLLOWS",
 		4: "PROJECTION_ACTIVITIES",
+		5: "PROJECTION_CONVERSATIONS",
+		6: "PROJECTION_USER_STATE",
 	}
 	Projection_value = map[string]int32{
-		"PROJECTION_UNSPECIFIED": 0,
-		"PROJECTION_PROFILES":    1,
-		"PROJECTION_RECORDS":     2,
-		"PROJECTION_FOLLOWS":     3,
-		"PROJECTION_ACTIVITIES":  4,
+		"PROJECTION_UNSPECIFIED":   0,
+		"PROJECTION_PROFILES":      1,
+		"PROJECTION_RECORDS":       2,
+		"PROJECTION_FOLLOWS":       3,
+		"PROJECTION_ACTIVITIES":    4,
+		"PROJECTION_CONVERSATIONS": 5,
+		"PROJECTION_USER_STATE":    6,
 	}
 )
 
@@ -2830,14 +2840,16 @@ const file_tidings_v1_admin_proto_rawDesc = "" +
 	"\bend_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"q\n" +
 	"\x17ListAuditEventsResponse\x12.\n" +
 	"\x06events\x18\x01 \x03(\v2\x16.tidings.v1.AuditEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x8c\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xc5\x01\n" +
 	"\n" +
 	"Projection\x12\x1a\n" +
 	"\x16PROJECTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13PROJECTION_PROFILES\x10\x01\x12\x16\n" +
 	"\x12PROJECTION_RECORDS\x10\x02\x12\x16\n" +
 	"\x12PROJECTION_FOLLOWS\x10\x03\x12\x19\n" +
-	"\x15PROJECTION_ACTIVITIES\x10\x04*\xb1\x01\n" +
+	"\x15PROJECTION_ACTIVITIES\x10\x04\x12\x1c\n" +
+	"\x18PROJECTION_CONVERSATIONS\x10\x05\x12\x19\n" +
+	"\x15PROJECTION_USER_STATE\x10\x06*\xb1\x01\n" +
 	"\fRebuildState\x12\x1d\n" +
 	"\x19REBUILD_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15REBUILD_STATE_PENDING\x10\x01\x12\x19\n" +

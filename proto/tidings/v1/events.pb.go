@@ -339,8 +339,12 @@ type ActivityEvent struct {
 	// For a deletion: the activity as it was, so the fan-out knows whose
 	// feeds to remove it from.
 	DeletedActivity *Activity `protobuf:"bytes,7,opt,name=deleted_activity,json=deletedActivity,proto3" json:"deleted_activity,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// For an edit: the users it mentions that the text before it did not.
+	// The fan-out delivers the activity to their home feeds and notifies
+	// them, as it does for the mentions of a post.
+	AddedMentionUserIds []string `protobuf:"bytes,8,rep,name=added_mention_user_ids,json=addedMentionUserIds,proto3" json:"added_mention_user_ids,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ActivityEvent) Reset() {
@@ -435,6 +439,13 @@ func (x *ActivityEvent) GetDeletedActivity() *Activity {
 	return nil
 }
 
+func (x *ActivityEvent) GetAddedMentionUserIds() []string {
+	if x != nil {
+		return x.AddedMentionUserIds
+	}
+	return nil
+}
+
 type isActivityEvent_Change interface {
 	isActivityEvent_Change()
 }
@@ -460,6 +471,490 @@ func (*ActivityEvent_Edited) isActivityEvent_Change() {}
 
 func (*ActivityEvent_DeletedId) isActivityEvent_Change() {}
 
+// ConversationEvent is a change to an activity's conversation, on subject
+// "tidings.conversations.<activity id>" of the CONVERSATIONS stream: every
+// comment and reaction of one activity is on its subject, in order.
+type ConversationEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The change.
+	//
+	// Types that are valid to be assigned to Change:
+	//
+	//	*ConversationEvent_CommentAdded
+	//	*ConversationEvent_CommentEdited
+	//	*ConversationEvent_CommentDeleted
+	//	*ConversationEvent_ReactionAdded
+	//	*ConversationEvent_ReactionRemoved
+	Change isConversationEvent_Change `protobuf_oneof:"change"`
+	// Who made the change.
+	Caller *Caller `protobuf:"bytes,6,opt,name=caller,proto3" json:"caller,omitempty"`
+	// When the change was made.
+	Time *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=time,proto3" json:"time,omitempty"`
+	// For a comment made with an idempotency key: the scope under which a
+	// retry finds it.
+	IdempotencyScope string `protobuf:"bytes,8,opt,name=idempotency_scope,json=idempotencyScope,proto3" json:"idempotency_scope,omitempty"`
+	// For an edit: the users the comment mentions that it did not before.
+	AddedMentionUserIds []string `protobuf:"bytes,9,rep,name=added_mention_user_ids,json=addedMentionUserIds,proto3" json:"added_mention_user_ids,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *ConversationEvent) Reset() {
+	*x = ConversationEvent{}
+	mi := &file_tidings_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationEvent) ProtoMessage() {}
+
+func (x *ConversationEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationEvent.ProtoReflect.Descriptor instead.
+func (*ConversationEvent) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ConversationEvent) GetChange() isConversationEvent_Change {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *ConversationEvent) GetCommentAdded() *Comment {
+	if x != nil {
+		if x, ok := x.Change.(*ConversationEvent_CommentAdded); ok {
+			return x.CommentAdded
+		}
+	}
+	return nil
+}
+
+func (x *ConversationEvent) GetCommentEdited() *Comment {
+	if x != nil {
+		if x, ok := x.Change.(*ConversationEvent_CommentEdited); ok {
+			return x.CommentEdited
+		}
+	}
+	return nil
+}
+
+func (x *ConversationEvent) GetCommentDeleted() *Comment {
+	if x != nil {
+		if x, ok := x.Change.(*ConversationEvent_CommentDeleted); ok {
+			return x.CommentDeleted
+		}
+	}
+	return nil
+}
+
+func (x *ConversationEvent) GetReactionAdded() *ReactionChange {
+	if x != nil {
+		if x, ok := x.Change.(*ConversationEvent_ReactionAdded); ok {
+			return x.ReactionAdded
+		}
+	}
+	return nil
+}
+
+func (x *ConversationEvent) GetReactionRemoved() *ReactionChange {
+	if x != nil {
+		if x, ok := x.Change.(*ConversationEvent_ReactionRemoved); ok {
+			return x.ReactionRemoved
+		}
+	}
+	return nil
+}
+
+func (x *ConversationEvent) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *ConversationEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *ConversationEvent) GetIdempotencyScope() string {
+	if x != nil {
+		return x.IdempotencyScope
+	}
+	return ""
+}
+
+func (x *ConversationEvent) GetAddedMentionUserIds() []string {
+	if x != nil {
+		return x.AddedMentionUserIds
+	}
+	return nil
+}
+
+type isConversationEvent_Change interface {
+	isConversationEvent_Change()
+}
+
+type ConversationEvent_CommentAdded struct {
+	// A new comment.
+	CommentAdded *Comment `protobuf:"bytes,1,opt,name=comment_added,json=commentAdded,proto3,oneof"`
+}
+
+type ConversationEvent_CommentEdited struct {
+	// A comment whose text was edited, in full after the edit.
+	CommentEdited *Comment `protobuf:"bytes,2,opt,name=comment_edited,json=commentEdited,proto3,oneof"`
+}
+
+type ConversationEvent_CommentDeleted struct {
+	// A deleted comment, as it was.
+	CommentDeleted *Comment `protobuf:"bytes,3,opt,name=comment_deleted,json=commentDeleted,proto3,oneof"`
+}
+
+type ConversationEvent_ReactionAdded struct {
+	// A reaction added.
+	ReactionAdded *ReactionChange `protobuf:"bytes,4,opt,name=reaction_added,json=reactionAdded,proto3,oneof"`
+}
+
+type ConversationEvent_ReactionRemoved struct {
+	// A reaction taken back.
+	ReactionRemoved *ReactionChange `protobuf:"bytes,5,opt,name=reaction_removed,json=reactionRemoved,proto3,oneof"`
+}
+
+func (*ConversationEvent_CommentAdded) isConversationEvent_Change() {}
+
+func (*ConversationEvent_CommentEdited) isConversationEvent_Change() {}
+
+func (*ConversationEvent_CommentDeleted) isConversationEvent_Change() {}
+
+func (*ConversationEvent_ReactionAdded) isConversationEvent_Change() {}
+
+func (*ConversationEvent_ReactionRemoved) isConversationEvent_Change() {}
+
+// ReactionChange is one user's reaction to an activity or comment.
+type ReactionChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The activity reacted to, or whose comment is.
+	ActivityId string `protobuf:"bytes,1,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
+	// The comment reacted to; empty for the activity.
+	CommentId string `protobuf:"bytes,2,opt,name=comment_id,json=commentId,proto3" json:"comment_id,omitempty"`
+	// Who reacted.
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The kind.
+	Kind          ReactionKind `protobuf:"varint,4,opt,name=kind,proto3,enum=tidings.v1.ReactionKind" json:"kind,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReactionChange) Reset() {
+	*x = ReactionChange{}
+	mi := &file_tidings_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReactionChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReactionChange) ProtoMessage() {}
+
+func (x *ReactionChange) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReactionChange.ProtoReflect.Descriptor instead.
+func (*ReactionChange) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReactionChange) GetActivityId() string {
+	if x != nil {
+		return x.ActivityId
+	}
+	return ""
+}
+
+func (x *ReactionChange) GetCommentId() string {
+	if x != nil {
+		return x.CommentId
+	}
+	return ""
+}
+
+func (x *ReactionChange) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ReactionChange) GetKind() ReactionKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ReactionKind_REACTION_KIND_UNSPECIFIED
+}
+
+// UserStateEvent is a change to what a user keeps for themselves, on
+// subject "tidings.userstate.<user id, base64url>" of the USERSTATE stream.
+type UserStateEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The change.
+	//
+	// Types that are valid to be assigned to Change:
+	//
+	//	*UserStateEvent_Bookmark
+	//	*UserStateEvent_Mute
+	//	*UserStateEvent_NotificationsRead
+	Change isUserStateEvent_Change `protobuf_oneof:"change"`
+	// Whose state.
+	UserId string `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Who made the change.
+	Caller *Caller `protobuf:"bytes,5,opt,name=caller,proto3" json:"caller,omitempty"`
+	// When the change was made.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserStateEvent) Reset() {
+	*x = UserStateEvent{}
+	mi := &file_tidings_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserStateEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserStateEvent) ProtoMessage() {}
+
+func (x *UserStateEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserStateEvent.ProtoReflect.Descriptor instead.
+func (*UserStateEvent) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UserStateEvent) GetChange() isUserStateEvent_Change {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *UserStateEvent) GetBookmark() *ActivityFlag {
+	if x != nil {
+		if x, ok := x.Change.(*UserStateEvent_Bookmark); ok {
+			return x.Bookmark
+		}
+	}
+	return nil
+}
+
+func (x *UserStateEvent) GetMute() *ActivityFlag {
+	if x != nil {
+		if x, ok := x.Change.(*UserStateEvent_Mute); ok {
+			return x.Mute
+		}
+	}
+	return nil
+}
+
+func (x *UserStateEvent) GetNotificationsRead() *NotificationsRead {
+	if x != nil {
+		if x, ok := x.Change.(*UserStateEvent_NotificationsRead); ok {
+			return x.NotificationsRead
+		}
+	}
+	return nil
+}
+
+func (x *UserStateEvent) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UserStateEvent) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
+func (x *UserStateEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+type isUserStateEvent_Change interface {
+	isUserStateEvent_Change()
+}
+
+type UserStateEvent_Bookmark struct {
+	// An activity bookmarked or unbookmarked.
+	Bookmark *ActivityFlag `protobuf:"bytes,1,opt,name=bookmark,proto3,oneof"`
+}
+
+type UserStateEvent_Mute struct {
+	// An activity muted or unmuted.
+	Mute *ActivityFlag `protobuf:"bytes,2,opt,name=mute,proto3,oneof"`
+}
+
+type UserStateEvent_NotificationsRead struct {
+	// Notifications marked read.
+	NotificationsRead *NotificationsRead `protobuf:"bytes,3,opt,name=notifications_read,json=notificationsRead,proto3,oneof"`
+}
+
+func (*UserStateEvent_Bookmark) isUserStateEvent_Change() {}
+
+func (*UserStateEvent_Mute) isUserStateEvent_Change() {}
+
+func (*UserStateEvent_NotificationsRead) isUserStateEvent_Change() {}
+
+// ActivityFlag sets or clears a per-user flag on an activity.
+type ActivityFlag struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The activity.
+	ActivityId string `protobuf:"bytes,1,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
+	// True to set, false to clear.
+	On            bool `protobuf:"varint,2,opt,name=on,proto3" json:"on,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivityFlag) Reset() {
+	*x = ActivityFlag{}
+	mi := &file_tidings_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivityFlag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivityFlag) ProtoMessage() {}
+
+func (x *ActivityFlag) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivityFlag.ProtoReflect.Descriptor instead.
+func (*ActivityFlag) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ActivityFlag) GetActivityId() string {
+	if x != nil {
+		return x.ActivityId
+	}
+	return ""
+}
+
+func (x *ActivityFlag) GetOn() bool {
+	if x != nil {
+		return x.On
+	}
+	return false
+}
+
+// NotificationsRead marks a user's notifications read up to a position.
+type NotificationsRead struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every notification whose newest actor acted at or before this time
+	// (Unix milliseconds) is read.
+	UpToMs        int64 `protobuf:"varint,1,opt,name=up_to_ms,json=upToMs,proto3" json:"up_to_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotificationsRead) Reset() {
+	*x = NotificationsRead{}
+	mi := &file_tidings_v1_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotificationsRead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotificationsRead) ProtoMessage() {}
+
+func (x *NotificationsRead) ProtoReflect() protoreflect.Message {
+	mi := &file_tidings_v1_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotificationsRead.ProtoReflect.Descriptor instead.
+func (*NotificationsRead) Descriptor() ([]byte, []int) {
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NotificationsRead) GetUpToMs() int64 {
+	if x != nil {
+		return x.UpToMs
+	}
+	return 0
+}
+
 // FanoutChunk is one share of a large fan-out, on subject
 // "tidings.fanout.<activity id>" of the FANOUT work queue. Workers share the
 // chunks, so one post to a huge audience does not stall everything behind
@@ -482,7 +977,7 @@ type FanoutChunk struct {
 
 func (x *FanoutChunk) Reset() {
 	*x = FanoutChunk{}
-	mi := &file_tidings_v1_events_proto_msgTypes[5]
+	mi := &file_tidings_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +989,7 @@ func (x *FanoutChunk) String() string {
 func (*FanoutChunk) ProtoMessage() {}
 
 func (x *FanoutChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_events_proto_msgTypes[5]
+	mi := &file_tidings_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +1002,7 @@ func (x *FanoutChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FanoutChunk.ProtoReflect.Descriptor instead.
 func (*FanoutChunk) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FanoutChunk) GetActivityId() string {
@@ -564,7 +1059,7 @@ type DeadLetterReplay struct {
 
 func (x *DeadLetterReplay) Reset() {
 	*x = DeadLetterReplay{}
-	mi := &file_tidings_v1_events_proto_msgTypes[6]
+	mi := &file_tidings_v1_events_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +1071,7 @@ func (x *DeadLetterReplay) String() string {
 func (*DeadLetterReplay) ProtoMessage() {}
 
 func (x *DeadLetterReplay) ProtoReflect() protoreflect.Message {
-	mi := &file_tidings_v1_events_proto_msgTypes[6]
+	mi := &file_tidings_v1_events_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +1084,7 @@ func (x *DeadLetterReplay) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeadLetterReplay.ProtoReflect.Descriptor instead.
 func (*DeadLetterReplay) Descriptor() ([]byte, []int) {
-	return file_tidings_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_tidings_v1_events_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeadLetterReplay) GetStream() string {
@@ -632,7 +1127,7 @@ var File_tidings_v1_events_proto protoreflect.FileDescriptor
 const file_tidings_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"\x17tidings/v1/events.proto\x12\n" +
-	"tidings.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\x1a\x18tidings/v1/profile.proto\x1a\x17tidings/v1/record.proto\"\x99\x01\n" +
+	"tidings.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\x1a\x1dtidings/v1/conversation.proto\x1a\x18tidings/v1/profile.proto\x1a\x17tidings/v1/record.proto\"\x99\x01\n" +
 	"\fProfileEvent\x12-\n" +
 	"\aprofile\x18\x01 \x01(\v2\x13.tidings.v1.ProfileR\aprofile\x12*\n" +
 	"\x06caller\x18\x02 \x01(\v2\x12.tidings.v1.CallerR\x06caller\x12.\n" +
@@ -653,7 +1148,7 @@ const file_tidings_v1_events_proto_rawDesc = "" +
 	"\tfollowing\x18\x03 \x01(\bR\tfollowing\x12!\n" +
 	"\fkeep_history\x18\x04 \x01(\bR\vkeepHistory\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xe4\x02\n" +
+	"createTime\"\x99\x03\n" +
 	"\rActivityEvent\x12.\n" +
 	"\x06posted\x18\x01 \x01(\v2\x14.tidings.v1.ActivityH\x00R\x06posted\x12.\n" +
 	"\x06edited\x18\x02 \x01(\v2\x14.tidings.v1.ActivityH\x00R\x06edited\x12\x1f\n" +
@@ -662,8 +1157,41 @@ const file_tidings_v1_events_proto_rawDesc = "" +
 	"\x06caller\x18\x04 \x01(\v2\x12.tidings.v1.CallerR\x06caller\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
 	"\x11idempotency_scope\x18\x06 \x01(\tR\x10idempotencyScope\x12?\n" +
-	"\x10deleted_activity\x18\a \x01(\v2\x14.tidings.v1.ActivityR\x0fdeletedActivityB\b\n" +
-	"\x06change\"\x81\x01\n" +
+	"\x10deleted_activity\x18\a \x01(\v2\x14.tidings.v1.ActivityR\x0fdeletedActivity\x123\n" +
+	"\x16added_mention_user_ids\x18\b \x03(\tR\x13addedMentionUserIdsB\b\n" +
+	"\x06change\"\xa3\x04\n" +
+	"\x11ConversationEvent\x12:\n" +
+	"\rcomment_added\x18\x01 \x01(\v2\x13.tidings.v1.CommentH\x00R\fcommentAdded\x12<\n" +
+	"\x0ecomment_edited\x18\x02 \x01(\v2\x13.tidings.v1.CommentH\x00R\rcommentEdited\x12>\n" +
+	"\x0fcomment_deleted\x18\x03 \x01(\v2\x13.tidings.v1.CommentH\x00R\x0ecommentDeleted\x12C\n" +
+	"\x0ereaction_added\x18\x04 \x01(\v2\x1a.tidings.v1.ReactionChangeH\x00R\rreactionAdded\x12G\n" +
+	"\x10reaction_removed\x18\x05 \x01(\v2\x1a.tidings.v1.ReactionChangeH\x00R\x0freactionRemoved\x12*\n" +
+	"\x06caller\x18\x06 \x01(\v2\x12.tidings.v1.CallerR\x06caller\x12.\n" +
+	"\x04time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
+	"\x11idempotency_scope\x18\b \x01(\tR\x10idempotencyScope\x123\n" +
+	"\x16added_mention_user_ids\x18\t \x03(\tR\x13addedMentionUserIdsB\b\n" +
+	"\x06change\"\x97\x01\n" +
+	"\x0eReactionChange\x12\x1f\n" +
+	"\vactivity_id\x18\x01 \x01(\tR\n" +
+	"activityId\x12\x1d\n" +
+	"\n" +
+	"comment_id\x18\x02 \x01(\tR\tcommentId\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12,\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x18.tidings.v1.ReactionKindR\x04kind\"\xc7\x02\n" +
+	"\x0eUserStateEvent\x126\n" +
+	"\bbookmark\x18\x01 \x01(\v2\x18.tidings.v1.ActivityFlagH\x00R\bbookmark\x12.\n" +
+	"\x04mute\x18\x02 \x01(\v2\x18.tidings.v1.ActivityFlagH\x00R\x04mute\x12N\n" +
+	"\x12notifications_read\x18\x03 \x01(\v2\x1d.tidings.v1.NotificationsReadH\x00R\x11notificationsRead\x12\x17\n" +
+	"\auser_id\x18\x04 \x01(\tR\x06userId\x12*\n" +
+	"\x06caller\x18\x05 \x01(\v2\x12.tidings.v1.CallerR\x06caller\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04timeB\b\n" +
+	"\x06change\"?\n" +
+	"\fActivityFlag\x12\x1f\n" +
+	"\vactivity_id\x18\x01 \x01(\tR\n" +
+	"activityId\x12\x0e\n" +
+	"\x02on\x18\x02 \x01(\bR\x02on\"-\n" +
+	"\x11NotificationsRead\x12\x18\n" +
+	"\bup_to_ms\x18\x01 \x01(\x03R\x06upToMs\"\x81\x01\n" +
 	"\vFanoutChunk\x12\x1f\n" +
 	"\vactivity_id\x18\x01 \x01(\tR\n" +
 	"activityId\x12\x19\n" +
@@ -691,45 +1219,65 @@ func file_tidings_v1_events_proto_rawDescGZIP() []byte {
 	return file_tidings_v1_events_proto_rawDescData
 }
 
-var file_tidings_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_tidings_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_tidings_v1_events_proto_goTypes = []any{
 	(*ProfileEvent)(nil),          // 0: tidings.v1.ProfileEvent
 	(*RecordEvent)(nil),           // 1: tidings.v1.RecordEvent
 	(*FollowEvent)(nil),           // 2: tidings.v1.FollowEvent
 	(*EdgeChange)(nil),            // 3: tidings.v1.EdgeChange
 	(*ActivityEvent)(nil),         // 4: tidings.v1.ActivityEvent
-	(*FanoutChunk)(nil),           // 5: tidings.v1.FanoutChunk
-	(*DeadLetterReplay)(nil),      // 6: tidings.v1.DeadLetterReplay
-	(*Profile)(nil),               // 7: tidings.v1.Profile
-	(*Caller)(nil),                // 8: tidings.v1.Caller
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*Record)(nil),                // 10: tidings.v1.Record
-	(*EntityRef)(nil),             // 11: tidings.v1.EntityRef
-	(*Activity)(nil),              // 12: tidings.v1.Activity
+	(*ConversationEvent)(nil),     // 5: tidings.v1.ConversationEvent
+	(*ReactionChange)(nil),        // 6: tidings.v1.ReactionChange
+	(*UserStateEvent)(nil),        // 7: tidings.v1.UserStateEvent
+	(*ActivityFlag)(nil),          // 8: tidings.v1.ActivityFlag
+	(*NotificationsRead)(nil),     // 9: tidings.v1.NotificationsRead
+	(*FanoutChunk)(nil),           // 10: tidings.v1.FanoutChunk
+	(*DeadLetterReplay)(nil),      // 11: tidings.v1.DeadLetterReplay
+	(*Profile)(nil),               // 12: tidings.v1.Profile
+	(*Caller)(nil),                // 13: tidings.v1.Caller
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*Record)(nil),                // 15: tidings.v1.Record
+	(*EntityRef)(nil),             // 16: tidings.v1.EntityRef
+	(*Activity)(nil),              // 17: tidings.v1.Activity
+	(*Comment)(nil),               // 18: tidings.v1.Comment
+	(ReactionKind)(0),             // 19: tidings.v1.ReactionKind
 }
 var file_tidings_v1_events_proto_depIdxs = []int32{
-	7,  // 0: tidings.v1.ProfileEvent.profile:type_name -> tidings.v1.Profile
-	8,  // 1: tidings.v1.ProfileEvent.caller:type_name -> tidings.v1.Caller
-	9,  // 2: tidings.v1.ProfileEvent.time:type_name -> google.protobuf.Timestamp
-	10, // 3: tidings.v1.RecordEvent.record:type_name -> tidings.v1.Record
-	8,  // 4: tidings.v1.RecordEvent.caller:type_name -> tidings.v1.Caller
-	9,  // 5: tidings.v1.RecordEvent.time:type_name -> google.protobuf.Timestamp
+	12, // 0: tidings.v1.ProfileEvent.profile:type_name -> tidings.v1.Profile
+	13, // 1: tidings.v1.ProfileEvent.caller:type_name -> tidings.v1.Caller
+	14, // 2: tidings.v1.ProfileEvent.time:type_name -> google.protobuf.Timestamp
+	15, // 3: tidings.v1.RecordEvent.record:type_name -> tidings.v1.Record
+	13, // 4: tidings.v1.RecordEvent.caller:type_name -> tidings.v1.Caller
+	14, // 5: tidings.v1.RecordEvent.time:type_name -> google.protobuf.Timestamp
 	3,  // 6: tidings.v1.FollowEvent.changes:type_name -> tidings.v1.EdgeChange
-	8,  // 7: tidings.v1.FollowEvent.caller:type_name -> tidings.v1.Caller
-	9,  // 8: tidings.v1.FollowEvent.time:type_name -> google.protobuf.Timestamp
-	11, // 9: tidings.v1.EdgeChange.entity:type_name -> tidings.v1.EntityRef
-	9,  // 10: tidings.v1.EdgeChange.create_time:type_name -> google.protobuf.Timestamp
-	12, // 11: tidings.v1.ActivityEvent.posted:type_name -> tidings.v1.Activity
-	12, // 12: tidings.v1.ActivityEvent.edited:type_name -> tidings.v1.Activity
-	8,  // 13: tidings.v1.ActivityEvent.caller:type_name -> tidings.v1.Caller
-	9,  // 14: tidings.v1.ActivityEvent.time:type_name -> google.protobuf.Timestamp
-	12, // 15: tidings.v1.ActivityEvent.deleted_activity:type_name -> tidings.v1.Activity
-	8,  // 16: tidings.v1.DeadLetterReplay.requested_by:type_name -> tidings.v1.Caller
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	13, // 7: tidings.v1.FollowEvent.caller:type_name -> tidings.v1.Caller
+	14, // 8: tidings.v1.FollowEvent.time:type_name -> google.protobuf.Timestamp
+	16, // 9: tidings.v1.EdgeChange.entity:type_name -> tidings.v1.EntityRef
+	14, // 10: tidings.v1.EdgeChange.create_time:type_name -> google.protobuf.Timestamp
+	17, // 11: tidings.v1.ActivityEvent.posted:type_name -> tidings.v1.Activity
+	17, // 12: tidings.v1.ActivityEvent.edited:type_name -> tidings.v1.Activity
+	13, // 13: tidings.v1.ActivityEvent.caller:type_name -> tidings.v1.Caller
+	14, // 14: tidings.v1.ActivityEvent.time:type_name -> google.protobuf.Timestamp
+	17, // 15: tidings.v1.ActivityEvent.deleted_activity:type_name -> tidings.v1.Activity
+	18, // 16: tidings.v1.ConversationEvent.comment_added:type_name -> tidings.v1.Comment
+	18, // 17: tidings.v1.ConversationEvent.comment_edited:type_name -> tidings.v1.Comment
+	18, // 18: tidings.v1.ConversationEvent.comment_deleted:type_name -> tidings.v1.Comment
+	6,  // 19: tidings.v1.ConversationEvent.reaction_added:type_name -> tidings.v1.ReactionChange
+	6,  // 20: tidings.v1.ConversationEvent.reaction_removed:type_name -> tidings.v1.ReactionChange
+	13, // 21: tidings.v1.ConversationEvent.caller:type_name -> tidings.v1.Caller
+	14, // 22: tidings.v1.ConversationEvent.time:type_name -> google.protobuf.Timestamp
+	19, // 23: tidings.v1.ReactionChange.kind:type_name -> tidings.v1.ReactionKind
+	8,  // 24: tidings.v1.UserStateEvent.bookmark:type_name -> tidings.v1.ActivityFlag
+	8,  // 25: tidings.v1.UserStateEvent.mute:type_name -> tidings.v1.ActivityFlag
+	9,  // 26: tidings.v1.UserStateEvent.notifications_read:type_name -> tidings.v1.NotificationsRead
+	13, // 27: tidings.v1.UserStateEvent.caller:type_name -> tidings.v1.Caller
+	14, // 28: tidings.v1.UserStateEvent.time:type_name -> google.protobuf.Timestamp
+	13, // 29: tidings.v1.DeadLetterReplay.requested_by:type_name -> tidings.v1.Caller
+	30, // [30:30] is the sub-list for method output_type
+	30, // [30:30] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_events_proto_init() }
@@ -739,6 +1287,7 @@ func file_tidings_v1_events_proto_init() {
 	}
 	file_tidings_v1_activity_proto_init()
 	file_tidings_v1_common_proto_init()
+	file_tidings_v1_conversation_proto_init()
 	file_tidings_v1_profile_proto_init()
 	file_tidings_v1_record_proto_init()
 	file_tidings_v1_events_proto_msgTypes[4].OneofWrappers = []any{
@@ -746,13 +1295,25 @@ func file_tidings_v1_events_proto_init() {
 		(*ActivityEvent_Edited)(nil),
 		(*ActivityEvent_DeletedId)(nil),
 	}
+	file_tidings_v1_events_proto_msgTypes[5].OneofWrappers = []any{
+		(*ConversationEvent_CommentAdded)(nil),
+		(*ConversationEvent_CommentEdited)(nil),
+		(*ConversationEvent_CommentDeleted)(nil),
+		(*ConversationEvent_ReactionAdded)(nil),
+		(*ConversationEvent_ReactionRemoved)(nil),
+	}
+	file_tidings_v1_events_proto_msgTypes[7].OneofWrappers = []any{
+		(*UserStateEvent_Bookmark)(nil),
+		(*UserStateEvent_Mute)(nil),
+		(*UserStateEvent_NotificationsRead)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_events_proto_rawDesc), len(file_tidings_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

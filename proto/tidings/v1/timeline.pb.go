@@ -23,6 +23,114 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// HomeSort is the order of a home feed.
+type HomeSort int32
+
+const (
+	// LATEST_POSTS.
+	HomeSort_HOME_SORT_UNSPECIFIED HomeSort = 0
+	// Newest post first: the order items land in (and Watch streams them).
+	HomeSort_HOME_SORT_LATEST_POSTS HomeSort = 1
+	// Latest activity first: a post moves up when it gets a comment
+	// (Chatter's default). The items the home feed keeps (its cap) are sorted
+	// this way; past them, paging goes on newest post first.
+	HomeSort_HOME_SORT_LATEST_ACTIVITY HomeSort = 2
+)
+
+// Enum value maps for HomeSort.
+var (
+	HomeSort_name = map[int32]string{
+		0: "HOME_SORT_UNSPECIFIED",
+		1: "HOME_SORT_LATEST_POSTS",
+		2: "HOME_SORT_LATEST_ACTIVITY",
+	}
+	HomeSort_value = map[string]int32{
+		"HOME_SORT_UNSPECIFIED":     0,
+		"HOME_SORT_LATEST_POSTS":    1,
+		"HOME_SORT_LATEST_ACTIVITY": 2,
+	}
+)
+
+func (x HomeSort) Enum() *HomeSort {
+	p := new(HomeSort)
+	*p = x
+	return p
+}
+
+func (x HomeSort) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HomeSort) Descriptor() protoreflect.EnumDescriptor {
+	return file_tidings_v1_timeline_proto_enumTypes[0].Descriptor()
+}
+
+func (HomeSort) Type() protoreflect.EnumType {
+	return &file_tidings_v1_timeline_proto_enumTypes[0]
+}
+
+func (x HomeSort) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HomeSort.Descriptor instead.
+func (HomeSort) EnumDescriptor() ([]byte, []int) {
+	return file_tidings_v1_timeline_proto_rawDescGZIP(), []int{0}
+}
+
+// FeedItemView says how much of each feed item to return.
+type FeedItemView int32
+
+const (
+	// FULL.
+	FeedItemView_FEED_ITEM_VIEW_UNSPECIFIED FeedItemView = 0
+	// The activity, its actor's profile and its record: no conversation.
+	FeedItemView_FEED_ITEM_VIEW_BASIC FeedItemView = 1
+	// Everything, the conversation included.
+	FeedItemView_FEED_ITEM_VIEW_FULL FeedItemView = 2
+)
+
+// Enum value maps for FeedItemView.
+var (
+	FeedItemView_name = map[int32]string{
+		0: "FEED_ITEM_VIEW_UNSPECIFIED",
+		1: "FEED_ITEM_VIEW_BASIC",
+		2: "FEED_ITEM_VIEW_FULL",
+	}
+	FeedItemView_value = map[string]int32{
+		"FEED_ITEM_VIEW_UNSPECIFIED": 0,
+		"FEED_ITEM_VIEW_BASIC":       1,
+		"FEED_ITEM_VIEW_FULL":        2,
+	}
+)
+
+func (x FeedItemView) Enum() *FeedItemView {
+	p := new(FeedItemView)
+	*p = x
+	return p
+}
+
+func (x FeedItemView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FeedItemView) Descriptor() protoreflect.EnumDescriptor {
+	return file_tidings_v1_timeline_proto_enumTypes[1].Descriptor()
+}
+
+func (FeedItemView) Type() protoreflect.EnumType {
+	return &file_tidings_v1_timeline_proto_enumTypes[1]
+}
+
+func (x FeedItemView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FeedItemView.Descriptor instead.
+func (FeedItemView) EnumDescriptor() ([]byte, []int) {
+	return file_tidings_v1_timeline_proto_rawDescGZIP(), []int{1}
+}
+
 // FeedItem is one hydrated item of a feed.
 type FeedItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -32,7 +140,10 @@ type FeedItem struct {
 	// behalf an app acted).
 	ActorProfile *Profile `protobuf:"bytes,2,opt,name=actor_profile,json=actorProfile,proto3" json:"actor_profile,omitempty"`
 	// The record the activity is about, if any.
-	Record        *Record `protobuf:"bytes,3,opt,name=record,proto3" json:"record,omitempty"`
+	Record *Record `protobuf:"bytes,3,opt,name=record,proto3" json:"record,omitempty"`
+	// Its comments and reactions, and the reader's own state; unset in the
+	// BASIC view.
+	Conversation  *Conversation `protobuf:"bytes,4,opt,name=conversation,proto3" json:"conversation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -88,6 +199,13 @@ func (x *FeedItem) GetRecord() *Record {
 	return nil
 }
 
+func (x *FeedItem) GetConversation() *Conversation {
+	if x != nil {
+		return x.Conversation
+	}
+	return nil
+}
+
 // GetHomeTimelineRequest is the input of TimelineService.GetHomeTimeline.
 type GetHomeTimelineRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -97,7 +215,12 @@ type GetHomeTimelineRequest struct {
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's next_page_token; empty for the first
 	// page. Tokens stay correct while new items arrive.
-	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// The order; LATEST_POSTS when unspecified. A page token belongs to the
+	// order that made it.
+	Sort HomeSort `protobuf:"varint,4,opt,name=sort,proto3,enum=tidings.v1.HomeSort" json:"sort,omitempty"`
+	// How much of each item; FULL when unspecified.
+	View          FeedItemView `protobuf:"varint,5,opt,name=view,proto3,enum=tidings.v1.FeedItemView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -151,6 +274,20 @@ func (x *GetHomeTimelineRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *GetHomeTimelineRequest) GetSort() HomeSort {
+	if x != nil {
+		return x.Sort
+	}
+	return HomeSort_HOME_SORT_UNSPECIFIED
+}
+
+func (x *GetHomeTimelineRequest) GetView() FeedItemView {
+	if x != nil {
+		return x.View
+	}
+	return FeedItemView_FEED_ITEM_VIEW_UNSPECIFIED
 }
 
 // GetHomeTimelineResponse is the output of TimelineService.GetHomeTimeline.
@@ -216,7 +353,9 @@ type GetEntityFeedRequest struct {
 	// Page size, 1 to 100; 0 means 50.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's next_page_token; empty for the first page.
-	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// How much of each item; FULL when unspecified.
+	View          FeedItemView `protobuf:"varint,4,opt,name=view,proto3,enum=tidings.v1.FeedItemView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -270,6 +409,13 @@ func (x *GetEntityFeedRequest) GetPageToken() string {
 		return x.PageToken
 	}
 	return ""
+}
+
+func (x *GetEntityFeedRequest) GetView() FeedItemView {
+	if x != nil {
+		return x.View
+	}
+	return FeedItemView_FEED_ITEM_VIEW_UNSPECIFIED
 }
 
 // GetEntityFeedResponse is the output of TimelineService.GetEntityFeed.
@@ -443,24 +589,28 @@ var File_tidings_v1_timeline_proto protoreflect.FileDescriptor
 const file_tidings_v1_timeline_proto_rawDesc = "" +
 	"\n" +
 	"\x19tidings/v1/timeline.proto\x12\n" +
-	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\x1a\x18tidings/v1/profile.proto\x1a\x17tidings/v1/record.proto\"\xa2\x01\n" +
+	"tidings.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19tidings/v1/activity.proto\x1a\x17tidings/v1/common.proto\x1a\x1dtidings/v1/conversation.proto\x1a\x18tidings/v1/profile.proto\x1a\x17tidings/v1/record.proto\"\xe0\x01\n" +
 	"\bFeedItem\x120\n" +
 	"\bactivity\x18\x01 \x01(\v2\x14.tidings.v1.ActivityR\bactivity\x128\n" +
 	"\ractor_profile\x18\x02 \x01(\v2\x13.tidings.v1.ProfileR\factorProfile\x12*\n" +
-	"\x06record\x18\x03 \x01(\v2\x12.tidings.v1.RecordR\x06record\"\xb1\x01\n" +
+	"\x06record\x18\x03 \x01(\v2\x12.tidings.v1.RecordR\x06record\x12<\n" +
+	"\fconversation\x18\x04 \x01(\v2\x18.tidings.v1.ConversationR\fconversation\"\x9d\x02\n" +
 	"\x16GetHomeTimelineRequest\x12F\n" +
 	"\auser_id\x18\x01 \x01(\tB-\xbaH*r(\x10\x01\x18@2\"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$R\x06userId\x12&\n" +
 	"\tpage_size\x18\x02 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"m\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\x122\n" +
+	"\x04sort\x18\x04 \x01(\x0e2\x14.tidings.v1.HomeSortB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04sort\x126\n" +
+	"\x04view\x18\x05 \x01(\x0e2\x18.tidings.v1.FeedItemViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\"m\n" +
 	"\x17GetHomeTimelineResponse\x12*\n" +
 	"\x05items\x18\x01 \x03(\v2\x14.tidings.v1.FeedItemR\x05items\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9e\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd6\x01\n" +
 	"\x14GetEntityFeedRequest\x125\n" +
 	"\x06entity\x18\x01 \x01(\v2\x15.tidings.v1.EntityRefB\x06\xbaH\x03\xc8\x01\x01R\x06entity\x12&\n" +
 	"\tpage_size\x18\x02 \x01(\x05B\t\xbaH\x06\x1a\x04\x18d(\x00R\bpageSize\x12'\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"k\n" +
+	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\x126\n" +
+	"\x04view\x18\x04 \x01(\x0e2\x18.tidings.v1.FeedItemViewB\b\xbaH\x05\x82\x01\x02\x10\x01R\x04view\"k\n" +
 	"\x15GetEntityFeedResponse\x12*\n" +
 	"\x05items\x18\x01 \x03(\v2\x14.tidings.v1.FeedItemR\x05items\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x83\x01\n" +
@@ -469,7 +619,15 @@ const file_tidings_v1_timeline_proto_rawDesc = "" +
 	"\fresume_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\vresumeToken\"\\\n" +
 	"\rWatchResponse\x12(\n" +
 	"\x04item\x18\x01 \x01(\v2\x14.tidings.v1.FeedItemR\x04item\x12!\n" +
-	"\fresume_token\x18\x02 \x01(\tR\vresumeToken2\xbc\x03\n" +
+	"\fresume_token\x18\x02 \x01(\tR\vresumeToken*`\n" +
+	"\bHomeSort\x12\x19\n" +
+	"\x15HOME_SORT_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16HOME_SORT_LATEST_POSTS\x10\x01\x12\x1d\n" +
+	"\x19HOME_SORT_LATEST_ACTIVITY\x10\x02*a\n" +
+	"\fFeedItemView\x12\x1e\n" +
+	"\x1aFEED_ITEM_VIEW_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14FEED_ITEM_VIEW_BASIC\x10\x01\x12\x17\n" +
+	"\x13FEED_ITEM_VIEW_FULL\x10\x022\xbc\x03\n" +
 	"\x0fTimelineService\x12|\n" +
 	"\x0fGetHomeTimeline\x12\".tidings.v1.GetHomeTimelineRequest\x1a#.tidings.v1.GetHomeTimelineResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/users/{user_id}/home\x12\xc2\x01\n" +
 	"\rGetEntityFeed\x12 .tidings.v1.GetEntityFeedRequest\x1a!.tidings.v1.GetEntityFeedResponse\"l\x82\xd3\xe4\x93\x02fZC\x12A/v1/records/{entity.record.type}/{entity.record.external_id}/feed\x12\x1f/v1/users/{entity.user_id}/feed\x12f\n" +
@@ -487,39 +645,47 @@ func file_tidings_v1_timeline_proto_rawDescGZIP() []byte {
 	return file_tidings_v1_timeline_proto_rawDescData
 }
 
+var file_tidings_v1_timeline_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_tidings_v1_timeline_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_tidings_v1_timeline_proto_goTypes = []any{
-	(*FeedItem)(nil),                // 0: tidings.v1.FeedItem
-	(*GetHomeTimelineRequest)(nil),  // 1: tidings.v1.GetHomeTimelineRequest
-	(*GetHomeTimelineResponse)(nil), // 2: tidings.v1.GetHomeTimelineResponse
-	(*GetEntityFeedRequest)(nil),    // 3: tidings.v1.GetEntityFeedRequest
-	(*GetEntityFeedResponse)(nil),   // 4: tidings.v1.GetEntityFeedResponse
-	(*WatchRequest)(nil),            // 5: tidings.v1.WatchRequest
-	(*WatchResponse)(nil),           // 6: tidings.v1.WatchResponse
-	(*Activity)(nil),                // 7: tidings.v1.Activity
-	(*Profile)(nil),                 // 8: tidings.v1.Profile
-	(*Record)(nil),                  // 9: tidings.v1.Record
-	(*EntityRef)(nil),               // 10: tidings.v1.EntityRef
+	(HomeSort)(0),                   // 0: tidings.v1.HomeSort
+	(FeedItemView)(0),               // 1: tidings.v1.FeedItemView
+	(*FeedItem)(nil),                // 2: tidings.v1.FeedItem
+	(*GetHomeTimelineRequest)(nil),  // 3: tidings.v1.GetHomeTimelineRequest
+	(*GetHomeTimelineResponse)(nil), // 4: tidings.v1.GetHomeTimelineResponse
+	(*GetEntityFeedRequest)(nil),    // 5: tidings.v1.GetEntityFeedRequest
+	(*GetEntityFeedResponse)(nil),   // 6: tidings.v1.GetEntityFeedResponse
+	(*WatchRequest)(nil),            // 7: tidings.v1.WatchRequest
+	(*WatchResponse)(nil),           // 8: tidings.v1.WatchResponse
+	(*Activity)(nil),                // 9: tidings.v1.Activity
+	(*Profile)(nil),                 // 10: tidings.v1.Profile
+	(*Record)(nil),                  // 11: tidings.v1.Record
+	(*Conversation)(nil),            // 12: tidings.v1.Conversation
+	(*EntityRef)(nil),               // 13: tidings.v1.EntityRef
 }
 var file_tidings_v1_timeline_proto_depIdxs = []int32{
-	7,  // 0: tidings.v1.FeedItem.activity:type_name -> tidings.v1.Activity
-	8,  // 1: tidings.v1.FeedItem.actor_profile:type_name -> tidings.v1.Profile
-	9,  // 2: tidings.v1.FeedItem.record:type_name -> tidings.v1.Record
-	0,  // 3: tidings.v1.GetHomeTimelineResponse.items:type_name -> tidings.v1.FeedItem
-	10, // 4: tidings.v1.GetEntityFeedRequest.entity:type_name -> tidings.v1.EntityRef
-	0,  // 5: tidings.v1.GetEntityFeedResponse.items:type_name -> tidings.v1.FeedItem
-	0,  // 6: tidings.v1.WatchResponse.item:type_name -> tidings.v1.FeedItem
-	1,  // 7: tidings.v1.TimelineService.GetHomeTimeline:input_type -> tidings.v1.GetHomeTimelineRequest
-	3,  // 8: tidings.v1.TimelineService.GetEntityFeed:input_type -> tidings.v1.GetEntityFeedRequest
-	5,  // 9: tidings.v1.TimelineService.Watch:input_type -> tidings.v1.WatchRequest
-	2,  // 10: tidings.v1.TimelineService.GetHomeTimeline:output_type -> tidings.v1.GetHomeTimelineResponse
-	4,  // 11: tidings.v1.TimelineService.GetEntityFeed:output_type -> tidings.v1.GetEntityFeedResponse
-	6,  // 12: tidings.v1.TimelineService.Watch:output_type -> tidings.v1.WatchResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	9,  // 0: tidings.v1.FeedItem.activity:type_name -> tidings.v1.Activity
+	10, // 1: tidings.v1.FeedItem.actor_profile:type_name -> tidings.v1.Profile
+	11, // 2: tidings.v1.FeedItem.record:type_name -> tidings.v1.Record
+	12, // 3: tidings.v1.FeedItem.conversation:type_name -> tidings.v1.Conversation
+	0,  // 4: tidings.v1.GetHomeTimelineRequest.sort:type_name -> tidings.v1.HomeSort
+	1,  // 5: tidings.v1.GetHomeTimelineRequest.view:type_name -> tidings.v1.FeedItemView
+	2,  // 6: tidings.v1.GetHomeTimelineResponse.items:type_name -> tidings.v1.FeedItem
+	13, // 7: tidings.v1.GetEntityFeedRequest.entity:type_name -> tidings.v1.EntityRef
+	1,  // 8: tidings.v1.GetEntityFeedRequest.view:type_name -> tidings.v1.FeedItemView
+	2,  // 9: tidings.v1.GetEntityFeedResponse.items:type_name -> tidings.v1.FeedItem
+	2,  // 10: tidings.v1.WatchResponse.item:type_name -> tidings.v1.FeedItem
+	3,  // 11: tidings.v1.TimelineService.GetHomeTimeline:input_type -> tidings.v1.GetHomeTimelineRequest
+	5,  // 12: tidings.v1.TimelineService.GetEntityFeed:input_type -> tidings.v1.GetEntityFeedRequest
+	7,  // 13: tidings.v1.TimelineService.Watch:input_type -> tidings.v1.WatchRequest
+	4,  // 14: tidings.v1.TimelineService.GetHomeTimeline:output_type -> tidings.v1.GetHomeTimelineResponse
+	6,  // 15: tidings.v1.TimelineService.GetEntityFeed:output_type -> tidings.v1.GetEntityFeedResponse
+	8,  // 16: tidings.v1.TimelineService.Watch:output_type -> tidings.v1.WatchResponse
+	14, // [14:17] is the sub-list for method output_type
+	11, // [11:14] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_tidings_v1_timeline_proto_init() }
@@ -529,6 +695,7 @@ func file_tidings_v1_timeline_proto_init() {
 	}
 	file_tidings_v1_activity_proto_init()
 	file_tidings_v1_common_proto_init()
+	file_tidings_v1_conversation_proto_init()
 	file_tidings_v1_profile_proto_init()
 	file_tidings_v1_record_proto_init()
 	type x struct{}
@@ -536,13 +703,14 @@ func file_tidings_v1_timeline_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tidings_v1_timeline_proto_rawDesc), len(file_tidings_v1_timeline_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      2,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_tidings_v1_timeline_proto_goTypes,
 		DependencyIndexes: file_tidings_v1_timeline_proto_depIdxs,
+		EnumInfos:         file_tidings_v1_timeline_proto_enumTypes,
 		MessageInfos:      file_tidings_v1_timeline_proto_msgTypes,
 	}.Build()
 	File_tidings_v1_timeline_proto = out.File

@@ -29,13 +29,16 @@ func newBenchCmd() *cobra.Command {
 redis-benchmark driving Tidings' own timeline insert, and a naive loop, all
 on the same Redis), publish-to-visible latency under load, home
 timeline reads (against raw Redis reads), memory, growth with the size of
-the organisation, and one post to a very large audience.
+the organisation, one post to a very large audience, and conversations:
+comment → notified on a thread of 1,000 participants, home reads with the
+conversation fields against the same reads without them, and reactions on
+one hot post from 1,000 users at once.
 
 By default it starts its own stacks (tidings dev child processes on free
 loopback ports, removed afterwards) and builds synthetic organisations in
 them through the public gRPC API. "full" (the default) takes six to eight
 minutes and is what the README reports; "quick" runs every figure on smaller
-organisations in under two.
+organisations in about two and a half.
 
 With --addr it drives a running stack instead: the main figures on one
 organisation, which it writes into that stack. Use a scratch stack.`,

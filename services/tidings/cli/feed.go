@@ -75,11 +75,16 @@ func newFeedCmd(c *clientFlags) *cobra.Command {
 	c.bind(cmd)
 	var size int32
 	var token string
+	var byActivity bool
 	home := &cobra.Command{Use: "home USER_ID", Short: "A user's home feed, newest first", Args: cobra.ExactArgs(1)}
 	home.Flags().Int32Var(&size, "page-size", 20, "items")
 	home.Flags().StringVar(&token, "page-token", "", "continue from this token")
 	home.RunE = c.call(func(ctx context.Context, cmd *cobra.Command, args []string, conn *grpc.ClientConn) error {
-		resp, err := tidingsv1.NewTimelineServiceClient(conn).GetHomeTimeline(ctx, &tidingsv1.GetHomeTimelineRequest{UserId: args[0], PageSize: size, PageToken: token})
+		req := &tidingsv1.GetHomeTimelineRequest{UserId: args[0], PageSize: size, PageToken: token}
+		if byActivity {
+			req.Sort = tidingsv1.HomeSort_HOME_SORT_LATEST_ACTIVITY
+		}
+		resp, err := tidingsv1.NewTimelineServiceClient(conn).GetHomeTimeline(ctx, req)
 		if err != nil {
 			return err
 		}
@@ -96,6 +101,7 @@ func newFeedCmd(c *clientFlags) *cobra.Command {
 		return printItems(cmd.OutOrStdout(), resp.GetItems(), resp.GetNextPageToken())
 	})
 	var resume string
+	home.Flags().BoolVar(&byActivity, "by-activity", false, "latest activity first: a post moves up when it gets a comment")
 	watchCmd := &cobra.Command{Use: "watch USER_ID", Short: "Stream a user's home feed live (Ctrl-C to stop)", Args: cobra.ExactArgs(1)}
 	watchCmd.Flags().StringVar(&resume, "resume-token", "", "first replay what landed after this item")
 	watchCmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -130,7 +136,7 @@ func newFeedCmd(c *clientFlags) *cobra.Command {
 
 func printItems(w io.Writer, items []*tidingsv1.FeedItem, next string) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WHEN\tWHO\tWHAT\tTEXT")
+	fmt.Fprintln(tw, "WHEN\tID\tWHO\tWHAT\tTEXT\tCONVERSATION")
 	for _, it := range items {
 		a := it.GetActivity()
 		who := a.GetActor().GetId()
@@ -141,7 +147,7 @@ func printItems(w io.Writer, items []*tidingsv1.FeedItem, next string) error {
 		if r := it.GetRecord(); r != nil {
 			what += " " + r.GetTitle()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.GetCreateTime().AsTime().Local().Format("Jan 2 15:04:05"), who, what, a.GetText())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.GetCreateTime().AsTime().Local().Format("Jan 2 15:04:05"), a.GetId(), who, what, a.GetText(), conversationLine(it.GetConversation()))
 	}
 	if next != "" {
 		fmt.Fprintf(tw, "(more: --page-token %s)\n", next)
@@ -173,4 +179,23 @@ func newStatusCmd(c *clientFlags) *cobra.Command {
 		return tw.Flush()
 	})
 	return cmd
+}
+
+// conversationLine sums up an item's conversation: "2 comments, 3 like,
+// bookmarked".
+func conversationLine(c *tidingsv1.Conversation) string {
+	if c == nil {
+		return ""
+	}
+	var parts []string
+	if n := c.GetCommentCount(); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d comments", n))
+	}
+	if r := reactionsLine(c.GetReactionCounts()); r != "" {
+		parts = append(parts, r)
+	}
+	if c.GetBookmarked() {
+		parts = append(parts, "bookmarked")
+	}
+	return strings.Join(parts, ", ")
 }

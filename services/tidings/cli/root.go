@@ -69,6 +69,11 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newRebuildCmd(client),
 		newDeadLettersCmd(client),
 		newBenchCmd(),
+		newCommentCmd(client),
+		newReactCmd(client),
+		newNotificationsCmd(client),
+		newBookmarkCmd(client),
+		newMuteCmd(client),
 	)
 	root.AddCommand(newFollowCmds(client)...)
 	return root

@@ -158,9 +158,52 @@
       });
       body.appendChild(ll);
     }
+    body.appendChild(conversationBlock(a.id));
     art.appendChild(body);
     li.appendChild(art);
     return li;
+  }
+
+  // conversationBlock builds the "conversation" block of
+  // templates/_item.html for a new item: no comments or reactions yet, the
+  // like and comment forms (plain forms, back to the home page).
+  function conversationBlock(id) {
+    var box = el("div", "conversation");
+    var csrf = meta("csrf-token");
+    if (!csrf || !id) { return box; }
+    function form(cls, action) {
+      var f = el("form", cls);
+      f.method = "post";
+      f.action = "/activities/" + encodeURIComponent(id) + action;
+      [["csrf", csrf], ["back", "/"]].forEach(function (kv) {
+        var i = el("input");
+        i.type = "hidden"; i.name = kv[0]; i.value = kv[1];
+        f.appendChild(i);
+      });
+      return f;
+    }
+    var like = form("like", "/like");
+    var on = el("input");
+    on.type = "hidden"; on.name = "on"; on.value = "true";
+    like.appendChild(on);
+    var lb = el("button", "like", "Like");
+    lb.type = "submit";
+    lb.setAttribute("aria-pressed", "false");
+    like.appendChild(lb);
+    box.appendChild(like);
+    var comment = form("comment", "/comments");
+    var label = el("label", "visually-hidden", "Write a comment");
+    label.htmlFor = "comment-" + id;
+    comment.appendChild(label);
+    var input = el("input");
+    input.id = "comment-" + id; input.name = "text"; input.type = "text"; input.maxLength = 5000; input.required = true;
+    input.placeholder = "Write a comment…"; input.autocomplete = "off";
+    comment.appendChild(input);
+    var cb = el("button", "secondary", "Comment");
+    cb.type = "submit";
+    comment.appendChild(cb);
+    box.appendChild(comment);
+    return box;
   }
 
   // Live home feed: server-sent events from the Watch stream. The browser
