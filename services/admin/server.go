@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -118,6 +119,15 @@ func (s *Server) BulkFollow(ctx context.Context, req *tidingsv1.BulkFollowReques
 	if err != nil {
 		return nil, err
 	}
+	// An explicit list is checked whole before anything is written: every
+	// id must have a profile. (Selections by department or manager list
+	// active profiles only.)
+	var inactive map[string]bool
+	if list := req.GetUsers().GetUsers(); list != nil {
+		if inactive, err = s.checkUsers(ctx, list.GetUserIds()); err != nil {
+			return nil, err
+		}
+	}
 	key := entity.Key(ref)
 	store := s.d.Graph.Store()
 	resp := &tidingsv1.BulkFollowResponse{}
@@ -135,7 +145,7 @@ func (s *Server) BulkFollow(ctx context.Context, req *tidingsv1.BulkFollowReques
 			switch {
 			case already[i]:
 				resp.UnchangedCount++
-			case ref.GetUserId() == u, counts[i] >= s.d.MaxFollowing,
+			case ref.GetUserId() == u, counts[i] >= s.d.MaxFollowing, inactive[u],
 				record != nil && !visibility.UserMaySee(record, u):
 				resp.SkippedCount++
 			default:
@@ -149,6 +159,39 @@ func (s *Server) BulkFollow(ctx context.Context, req *tidingsv1.BulkFollowReques
 		return nil, err
 	}
 	return resp, nil
+}
+
+// maxNamedIDs bounds the ids an error message names.
+const maxNamedIDs = 20
+
+// checkUsers returns InvalidArgument naming the ids that have no profile,
+// or the set of those whose profile is deactivated.
+func (s *Server) checkUsers(ctx context.Context, ids []string) (map[string]bool, error) {
+	var missing []string
+	inactive := map[string]bool{}
+	for start := 0; start < len(ids); start += bulkChunk {
+		chunk := ids[start:min(start+bulkChunk, len(ids))]
+		found, active, err := s.profiles.ActiveMany(ctx, chunk)
+		if err != nil {
+			return nil, err
+		}
+		for i, u := range chunk {
+			switch {
+			case !found[i]:
+				missing = append(missing, u)
+			case !active[i]:
+				inactive[u] = true
+			}
+		}
+	}
+	if len(missing) > 0 {
+		named := strings.Join(missing[:min(len(missing), maxNamedIDs)], ", ")
+		if len(missing) > maxNamedIDs {
+			named += fmt.Sprintf(" and %d more", len(missing)-maxNamedIDs)
+		}
+		return nil, apierr.InvalidArgument("users.users.user_ids: %d users have no profile: %s; nothing was followed", len(missing), named)
+	}
+	return inactive, nil
 }
 
 // BulkUnfollow implements tidingsv1.AdminServiceServer.
@@ -229,52 +272,109 @@ func (s *Server) ExportGraph(req *tidingsv1.ExportGraphRequest, stream grpc.Serv
 	return flush()
 }
 
-// ImportGraph implements tidingsv1.AdminServiceServer.
+// maxImportRows bounds the rows of one import: every row is read and
+// checked before anything is written, so the accepted edges are held (about
+// a hundred bytes each) until the stream ends.
+const maxImportRows = 1_000_000
+
+// importEdge is an accepted edge held until the import is written.
+type importEdge struct {
+	user, key string
+	// createNs is the edge's create time (Unix ns), 0 when not given.
+	createNs int64
+}
+
+// ImportGraph implements tidingsv1.AdminServiceServer. The whole stream is
+// read and every row checked (the request's rules, then the state: both
+// users have active profiles, the record exists and the user may see it)
+// before anything is published, so an import that fails (a stream broken
+// off, too many rows, Redis down) writes nothing.
 func (s *Server) ImportGraph(stream grpc.ClientStreamingServer[tidingsv1.ImportGraphRequest, tidingsv1.ImportGraphResponse]) error {
 	ctx := stream.Context()
 	resp := &tidingsv1.ImportGraphResponse{}
 	store := s.d.Graph.Store()
+	reject := func(row int64, reason string) {
+		resp.RejectedCount++
+		if len(resp.Errors) < maxRowErrors {
+			resp.Errors = append(resp.Errors, &tidingsv1.RowError{Row: row, Reason: reason})
+		}
+	}
+	var accepted []importEdge
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(resp)
+			break
 		}
 		if err != nil {
 			return err
 		}
+		if resp.RowCount+int64(len(req.GetFollows())) > maxImportRows {
+			return apierr.LimitExceeded("an import takes at most %d rows; split it (nothing was imported)", maxImportRows)
+		}
 		var (
-			changes []*tidingsv1.EdgeChange
-			pairs   []graphstore.Pair
+			valid []*tidingsv1.Follow
+			rows  []int64
 		)
 		for _, f := range req.GetFollows() {
 			resp.RowCount++
 			if reason := s.checkEdge(f); reason != "" {
-				resp.RejectedCount++
-				if len(resp.Errors) < maxRowErrors {
-					resp.Errors = append(resp.Errors, &tidingsv1.RowError{Row: resp.RowCount, Reason: reason})
-				}
+				reject(resp.RowCount, reason)
 				continue
 			}
-			changes = append(changes, &tidingsv1.EdgeChange{UserId: f.GetUserId(), Entity: f.GetEntity(), Following: true, CreateTime: f.GetCreateTime()})
-			pairs = append(pairs, graphstore.Pair{UserID: f.GetUserId(), Entity: entity.Key(f.GetEntity())})
+			valid = append(valid, f)
+			rows = append(rows, resp.RowCount)
+		}
+		reasons, err := s.d.Visibility.FollowableEach(ctx, valid)
+		if err != nil {
+			return err
+		}
+		var (
+			fresh []importEdge
+			pairs []graphstore.Pair
+		)
+		for i, f := range valid {
+			if reasons[i] != "" {
+				reject(rows[i], reasons[i])
+				continue
+			}
+			e := importEdge{user: f.GetUserId(), key: entity.Key(f.GetEntity())}
+			if ct := f.GetCreateTime(); ct != nil {
+				e.createNs = ct.AsTime().UnixNano()
+			}
+			fresh = append(fresh, e)
+			pairs = append(pairs, graphstore.Pair{UserID: e.user, Entity: e.key})
 		}
 		exist, err := store.Exist(ctx, pairs)
 		if err != nil {
 			return err
 		}
-		fresh := changes[:0]
-		for i, c := range changes {
+		for i, e := range fresh {
 			if exist[i] {
 				resp.UnchangedCount++
 				continue
 			}
-			fresh = append(fresh, c)
+			accepted = append(accepted, e)
 		}
-		if err := s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), fresh); err != nil {
+	}
+	for start := 0; start < len(accepted); start += bulkChunk {
+		chunk := accepted[start:min(start+bulkChunk, len(accepted))]
+		changes := make([]*tidingsv1.EdgeChange, len(chunk))
+		for i, e := range chunk {
+			ref, err := entity.Parse(e.key)
+			if err != nil {
+				return fmt.Errorf("import edge of %s: %w", e.user, err)
+			}
+			changes[i] = &tidingsv1.EdgeChange{UserId: e.user, Entity: ref, Following: true}
+			if e.createNs != 0 {
+				changes[i].CreateTime = timestamppb.New(time.Unix(0, e.createNs))
+			}
+		}
+		if err := s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), changes); err != nil {
 			return err
 		}
-		resp.ImportedCount += int64(len(fresh))
+		resp.ImportedCount += int64(len(changes))
 	}
+	return stream.SendAndClose(resp)
 }
 
 // checkEdge returns why an imported edge is rejected, or "".
@@ -295,6 +395,12 @@ func (s *Server) checkEdge(f *tidingsv1.Follow) string {
 // RemoveUser implements tidingsv1.AdminServiceServer.
 func (s *Server) RemoveUser(ctx context.Context, req *tidingsv1.RemoveUserRequest) (*tidingsv1.RemoveUserResponse, error) {
 	user := req.GetUserId()
+	// Deactivate first: from then on the user's tokens are refused
+	// (auth.Accounts) and no one may follow them, so no edge comes back
+	// while the old ones are removed.
+	if _, err := s.d.Profiles.SetActive(ctx, user, false); err != nil && !isNotFound(err) {
+		return nil, err
+	}
 	store := s.d.Graph.Store()
 	resp := &tidingsv1.RemoveUserResponse{}
 	err := store.ScanFollowing(ctx, user, bulkChunk, func(edges []graphstore.Edge) error {
@@ -322,9 +428,6 @@ func (s *Server) RemoveUser(ctx context.Context, req *tidingsv1.RemoveUserReques
 		return s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), changes)
 	})
 	if err != nil {
-		return nil, err
-	}
-	if _, err := s.d.Profiles.SetActive(ctx, user, false); err != nil && !isNotFound(err) {
 		return nil, err
 	}
 	return resp, nil

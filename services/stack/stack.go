@@ -192,7 +192,11 @@ func Run(ctx context.Context, opts Options) error {
 				MaxDeadline:          cfg.MaxDeadline,
 			},
 		}
-		sec.serverOptions(&sopts, logger)
+		accounts, err := c.Accounts()
+		if err != nil {
+			return err
+		}
+		sec.serverOptions(&sopts, accounts, logger)
 		srv, err = grpcserver.New(sopts)
 		if err != nil {
 			return err

@@ -30,6 +30,7 @@ type Stack struct {
 	Components *stack.Components
 	Settings   *settings.Store
 	Config     config.Config
+	accounts   *auth.Accounts
 }
 
 // Options adjust the configuration.
@@ -41,6 +42,9 @@ type Options struct {
 	// Server, if set, changes the gRPC server's options (TLS, audit, rate
 	// and stream limits); env is the test's JetStream and Redis.
 	Server func(env *testenv.Env, o *grpcserver.Options)
+	// Accounts tune the account check of employees (auth.Accounts), on
+	// as in a serving process.
+	Accounts auth.AccountOptions
 }
 
 // Start serves every service for the test.
@@ -52,7 +56,11 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	cfg := config.Default()
 	var overrides stack.Overrides
 	var server func(*grpcserver.Options)
+	var accountOpts auth.AccountOptions
 	for _, o := range opts {
+		if o.Accounts != (auth.AccountOptions{}) {
+			accountOpts = o.Accounts
+		}
 		if o.Configure != nil {
 			o.Configure(&cfg)
 		}
@@ -65,10 +73,24 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		}
 	}
 	c := stack.Wire(env.Log, env.RDB, st, cfg, env.Logger, overrides)
-	srv := testenv.ServeWith(t, server, func(s *grpcserver.Server) {
-		c.Register(s, stack.ServiceRoles)
+	accounts, err := auth.NewAccounts(stack.AccountLookup(c.Projector().Stores().Profiles), accountOpts)
+	require.NoError(t, err)
+	s := &Stack{Env: env, Components: c, Settings: st, Config: cfg, accounts: accounts}
+	s.Server = testenv.ServeWith(t, s.withAccounts(server), func(srv *grpcserver.Server) {
+		c.Register(srv, stack.ServiceRoles)
 	})
-	return &Stack{Env: env, Server: srv, Components: c, Settings: st, Config: cfg}
+	return s
+}
+
+// withAccounts adds the account check to the server's authorizer, then
+// applies configure.
+func (s *Stack) withAccounts(configure func(*grpcserver.Options)) func(*grpcserver.Options) {
+	return func(o *grpcserver.Options) {
+		o.Authorizer.WithAccounts(s.accounts)
+		if configure != nil {
+			configure(o)
+		}
+	}
 }
 
 // AnotherServer serves the same services on a second server over the same
@@ -76,7 +98,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 // changes its options.
 func (s *Stack) AnotherServer(t testing.TB, configure func(*grpcserver.Options)) *testenv.Server {
 	t.Helper()
-	return testenv.ServeWith(t, configure, func(srv *grpcserver.Server) {
+	return testenv.ServeWith(t, s.withAccounts(configure), func(srv *grpcserver.Server) {
 		s.Components.Register(srv, stack.ServiceRoles)
 	})
 }
