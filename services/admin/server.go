@@ -273,16 +273,9 @@ func (s *Server) ExportGraph(req *tidingsv1.ExportGraphRequest, stream grpc.Serv
 }
 
 // maxImportRows bounds the rows of one import: every row is read and
-// checked before anything is written, so the accepted edges are held (about
-// a hundred bytes each) until the stream ends.
-const maxImportRows = 1_000_000
-
-// importEdge is an accepted edge held until the import is written.
-type importEdge struct {
-	user, key string
-	// createNs is the edge's create time (Unix ns), 0 when not given.
-	createNs int64
-}
+// checked before anything is written, so the accepted edges are held
+// (packed, about 35 bytes each: importBuffer) until the stream ends.
+const maxImportRows = 5_000_000
 
 // ImportGraph implements tidingsv1.AdminServiceServer. The whole stream is
 // read and every row checked (the request's rules, then the state: both
@@ -299,7 +292,7 @@ func (s *Server) ImportGraph(stream grpc.ClientStreamingServer[tidingsv1.ImportG
 			resp.Errors = append(resp.Errors, &tidingsv1.RowError{Row: row, Reason: reason})
 		}
 	}
-	var accepted []importEdge
+	var accepted importBuffer
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -329,7 +322,7 @@ func (s *Server) ImportGraph(stream grpc.ClientStreamingServer[tidingsv1.ImportG
 			return err
 		}
 		var (
-			fresh []importEdge
+			fresh []*tidingsv1.Follow
 			pairs []graphstore.Pair
 		)
 		for i, f := range valid {
@@ -337,42 +330,45 @@ func (s *Server) ImportGraph(stream grpc.ClientStreamingServer[tidingsv1.ImportG
 				reject(rows[i], reasons[i])
 				continue
 			}
-			e := importEdge{user: f.GetUserId(), key: entity.Key(f.GetEntity())}
-			if ct := f.GetCreateTime(); ct != nil {
-				e.createNs = ct.AsTime().UnixNano()
-			}
-			fresh = append(fresh, e)
-			pairs = append(pairs, graphstore.Pair{UserID: e.user, Entity: e.key})
+			fresh = append(fresh, f)
+			pairs = append(pairs, graphstore.Pair{UserID: f.GetUserId(), Entity: entity.Key(f.GetEntity())})
 		}
 		exist, err := store.Exist(ctx, pairs)
 		if err != nil {
 			return err
 		}
-		for i, e := range fresh {
-			if exist[i] {
+		for i, f := range fresh {
+			if exist[i] || accepted.added(pairs[i].UserID, pairs[i].Entity) {
 				resp.UnchangedCount++
 				continue
 			}
-			accepted = append(accepted, e)
+			var createNs int64
+			if ct := f.GetCreateTime(); ct != nil {
+				createNs = ct.AsTime().UnixNano()
+			}
+			accepted.add(pairs[i].UserID, pairs[i].Entity, createNs)
 		}
 	}
-	for start := 0; start < len(accepted); start += bulkChunk {
-		chunk := accepted[start:min(start+bulkChunk, len(accepted))]
-		changes := make([]*tidingsv1.EdgeChange, len(chunk))
-		for i, e := range chunk {
-			ref, err := entity.Parse(e.key)
+	err := accepted.each(bulkChunk, func(users, keys []string, createNs []int64) error {
+		changes := make([]*tidingsv1.EdgeChange, len(users))
+		for i, u := range users {
+			ref, err := entity.Parse(keys[i])
 			if err != nil {
-				return fmt.Errorf("import edge of %s: %w", e.user, err)
+				return fmt.Errorf("import edge of %s: %w", u, err)
 			}
-			changes[i] = &tidingsv1.EdgeChange{UserId: e.user, Entity: ref, Following: true}
-			if e.createNs != 0 {
-				changes[i].CreateTime = timestamppb.New(time.Unix(0, e.createNs))
+			changes[i] = &tidingsv1.EdgeChange{UserId: u, Entity: ref, Following: true}
+			if createNs[i] != 0 {
+				changes[i].CreateTime = timestamppb.New(time.Unix(0, createNs[i]))
 			}
 		}
 		if err := s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), changes); err != nil {
 			return err
 		}
 		resp.ImportedCount += int64(len(changes))
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	return stream.SendAndClose(resp)
 }
