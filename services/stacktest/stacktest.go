@@ -82,14 +82,14 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	return s
 }
 
-// withAccounts adds the account check to the server's authorizer, then
-// applies configure.
+// withAccounts applies configure, then adds the account check to the
+// server's authorizer (the one configure may have set).
 func (s *Stack) withAccounts(configure func(*grpcserver.Options)) func(*grpcserver.Options) {
 	return func(o *grpcserver.Options) {
-		o.Authorizer.WithAccounts(s.accounts)
 		if configure != nil {
 			configure(o)
 		}
+		o.Authorizer.WithAccounts(s.accounts)
 	}
 }
 
