@@ -157,7 +157,7 @@ func (a *Authorizer) StreamInterceptor() grpc.StreamServerInterceptor {
 			return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
 		}
 		g := a.guard(ctx, id, info.FullMethod)
-		return g.end(handler(srv, &contextStream{ServerStream: ss, ctx: g.ctx}))
+		return g.end(g.ctx, handler(srv, &contextStream{ServerStream: ss, ctx: g.ctx}))
 	}
 }
 

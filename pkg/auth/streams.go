@@ -28,6 +28,8 @@ type streamGuard struct {
 	cancel context.CancelCauseFunc
 	stop   chan struct{}
 	done   chan struct{}
+	timer  *time.Timer
+	tick   *time.Ticker
 }
 
 // guard starts watching a stream's caller; end must be called when the
@@ -46,47 +48,52 @@ func (a *Authorizer) guard(parent context.Context, id Identity, fullMethod strin
 		tick = time.NewTicker(a.accounts.recheck)
 		recheck = tick.C
 	}
-	go func() {
-		defer close(g.done)
-		if timer != nil {
-			defer timer.Stop()
-		}
-		if tick != nil {
-			defer tick.Stop()
-		}
-		for {
-			select {
-			case <-g.stop:
+	g.timer, g.tick = timer, tick
+	go a.keep(ctx, g, id, fullMethod, expired, recheck)
+	return g
+}
+
+// keep ends the stream of g (cancelling ctx) when its caller's standing
+// lapses, until g is stopped.
+func (a *Authorizer) keep(ctx context.Context, g *streamGuard, id Identity, fullMethod string, expired, recheck <-chan time.Time) {
+	defer close(g.done)
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-expired:
+			g.cancel(streamEnded{apierr.Unauthenticated("the token expired; the stream ended: resume with a fresh token")})
+			return
+		case <-recheck:
+			st, err := a.accounts.State(ctx, id.ID)
+			if err != nil {
+				// The directory cannot be read now: the caller was
+				// checked when the stream opened; try again later.
+				continue
+			}
+			if err := accountError(id, st, fullMethod); err != nil {
+				g.cancel(streamEnded{err})
 				return
-			case <-ctx.Done():
-				return
-			case <-expired:
-				cancel(streamEnded{apierr.Unauthenticated("the token expired; the stream ended: resume with a fresh token")})
-				return
-			case <-recheck:
-				st, err := a.accounts.State(ctx, id.ID)
-				if err != nil {
-					// The directory cannot be read now: the caller was
-					// checked when the stream opened; try again later.
-					continue
-				}
-				if err := accountError(id, st, fullMethod); err != nil {
-					cancel(streamEnded{err})
-					return
-				}
 			}
 		}
-	}()
-	return g
+	}
 }
 
 // end stops the guard and returns what the stream ends with: the guard's
 // reason when it ended the stream, else the handler's err.
-func (g *streamGuard) end(err error) error {
+func (g *streamGuard) end(ctx context.Context, err error) error {
 	close(g.stop)
 	<-g.done
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	if g.tick != nil {
+		g.tick.Stop()
+	}
 	var ended streamEnded
-	if errors.As(context.Cause(g.ctx), &ended) {
+	if errors.As(context.Cause(ctx), &ended) {
 		err = ended.err
 	}
 	g.cancel(nil)
