@@ -197,7 +197,7 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 		sec.serverOptions(&sopts, accounts, logger)
-		srv, err = grpcserver.New(sopts)
+		srv, err = grpcserver.New(sopts) //nolint:contextcheck // the stream interceptor works in each stream's own context (ss.Context()), not in Run's
 		if err != nil {
 			return err
 		}
