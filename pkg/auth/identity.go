@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -49,6 +50,10 @@ type Identity struct {
 	Kind  Kind
 	ID    string
 	Roles []string
+	// Expires is when the credential stops being accepted (a token's exp
+	// plus the verifier's clock-skew leeway); zero when it does not expire
+	// (a client certificate, checked at each handshake). Streams end then.
+	Expires time.Time
 }
 
 // HasRole reports whether the caller holds role.

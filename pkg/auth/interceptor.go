@@ -47,6 +47,9 @@ type Authorizer struct {
 	// certs, when set, names the caller of a call without a bearer token
 	// from its verified client certificate.
 	certs *CertIdentities
+	// accounts, when set, refuses employees the directory does not list
+	// as active.
+	accounts *Accounts
 }
 
 // NewAuthorizer returns an Authorizer.
@@ -58,6 +61,14 @@ func NewAuthorizer(v TokenVerifier, p Policy, log *slog.Logger) *Authorizer {
 // authenticate calls that carry no bearer token, as the app c names.
 func (a *Authorizer) WithClientCertificates(c *CertIdentities) *Authorizer {
 	a.certs = c
+	return a
+}
+
+// WithAccounts makes every employee call check the employee's account in
+// the directory (see Accounts), and open streams check it again every
+// StreamRecheck.
+func (a *Authorizer) WithAccounts(acc *Accounts) *Authorizer {
+	a.accounts = acc
 	return a
 }
 
@@ -77,6 +88,11 @@ func (a *Authorizer) Authorize(ctx context.Context, fullMethod string) (context.
 	}
 	if !rule.Allows(id) {
 		return nil, apierr.PermissionDenied("%s may not call %s", id.Kind, fullMethod)
+	}
+	if a.accounts != nil {
+		if err := a.accounts.Check(ctx, id, fullMethod); err != nil {
+			return nil, err
+		}
 	}
 	return WithIdentity(ctx, id), nil
 }
@@ -136,7 +152,12 @@ func (a *Authorizer) StreamInterceptor() grpc.StreamServerInterceptor {
 		if err != nil {
 			return err
 		}
-		return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+		id, ok := FromContext(ctx)
+		if !ok {
+			return handler(srv, &contextStream{ServerStream: ss, ctx: ctx})
+		}
+		g := a.guard(ctx, id, info.FullMethod)
+		return g.end(g.ctx, handler(srv, &contextStream{ServerStream: ss, ctx: g.ctx}))
 	}
 }
 

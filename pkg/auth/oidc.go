@@ -314,10 +314,14 @@ func (v *OIDCVerifier) Verify(token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("verify oidc token: %w", err)
 	}
+	// The parser requires an expiry.
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil {
+		return Identity{}, errors.New("verify oidc token: no expiry")
+	}
+	id.Expires = exp.Add(v.cfg.Leeway)
 	if kid, _ := tok.Header["kid"].(string); kid != "" {
-		if exp, err := claims.GetExpirationTime(); err == nil && exp != nil {
-			v.verified.Add(token, oidcVerified{id: id, kid: kid, until: exp.Add(v.cfg.Leeway)})
-		}
+		v.verified.Add(token, oidcVerified{id: id, kid: kid, until: id.Expires})
 	}
 	return id, nil
 }

@@ -14,6 +14,7 @@ import (
 
 func TestOIDC(t *testing.T) {
 	t.Parallel()
+	const leeway = 5 * time.Second
 	is := testenv.NewIssuer(t)
 	keyA, keyEC, keyEd := testenv.RSAKey(t), testenv.ECKey(t), testenv.EdKey(t)
 	is.Publish(map[string]testenv.SigningKey{"a": keyA, "ec": keyEC, "ed": keyEd})
@@ -28,6 +29,7 @@ func TestOIDC(t *testing.T) {
 		DefaultKind:        auth.KindEmployee,
 		SubjectClaim:       "preferred_username",
 		MinRefreshInterval: time.Hour,
+		Leeway:             leeway,
 	})
 	require.NoError(t, err)
 	t.Cleanup(v.Close)
@@ -61,6 +63,8 @@ func TestOIDC(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				got, err := v.Verify(tc.key.Sign(t, tc.kid, claims("ana", tc.extra)))
 				require.NoError(t, err)
+				require.Equal(t, now.Add(time.Hour).Truncate(time.Second), got.Expires.Add(-leeway), "exp plus the leeway")
+				got.Expires = time.Time{}
 				require.Equal(t, tc.want, got)
 			})
 		}

@@ -114,8 +114,9 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if claims.Subject == "" {
 		return Identity{}, errors.New("verify token: no subject")
 	}
-	id := Identity{Kind: kind, ID: claims.Subject, Roles: claims.Roles}
-	v.verified.Add(token, verified{id: id, until: claims.ExpiresAt.Add(v.cfg.Leeway)})
+	until := claims.ExpiresAt.Add(v.cfg.Leeway)
+	id := Identity{Kind: kind, ID: claims.Subject, Roles: claims.Roles, Expires: until}
+	v.verified.Add(token, verified{id: id, until: until})
 	return id, nil
 }
 

@@ -136,6 +136,47 @@ func (s *Store) Get(ctx context.Context, userID string) (*tidingsv1.Profile, err
 	return decode(userID, data)
 }
 
+// Active reports whether a user has a profile (found) and whether it is
+// active, in one HGET of the profile's active flag: what the account check
+// of every employee call reads.
+func (s *Store) Active(ctx context.Context, userID string) (found, active bool, err error) {
+	flag, err := s.rdb.HGet(ctx, s.Key(userID), "active").Result()
+	if errors.Is(err, redis.Nil) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("read profile %s: %w", userID, err)
+	}
+	return true, flag == "1", nil
+}
+
+// ActiveMany is Active for many users, in one pipelined round trip (one
+// per node on a cluster).
+func (s *Store) ActiveMany(ctx context.Context, userIDs []string) (found, active []bool, err error) {
+	cmds := make([]*redis.StringCmd, len(userIDs))
+	err = redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		for i, id := range userIDs {
+			cmds[i] = pipe.HGet(ctx, s.Key(id), "active")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("read %d profiles: %w", len(userIDs), err)
+	}
+	found, active = make([]bool, len(userIDs)), make([]bool, len(userIDs))
+	for i, cmd := range cmds {
+		flag, err := cmd.Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("read profile %s: %w", userIDs[i], err)
+		}
+		found[i], active[i] = true, flag == "1"
+	}
+	return found, active, nil
+}
+
 func decode(userID string, data []byte) (*tidingsv1.Profile, error) {
 	p := &tidingsv1.Profile{}
 	if err := proto.Unmarshal(data, p); err != nil {

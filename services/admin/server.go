@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -121,6 +122,15 @@ func (s *Server) BulkFollow(ctx context.Context, req *tidingsv1.BulkFollowReques
 	if err != nil {
 		return nil, err
 	}
+	// An explicit list is checked whole before anything is written: every
+	// id must have a profile. (Selections by department or manager list
+	// active profiles only.)
+	var inactive map[string]bool
+	if list := req.GetUsers().GetUsers(); list != nil {
+		if inactive, err = s.checkUsers(ctx, list.GetUserIds()); err != nil {
+			return nil, err
+		}
+	}
 	key := entity.Key(ref)
 	store := s.d.Graph.Store()
 	resp := &tidingsv1.BulkFollowResponse{}
@@ -138,7 +148,7 @@ func (s *Server) BulkFollow(ctx context.Context, req *tidingsv1.BulkFollowReques
 			switch {
 			case already[i]:
 				resp.UnchangedCount++
-			case ref.GetUserId() == u, counts[i] >= s.d.MaxFollowing,
+			case ref.GetUserId() == u, counts[i] >= s.d.MaxFollowing, inactive[u],
 				record != nil && !visibility.UserMaySee(record, u):
 				resp.SkippedCount++
 			default:
@@ -152,6 +162,39 @@ func (s *Server) BulkFollow(ctx context.Context, req *tidingsv1.BulkFollowReques
 		return nil, err
 	}
 	return resp, nil
+}
+
+// maxNamedIDs bounds the ids an error message names.
+const maxNamedIDs = 20
+
+// checkUsers returns InvalidArgument naming the ids that have no profile,
+// or the set of those whose profile is deactivated.
+func (s *Server) checkUsers(ctx context.Context, ids []string) (map[string]bool, error) {
+	var missing []string
+	inactive := map[string]bool{}
+	for start := 0; start < len(ids); start += bulkChunk {
+		chunk := ids[start:min(start+bulkChunk, len(ids))]
+		found, active, err := s.profiles.ActiveMany(ctx, chunk)
+		if err != nil {
+			return nil, err
+		}
+		for i, u := range chunk {
+			switch {
+			case !found[i]:
+				missing = append(missing, u)
+			case !active[i]:
+				inactive[u] = true
+			}
+		}
+	}
+	if len(missing) > 0 {
+		named := strings.Join(missing[:min(len(missing), maxNamedIDs)], ", ")
+		if len(missing) > maxNamedIDs {
+			named += fmt.Sprintf(" and %d more", len(missing)-maxNamedIDs)
+		}
+		return nil, apierr.InvalidArgument("users.users.user_ids: %d users have no profile: %s; nothing was followed", len(missing), named)
+	}
+	return inactive, nil
 }
 
 // BulkUnfollow implements tidingsv1.AdminServiceServer.
@@ -232,52 +275,105 @@ func (s *Server) ExportGraph(req *tidingsv1.ExportGraphRequest, stream grpc.Serv
 	return flush()
 }
 
-// ImportGraph implements tidingsv1.AdminServiceServer.
+// maxImportRows bounds the rows of one import: every row is read and
+// checked before anything is written, so the accepted edges are held
+// (packed, about 35 bytes each: importBuffer) until the stream ends.
+const maxImportRows = 5_000_000
+
+// ImportGraph implements tidingsv1.AdminServiceServer. The whole stream is
+// read and every row checked (the request's rules, then the state: both
+// users have active profiles, the record exists and the user may see it)
+// before anything is published, so an import that fails (a stream broken
+// off, too many rows, Redis down) writes nothing.
 func (s *Server) ImportGraph(stream grpc.ClientStreamingServer[tidingsv1.ImportGraphRequest, tidingsv1.ImportGraphResponse]) error {
 	ctx := stream.Context()
 	resp := &tidingsv1.ImportGraphResponse{}
 	store := s.d.Graph.Store()
+	reject := func(row int64, reason string) {
+		resp.RejectedCount++
+		if len(resp.Errors) < maxRowErrors {
+			resp.Errors = append(resp.Errors, &tidingsv1.RowError{Row: row, Reason: reason})
+		}
+	}
+	var accepted importBuffer
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return stream.SendAndClose(resp)
+			break
 		}
 		if err != nil {
 			return err
 		}
+		if resp.RowCount+int64(len(req.GetFollows())) > maxImportRows {
+			return apierr.LimitExceeded("an import takes at most %d rows; split it (nothing was imported)", maxImportRows)
+		}
 		var (
-			changes []*tidingsv1.EdgeChange
-			pairs   []graphstore.Pair
+			valid []*tidingsv1.Follow
+			rows  []int64
 		)
 		for _, f := range req.GetFollows() {
 			resp.RowCount++
 			if reason := s.checkEdge(f); reason != "" {
-				resp.RejectedCount++
-				if len(resp.Errors) < maxRowErrors {
-					resp.Errors = append(resp.Errors, &tidingsv1.RowError{Row: resp.RowCount, Reason: reason})
-				}
+				reject(resp.RowCount, reason)
 				continue
 			}
-			changes = append(changes, &tidingsv1.EdgeChange{UserId: f.GetUserId(), Entity: f.GetEntity(), Following: true, CreateTime: f.GetCreateTime()})
+			valid = append(valid, f)
+			rows = append(rows, resp.RowCount)
+		}
+		reasons, err := s.d.Visibility.FollowableEach(ctx, valid)
+		if err != nil {
+			return err
+		}
+		var (
+			fresh []*tidingsv1.Follow
+			pairs []graphstore.Pair
+		)
+		for i, f := range valid {
+			if reasons[i] != "" {
+				reject(rows[i], reasons[i])
+				continue
+			}
+			fresh = append(fresh, f)
 			pairs = append(pairs, graphstore.Pair{UserID: f.GetUserId(), Entity: entity.Key(f.GetEntity())})
 		}
 		exist, err := store.Exist(ctx, pairs)
 		if err != nil {
 			return err
 		}
-		fresh := changes[:0]
-		for i, c := range changes {
-			if exist[i] {
+		for i, f := range fresh {
+			if exist[i] || accepted.added(pairs[i].UserID, pairs[i].Entity) {
 				resp.UnchangedCount++
 				continue
 			}
-			fresh = append(fresh, c)
+			var createNs int64
+			if ct := f.GetCreateTime(); ct != nil {
+				createNs = ct.AsTime().UnixNano()
+			}
+			accepted.add(pairs[i].UserID, pairs[i].Entity, createNs)
 		}
-		if err := s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), fresh); err != nil {
+	}
+	err := accepted.each(bulkChunk, func(users, keys []string, createNs []int64) error {
+		changes := make([]*tidingsv1.EdgeChange, len(users))
+		for i, u := range users {
+			ref, err := entity.Parse(keys[i])
+			if err != nil {
+				return fmt.Errorf("import edge of %s: %w", u, err)
+			}
+			changes[i] = &tidingsv1.EdgeChange{UserId: u, Entity: ref, Following: true}
+			if createNs[i] != 0 {
+				changes[i].CreateTime = timestamppb.New(time.Unix(0, createNs[i]))
+			}
+		}
+		if err := s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), changes); err != nil {
 			return err
 		}
-		resp.ImportedCount += int64(len(fresh))
+		resp.ImportedCount += int64(len(changes))
+		return nil
+	})
+	if err != nil {
+		return err
 	}
+	return stream.SendAndClose(resp)
 }
 
 // checkEdge returns why an imported edge is rejected, or "".
@@ -298,6 +394,12 @@ func (s *Server) checkEdge(f *tidingsv1.Follow) string {
 // RemoveUser implements tidingsv1.AdminServiceServer.
 func (s *Server) RemoveUser(ctx context.Context, req *tidingsv1.RemoveUserRequest) (*tidingsv1.RemoveUserResponse, error) {
 	user := req.GetUserId()
+	// Deactivate first: from then on the user's tokens are refused
+	// (auth.Accounts) and no one may follow them, so no edge comes back
+	// while the old ones are removed.
+	if _, err := s.d.Profiles.SetActive(ctx, user, false); err != nil && !isNotFound(err) {
+		return nil, err
+	}
 	store := s.d.Graph.Store()
 	resp := &tidingsv1.RemoveUserResponse{}
 	err := store.ScanFollowing(ctx, user, bulkChunk, func(edges []graphstore.Edge) error {
@@ -325,9 +427,6 @@ func (s *Server) RemoveUser(ctx context.Context, req *tidingsv1.RemoveUserReques
 		return s.d.Graph.Write(ctx, graph.BulkSubject, "", caller(ctx), changes)
 	})
 	if err != nil {
-		return nil, err
-	}
-	if _, err := s.d.Profiles.SetActive(ctx, user, false); err != nil && !isNotFound(err) {
 		return nil, err
 	}
 	return resp, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -78,6 +79,30 @@ func TestBulkFollowSelectors(t *testing.T) {
 	require.EqualValues(t, 10, un.GetChangedCount())
 	require.EqualValues(t, 20, followerCount(t, s, acme))
 
+	// Ids without profiles are refused, named, and nothing is written
+	// (the known users come first and in another chunk of the request).
+	known := make([]string, 0, 1500)
+	for i := range 1500 {
+		known = append(known, fmt.Sprintf("e%02d", i%30))
+	}
+	ghosts := append(known, "ghost1", "ghost2")
+	_, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("cto"), Users: &tidingsv1.UserSelector{
+		Selector: &tidingsv1.UserSelector_Users{Users: &tidingsv1.UserList{UserIds: ghosts}}}})
+	testenv.RequireCode(t, err, codes.InvalidArgument)
+	require.ErrorContains(t, err, "ghost1, ghost2")
+	require.Zero(t, followerCount(t, s, entity.User("cto")), "nothing was followed")
+	// A deactivated user is skipped, and cannot be followed.
+	_, err = s.Profiles(t, testenv.Directory).DeactivateProfile(ctx, &tidingsv1.DeactivateProfileRequest{UserId: "e03"})
+	require.NoError(t, err)
+	resp, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("cto"), Users: &tidingsv1.UserSelector{
+		Selector: &tidingsv1.UserSelector_Users{Users: &tidingsv1.UserList{UserIds: []string{"e01", "e03"}}}}})
+	require.NoError(t, err)
+	require.EqualValues(t, 1, resp.GetChangedCount())
+	require.EqualValues(t, 1, resp.GetSkippedCount())
+	_, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("e03"), Users: &tidingsv1.UserSelector{
+		Selector: &tidingsv1.UserSelector_Users{Users: &tidingsv1.UserList{UserIds: []string{"e01"}}}}})
+	testenv.RequireCode(t, err, codes.FailedPrecondition)
+
 	_, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: entity.User("nobody"), Users: &tidingsv1.UserSelector{Selector: &tidingsv1.UserSelector_Department{Department: "Sales"}}})
 	testenv.RequireCode(t, err, codes.NotFound)
 	_, err = admin.BulkFollow(ctx, &tidingsv1.BulkFollowRequest{Entity: acme})
@@ -114,6 +139,13 @@ func TestRemoveUser(t *testing.T) {
 	p, err := s.Profiles(t, testenv.Admin).GetProfile(ctx, &tidingsv1.GetProfileRequest{UserId: "leaver"})
 	require.NoError(t, err)
 	require.False(t, p.GetProfile().GetActive())
+
+	// No one follows the leaver again, not even through an admin.
+	_, err = s.Follows(t, testenv.Employee("a")).Follow(ctx, &tidingsv1.FollowRequest{UserId: "a", Entity: entity.User("leaver")})
+	testenv.RequireCode(t, err, codes.FailedPrecondition)
+	require.ErrorContains(t, err, "leaver is deactivated")
+	_, err = admin.Follow(ctx, &tidingsv1.FollowRequest{UserId: "leaver", Entity: entity.User("a")})
+	testenv.RequireCode(t, err, codes.FailedPrecondition)
 }
 
 func TestNewEmployeeFollowsManagerRule(t *testing.T) {
@@ -144,7 +176,35 @@ func TestImportReportsBadRows(t *testing.T) {
 	t.Parallel()
 	s := stacktest.Start(t)
 	ctx := t.Context()
+	s.Users(t, "a", "b", "c", "gone")
+	_, err := s.Profiles(t, testenv.Directory).DeactivateProfile(ctx, &tidingsv1.DeactivateProfileRequest{UserId: "gone"})
+	require.NoError(t, err)
+	crm := s.Records(t, testenv.App("crm"))
+	for _, r := range []*tidingsv1.Record{
+		{Ref: &tidingsv1.RecordRef{Type: "crm.account", ExternalId: "acme"}, Title: "Acme"},
+		{Ref: &tidingsv1.RecordRef{Type: "crm.opportunity", ExternalId: "secret"}, Title: "Secret",
+			Visibility: tidingsv1.Visibility_VISIBILITY_RESTRICTED, OwnerId: "b"},
+	} {
+		_, err := crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: r})
+		require.NoError(t, err)
+	}
+	// An import that fails part way writes nothing, though its first
+	// batch was good: its second is refused whole (over 5,000 rows).
 	stream, err := s.Admin(t).ImportGraph(ctx)
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&tidingsv1.ImportGraphRequest{Follows: []*tidingsv1.Follow{{UserId: "c", Entity: entity.User("a")}}}))
+	tooMany := &tidingsv1.ImportGraphRequest{}
+	for range 5001 {
+		tooMany.Follows = append(tooMany.Follows, &tidingsv1.Follow{UserId: "c", Entity: entity.User("b")})
+	}
+	require.NoError(t, stream.Send(tooMany))
+	_, err = stream.CloseAndRecv()
+	testenv.RequireCode(t, err, codes.InvalidArgument)
+	is, err := s.Follows(t, testenv.Admin).IsFollowing(ctx, &tidingsv1.IsFollowingRequest{UserId: "c", Entities: []*tidingsv1.EntityRef{entity.User("a")}})
+	require.NoError(t, err)
+	require.False(t, is.GetFollowing()[0], "nothing of a failed import is written")
+
+	stream, err = s.Admin(t).ImportGraph(ctx)
 	require.NoError(t, err)
 	created := timestamppb.New(time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC))
 	require.NoError(t, stream.Send(&tidingsv1.ImportGraphRequest{Follows: []*tidingsv1.Follow{
@@ -156,19 +216,34 @@ func TestImportReportsBadRows(t *testing.T) {
 		{UserId: "c", Entity: entity.Record("crm.account", "acme")},
 		{UserId: "c"},
 		{UserId: "a", Entity: entity.User("b")},
+		{UserId: "c", Entity: entity.Record("crm.account", "missing")},
+		{UserId: "c", Entity: entity.Record("crm.opportunity", "secret")},
+		{UserId: "ghost", Entity: entity.User("a")},
+		{UserId: "a", Entity: entity.User("ghost")},
+		{UserId: "gone", Entity: entity.User("a")},
+		{UserId: "a", Entity: entity.User("gone")},
+		{UserId: "b", Entity: entity.Record("crm.opportunity", "secret")},
 	}}))
 	resp, err := stream.CloseAndRecv()
 	require.NoError(t, err)
-	require.EqualValues(t, 6, resp.GetRowCount())
+	require.EqualValues(t, 13, resp.GetRowCount())
 	require.EqualValues(t, 2, resp.GetImportedCount())
-	require.EqualValues(t, 1, resp.GetUnchangedCount())
-	require.EqualValues(t, 3, resp.GetRejectedCount())
-	var rows []int64
+	// Row 6 repeats row 1; row 13 is the owner, who follows the record
+	// already (auto-follow).
+	require.EqualValues(t, 2, resp.GetUnchangedCount())
+	require.EqualValues(t, 9, resp.GetRejectedCount())
+	reasons := map[int64]string{}
 	for _, e := range resp.GetErrors() {
-		rows = append(rows, e.GetRow())
-		require.NotEmpty(t, e.GetReason())
+		reasons[e.GetRow()] = e.GetReason()
 	}
-	require.Equal(t, []int64{2, 3, 5}, rows)
+	require.Len(t, reasons, 9)
+	for row, want := range map[int64]string{
+		2: "user_id", 3: "themselves", 5: "entity",
+		7: "no record crm.account/missing", 8: "c may not see restricted record",
+		9: "no user ghost", 10: "no user ghost", 11: "user gone is deactivated", 12: "user gone is deactivated",
+	} {
+		require.Contains(t, reasons[row], want, "row %d", row)
+	}
 
 	list, err := s.Follows(t, testenv.Admin).ListFollowing(ctx, &tidingsv1.ListFollowingRequest{UserId: "a"})
 	require.NoError(t, err)
@@ -242,6 +317,23 @@ func TestImportExportLargeGraph(t *testing.T) {
 	}
 	s := stacktest.Start(t)
 	ctx := t.Context()
+	// An import follows only users and records that exist.
+	ids := make([]string, users)
+	for u := range users {
+		ids[u] = fmt.Sprintf("user%06d", u)
+	}
+	s.Users(t, ids...)
+	crm := s.Records(t, testenv.App("crm"))
+	var g errgroup.Group
+	g.SetLimit(8)
+	for a := range 2000 {
+		g.Go(func() error {
+			_, err := crm.UpsertRecord(ctx, &tidingsv1.UpsertRecordRequest{Record: &tidingsv1.Record{
+				Ref: &tidingsv1.RecordRef{Type: "crm.account", ExternalId: fmt.Sprintf("acct%d", a)}, Title: "Account"}})
+			return err
+		})
+	}
+	require.NoError(t, g.Wait())
 	targets := func(u int) []string {
 		out := make([]string, 0, perUser)
 		for j := range perUser {

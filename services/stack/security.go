@@ -12,6 +12,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/auth"
 	"github.com/tidingshq/tidings/pkg/config"
 	"github.com/tidingshq/tidings/pkg/grpcserver"
+	"github.com/tidingshq/tidings/pkg/profilestore"
 	"github.com/tidingshq/tidings/pkg/ratelimit"
 	"github.com/tidingshq/tidings/pkg/tlsfiles"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
@@ -105,9 +106,33 @@ func newSecurity(ctx context.Context, cfg config.Config, d *deps, reg prometheus
 	return s, nil
 }
 
+// Accounts returns the account check of employees (auth.Accounts) over
+// the profile projection of c, with the default cache and stream recheck
+// intervals.
+func (c *Components) Accounts() (*auth.Accounts, error) {
+	return auth.NewAccounts(AccountLookup(c.projector.Stores().Profiles), auth.AccountOptions{})
+}
+
+// AccountLookup reads an employee's account state from the profile
+// projection.
+func AccountLookup(profiles *profilestore.Store) auth.AccountLookup {
+	return func(ctx context.Context, userID string) (auth.AccountState, error) {
+		found, active, err := profiles.Active(ctx, userID)
+		switch {
+		case err != nil:
+			return 0, err
+		case !found:
+			return auth.AccountMissing, nil
+		case active:
+			return auth.AccountActive, nil
+		}
+		return auth.AccountInactive, nil
+	}
+}
+
 // serverOptions sets the security parts of the gRPC server's options.
-func (s *security) serverOptions(o *grpcserver.Options, logger *slog.Logger) {
-	a := auth.NewAuthorizer(s.verifier, auth.DefaultPolicy(), logger)
+func (s *security) serverOptions(o *grpcserver.Options, accounts *auth.Accounts, logger *slog.Logger) {
+	a := auth.NewAuthorizer(s.verifier, auth.DefaultPolicy(), logger).WithAccounts(accounts)
 	if s.certs != nil {
 		a.WithClientCertificates(s.certs)
 	}

@@ -256,8 +256,12 @@ func Run(ctx context.Context, opts Options) error {
 				MaxDeadline:          cfg.MaxDeadline,
 			},
 		}
-		sec.serverOptions(&sopts, logger)
-		srv, err = grpcserver.New(sopts)
+		accounts, err := c.Accounts()
+		if err != nil {
+			return err
+		}
+		sec.serverOptions(&sopts, accounts, logger)
+		srv, err = grpcserver.New(sopts) //nolint:contextcheck // the stream interceptor works in each stream's own context (ss.Context()), not in Run's
 		if err != nil {
 			return err
 		}

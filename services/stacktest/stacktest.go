@@ -33,6 +33,7 @@ type Stack struct {
 	Settings    *settings.Store
 	Generations *generation.Store
 	Config      config.Config
+	accounts    *auth.Accounts
 }
 
 // Options adjust the configuration.
@@ -44,6 +45,9 @@ type Options struct {
 	// Server, if set, changes the gRPC server's options (TLS, audit, rate
 	// and stream limits); env is the test's JetStream and Redis.
 	Server func(env *testenv.Env, o *grpcserver.Options)
+	// Accounts tune the account check of employees (auth.Accounts), on
+	// as in a serving process.
+	Accounts auth.AccountOptions
 }
 
 // Start serves every service for the test.
@@ -57,7 +61,11 @@ func Start(t testing.TB, opts ...Options) *Stack {
 	cfg := config.Default()
 	var overrides stack.Overrides
 	var server func(*grpcserver.Options)
+	var accountOpts auth.AccountOptions
 	for _, o := range opts {
+		if o.Accounts != (auth.AccountOptions{}) {
+			accountOpts = o.Accounts
+		}
 		if o.Configure != nil {
 			o.Configure(&cfg)
 		}
@@ -80,10 +88,24 @@ func Start(t testing.TB, opts ...Options) *Stack {
 		stopFollowing()
 		require.NoError(t, <-followed)
 	})
-	srv := testenv.ServeWith(t, server, func(s *grpcserver.Server) {
-		c.Register(s, stack.ServiceRoles)
+	accounts, err := auth.NewAccounts(stack.AccountLookup(c.Projector().Stores().Profiles), accountOpts)
+	require.NoError(t, err)
+	s := &Stack{Env: env, Components: c, Settings: st, Generations: gens, Config: cfg, accounts: accounts}
+	s.Server = testenv.ServeWith(t, s.withAccounts(server), func(srv *grpcserver.Server) {
+		c.Register(srv, stack.ServiceRoles)
 	})
-	return &Stack{Env: env, Server: srv, Components: c, Settings: st, Generations: gens, Config: cfg}
+	return s
+}
+
+// withAccounts applies configure, then adds the account check to the
+// server's authorizer (the one configure may have set).
+func (s *Stack) withAccounts(configure func(*grpcserver.Options)) func(*grpcserver.Options) {
+	return func(o *grpcserver.Options) {
+		if configure != nil {
+			configure(o)
+		}
+		o.Authorizer.WithAccounts(s.accounts)
+	}
 }
 
 // AnotherServer serves the same services on a second server over the same
@@ -91,7 +113,7 @@ func Start(t testing.TB, opts ...Options) *Stack {
 // changes its options.
 func (s *Stack) AnotherServer(t testing.TB, configure func(*grpcserver.Options)) *testenv.Server {
 	t.Helper()
-	return testenv.ServeWith(t, configure, func(srv *grpcserver.Server) {
+	return testenv.ServeWith(t, s.withAccounts(configure), func(srv *grpcserver.Server) {
 		s.Components.Register(srv, stack.ServiceRoles)
 	})
 }

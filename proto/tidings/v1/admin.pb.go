@@ -374,7 +374,8 @@ type BulkFollowResponse struct {
 	ChangedCount int64 `protobuf:"varint,1,opt,name=changed_count,json=changedCount,proto3" json:"changed_count,omitempty"`
 	// Users who already followed.
 	UnchangedCount int64 `protobuf:"varint,2,opt,name=unchanged_count,json=unchangedCount,proto3" json:"unchanged_count,omitempty"`
-	// Users skipped: the entity itself, or at their follow limit.
+	// Users skipped: the entity itself, at their follow limit, deactivated,
+	// or not readers of a restricted record.
 	SkippedCount  int64 `protobuf:"varint,3,opt,name=skipped_count,json=skippedCount,proto3" json:"skipped_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -46,6 +46,10 @@ type AdminServiceClient interface {
 	// BulkFollow makes many users follow one entity: an explicit list, a
 	// department, or a manager's direct reports. Idempotent: edges that exist
 	// are counted as unchanged. Memory stays bounded however large the set.
+	// An explicit list is checked whole before anything is written: ids
+	// without a profile are refused (INVALID_ARGUMENT, naming them);
+	// deactivated users are skipped. A deactivated user cannot be followed
+	// (FAILED_PRECONDITION).
 	BulkFollow(ctx context.Context, in *BulkFollowRequest, opts ...grpc.CallOption) (*BulkFollowResponse, error)
 	// BulkUnfollow makes many users stop following one entity.
 	BulkUnfollow(ctx context.Context, in *BulkUnfollowRequest, opts ...grpc.CallOption) (*BulkUnfollowResponse, error)
@@ -53,10 +57,16 @@ type AdminServiceClient interface {
 	ExportGraph(ctx context.Context, in *ExportGraphRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportGraphResponse], error)
 	// ImportGraph takes a stream of edge batches and follows each edge. Every
 	// edge is validated; bad rows are reported by number and do not stop the
-	// import.
+	// import. A row is bad when the request's rules refuse it, when either
+	// user has no active profile, or when it names a record that does not
+	// exist or that its user may not see. The whole stream (at most 5,000,000
+	// rows) is read and checked before anything is written, so an import that
+	// fails writes nothing.
 	ImportGraph(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportGraphRequest, ImportGraphResponse], error)
-	// RemoveUser offboards a user: every edge from and to the user goes, and
-	// the profile is deactivated.
+	// RemoveUser offboards a user: the profile is deactivated first, then
+	// every edge from and to the user goes. From then on the user's tokens
+	// are refused (PERMISSION_DENIED, reason ACCOUNT_INACTIVE) and no one
+	// may follow them.
 	RemoveUser(ctx context.Context, in *RemoveUserRequest, opts ...grpc.CallOption) (*RemoveUserResponse, error)
 	// GetAutoFollowRules returns the auto-follow rules in force.
 	GetAutoFollowRules(ctx context.Context, in *GetAutoFollowRulesRequest, opts ...grpc.CallOption) (*GetAutoFollowRulesResponse, error)
@@ -264,6 +274,10 @@ type AdminServiceServer interface {
 	// BulkFollow makes many users follow one entity: an explicit list, a
 	// department, or a manager's direct reports. Idempotent: edges that exist
 	// are counted as unchanged. Memory stays bounded however large the set.
+	// An explicit list is checked whole before anything is written: ids
+	// without a profile are refused (INVALID_ARGUMENT, naming them);
+	// deactivated users are skipped. A deactivated user cannot be followed
+	// (FAILED_PRECONDITION).
 	BulkFollow(context.Context, *BulkFollowRequest) (*BulkFollowResponse, error)
 	// BulkUnfollow makes many users stop following one entity.
 	BulkUnfollow(context.Context, *BulkUnfollowRequest) (*BulkUnfollowResponse, error)
@@ -271,10 +285,16 @@ type AdminServiceServer interface {
 	ExportGraph(*ExportGraphRequest, grpc.ServerStreamingServer[ExportGraphResponse]) error
 	// ImportGraph takes a stream of edge batches and follows each edge. Every
 	// edge is validated; bad rows are reported by number and do not stop the
-	// import.
+	// import. A row is bad when the request's rules refuse it, when either
+	// user has no active profile, or when it names a record that does not
+	// exist or that its user may not see. The whole stream (at most 5,000,000
+	// rows) is read and checked before anything is written, so an import that
+	// fails writes nothing.
 	ImportGraph(grpc.ClientStreamingServer[ImportGraphRequest, ImportGraphResponse]) error
-	// RemoveUser offboards a user: every edge from and to the user goes, and
-	// the profile is deactivated.
+	// RemoveUser offboards a user: the profile is deactivated first, then
+	// every edge from and to the user goes. From then on the user's tokens
+	// are refused (PERMISSION_DENIED, reason ACCOUNT_INACTIVE) and no one
+	// may follow them.
 	RemoveUser(context.Context, *RemoveUserRequest) (*RemoveUserResponse, error)
 	// GetAutoFollowRules returns the auto-follow rules in force.
 	GetAutoFollowRules(context.Context, *GetAutoFollowRulesRequest) (*GetAutoFollowRulesResponse, error)
