@@ -147,13 +147,22 @@ func (s *Store) GetMany(ctx context.Context, ids []string) ([]*tidingsv1.Activit
 		if err != nil {
 			return nil, fmt.Errorf("read activity %s: %w", ids[i], err)
 		}
-		a := &tidingsv1.Activity{}
-		if err := proto.Unmarshal(data, a); err != nil {
-			return nil, fmt.Errorf("decode activity %s: %w", ids[i], err)
+		a, err := Decode(ids[i], data)
+		if err != nil {
+			return nil, err
 		}
 		out[i] = a
 	}
 	return out, nil
+}
+
+// Decode decodes the body of activity id, as BodyField holds it.
+func Decode(id string, data []byte) (*tidingsv1.Activity, error) {
+	a := &tidingsv1.Activity{}
+	if err := proto.Unmarshal(data, a); err != nil {
+		return nil, fmt.Errorf("decode activity %s: %w", id, err)
+	}
+	return a, nil
 }
 
 // IsDeleted reports whether an activity has a tombstone.

@@ -127,6 +127,11 @@ func (s *Store) Get(ctx context.Context, userID string) (*tidingsv1.Profile, err
 	return decode(userID, data)
 }
 
+// Decode decodes the profile of userID, as Field holds it.
+func Decode(userID string, data []byte) (*tidingsv1.Profile, error) {
+	return decode(userID, data)
+}
+
 func decode(userID string, data []byte) (*tidingsv1.Profile, error) {
 	p := &tidingsv1.Profile{}
 	if err := proto.Unmarshal(data, p); err != nil {

@@ -34,6 +34,7 @@ import (
 	"github.com/tidingshq/tidings/pkg/recordstore"
 	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
+	"github.com/tidingshq/tidings/pkg/vcache"
 	"github.com/tidingshq/tidings/pkg/visibility"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -77,7 +78,19 @@ const DefaultWatchBuffer = 256
 type Server struct {
 	tidingsv1.UnimplementedTimelineServiceServer
 	st Deps
+	// bodies and profiles are decoded copies, exact on every read
+	// (pkg/vcache): hydration reads their versions and decodes only what
+	// changed since.
+	bodies   *vcache.Cache[*tidingsv1.Activity]
+	profiles *vcache.Cache[*tidingsv1.Profile]
 }
+
+// The sizes of the hydration caches: the bodies of a few thousand busy
+// home pages, and their authors.
+const (
+	cachedBodies   = 20000
+	cachedProfiles = 10000
+)
 
 var _ tidingsv1.TimelineServiceServer = (*Server)(nil)
 
@@ -89,7 +102,15 @@ func NewServer(d Deps) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Server{st: d}
+	bodies, err := vcache.New(cachedBodies, activitystore.BodyField, activitystore.Decode)
+	if err != nil {
+		panic(err) // only for a size ≤ 0
+	}
+	profiles, err := vcache.New(cachedProfiles, profilestore.Field, profilestore.Decode)
+	if err != nil {
+		panic(err)
+	}
+	return &Server{st: d, bodies: bodies, profiles: profiles}
 }
 
 // GetHomeTimeline implements tidingsv1.TimelineServiceServer.
@@ -176,25 +197,34 @@ func (s *Server) read(ctx context.Context, page pager, key, scope, token string,
 // whose bodies are gone (returned as dead) and those the reader may not see
 // (pkg/visibility).
 func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader auth.Identity) (items []*tidingsv1.FeedItem, dead []ids.ID, err error) {
-	idStrs := make([]string, len(list))
+	rdb := s.st.Timelines.Client()
+	keys := make([]string, len(list))
 	for i, id := range list {
-		idStrs[i] = id.String()
+		keys[i] = s.st.Bodies.BodyKey(id.String())
 	}
-	acts, err := s.st.Bodies.GetMany(ctx, idStrs)
+	var bodies *vcache.Pending[*tidingsv1.Activity]
+	if err := redisx.Pipeline(ctx, rdb, func(pipe redis.Pipeliner) error {
+		bodies = s.bodies.Queue(ctx, pipe, keys)
+		return nil
+	}); err != nil {
+		return nil, nil, fmt.Errorf("hydrate feed: read bodies: %w", err)
+	}
+	acts, found, err := bodies.Finish(ctx, rdb)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("hydrate feed: %w", err)
 	}
-	var userIDs []string
+	var userIDs, userKeys []string
 	var refs []*tidingsv1.RecordRef
 	seenUser, seenRec := map[string]bool{}, map[string]bool{}
 	for i, a := range acts {
-		if a == nil {
+		if !found[i] {
 			dead = append(dead, list[i])
 			continue
 		}
 		if u := entity.ActorUser(a); u != "" && !seenUser[u] {
 			seenUser[u] = true
 			userIDs = append(userIDs, u)
+			userKeys = append(userKeys, s.st.Profiles.Key(u))
 		}
 		if r := a.GetRecord(); r != nil && !seenRec[entity.RecordKey(r)] {
 			seenRec[entity.RecordKey(r)] = true
@@ -202,11 +232,11 @@ func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader auth.Identit
 		}
 	}
 	var (
-		profiles redisx.Result[map[string]*tidingsv1.Profile]
+		profiles *vcache.Pending[*tidingsv1.Profile]
 		records  = make([]redisx.Result[*tidingsv1.Record], len(refs))
 	)
-	err = redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
-		profiles = s.st.Profiles.QueueGetMany(ctx, pipe, userIDs)
+	err = redisx.Pipeline(ctx, rdb, func(pipe redis.Pipeliner) error {
+		profiles = s.profiles.Queue(ctx, pipe, userKeys)
 		for i, r := range refs {
 			records[i] = s.st.Records.QueueGet(ctx, pipe, r)
 		}
@@ -215,9 +245,15 @@ func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader auth.Identit
 	if err != nil {
 		return nil, nil, fmt.Errorf("hydrate feed: %w", err)
 	}
-	byUser, err := profiles()
+	profs, hasProfile, err := profiles.Finish(ctx, rdb)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("hydrate feed: %w", err)
+	}
+	byUser := make(map[string]*tidingsv1.Profile, len(userIDs))
+	for i, u := range userIDs {
+		if hasProfile[i] {
+			byUser[u] = profs[i]
+		}
 	}
 	recByKey := make(map[string]*tidingsv1.Record, len(refs))
 	for i, res := range records {
@@ -230,8 +266,9 @@ func (s *Server) Hydrate(ctx context.Context, list []ids.ID, reader auth.Identit
 		}
 		recByKey[entity.RecordKey(refs[i])] = r
 	}
-	for _, a := range acts {
-		if a == nil {
+	items = make([]*tidingsv1.FeedItem, 0, len(acts)-len(dead))
+	for i, a := range acts {
+		if !found[i] {
 			continue
 		}
 		item := &tidingsv1.FeedItem{Activity: a, ActorProfile: byUser[entity.ActorUser(a)]}
