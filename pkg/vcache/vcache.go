@@ -4,8 +4,8 @@
 // its encoded value in a body field, and, for those that keep tombstones,
 // "del" = 1 once deleted: activity bodies and profiles.
 //
-// A read asks Redis for each hash's version (and tombstone), which is a
-// few bytes, and decodes nothing for a hash whose copy has that version;
+// A read asks Redis for each hash's version, which is a few bytes, and
+// decodes nothing for a hash whose copy (or tombstone) has that version;
 // only the others' bodies are read, in one more round trip, and kept. So a
 // copy is served only when Redis holds exactly it at the moment of the
 // read: an edit, a delete or a profile change applied by any process, on
@@ -44,6 +44,8 @@ type Cache[T any] struct {
 type entry[T any] struct {
 	seq string
 	v   T
+	// deleted: the hash is a tombstone at seq.
+	deleted bool
 }
 
 // New returns a cache of up to size values read from the body field field
@@ -64,14 +66,14 @@ func (c *Cache[T]) Stats() (hits, misses int64) { return c.hits.Load(), c.misses
 type Pending[T any] struct {
 	c    *Cache[T]
 	keys []string
-	cmds []*redis.SliceCmd
+	cmds []*redis.StringCmd
 }
 
 // Queue queues, on pipe, the read of the versions of keys.
 func (c *Cache[T]) Queue(ctx context.Context, pipe redis.Pipeliner, keys []string) *Pending[T] {
-	p := &Pending[T]{c: c, keys: keys, cmds: make([]*redis.SliceCmd, len(keys))}
+	p := &Pending[T]{c: c, keys: keys, cmds: make([]*redis.StringCmd, len(keys))}
 	for i, k := range keys {
-		p.cmds[i] = pipe.HMGet(ctx, k, SeqField, DelField)
+		p.cmds[i] = pipe.HGet(ctx, k, SeqField)
 	}
 	return p
 }
@@ -87,19 +89,15 @@ func (p *Pending[T]) Finish(ctx context.Context, rdb redis.UniversalClient) ([]T
 	var miss []int
 	hits := int64(0)
 	for i, cmd := range p.cmds {
-		vals, err := cmd.Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, nil, fmt.Errorf("read version of %s: %w", p.keys[i], err)
-		}
-		seq, _ := field(vals, 0)
-		if seq == "" {
+		seq, err := cmd.Result()
+		if errors.Is(err, redis.Nil) {
 			continue // no such hash
 		}
-		if del, _ := field(vals, 1); del == "1" {
-			continue
+		if err != nil {
+			return nil, nil, fmt.Errorf("read version of %s: %w", p.keys[i], err)
 		}
 		if e, ok := c.lru.Get(p.keys[i]); ok && e.seq == seq {
-			out[i], found[i] = e.v, true
+			out[i], found[i] = e.v, !e.deleted
 			hits++
 			continue
 		}
@@ -127,8 +125,12 @@ func (p *Pending[T]) Finish(ctx context.Context, rdb redis.UniversalClient) ([]T
 		seq, _ := field(vals, 0)
 		del, _ := field(vals, 1)
 		data, ok := field(vals, 2)
-		if seq == "" || del == "1" || !ok {
-			continue // deleted since its version was read
+		if seq == "" {
+			continue // gone since its version was read
+		}
+		if del == "1" || !ok {
+			c.lru.Add(p.keys[i], entry[T]{seq: seq, deleted: true})
+			continue
 		}
 		v, err := c.decode(p.keys[i], []byte(data))
 		if err != nil {
