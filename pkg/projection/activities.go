@@ -385,6 +385,11 @@ func (p *Projector) audience(ctx context.Context, c *activityChange, followers m
 	for i, s := range c.srcs {
 		switch {
 		case c.pulled[i]:
+			if c.opened[i] {
+				if err := p.addHotSources(ctx, s); err != nil {
+					return nil, err
+				}
+			}
 			if c.kind == posted && p.live != nil {
 				if c.opened[i] {
 					if err := p.live.NotifySwitch(s, c.id); err != nil {
@@ -476,4 +481,19 @@ func (p *Projector) chunk(ctx context.Context, c *activityChange, srcs []string,
 	}
 	p.logger.DebugContext(ctx, "large fan-out chunked", "activity", c.a.GetId(), "chunks", chunks)
 	return nil
+}
+
+// addHotSources adds an entity that just turned hot to the hot sources of
+// each of its followers (timelinestore.HotSourcesKey), a batch at a time.
+// It reads the followers after the switch wrote the entity's pull ranges:
+// a follow writes its edge, then reads the ranges (follows.go,
+// markHotOpens), so whichever comes second sees the other.
+func (p *Projector) addHotSources(ctx context.Context, entityKey string) error {
+	return p.st.Graph.ScanFollowers(ctx, entityKey, p.cfg.WriteBatch, func(edges []graphstore.Edge) error {
+		users := make([]string, len(edges))
+		for i, e := range edges {
+			users[i] = e.Member
+		}
+		return p.st.Timelines.AddHotSource(ctx, users, entityKey)
+	})
 }

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tidingshq/tidings/pkg/entity"
 	"github.com/tidingshq/tidings/pkg/eventlog"
 	"github.com/tidingshq/tidings/pkg/graphstore"
+	"github.com/tidingshq/tidings/pkg/hot"
 	"github.com/tidingshq/tidings/pkg/ids"
+	"github.com/tidingshq/tidings/pkg/redisx"
 	"github.com/tidingshq/tidings/pkg/timelinestore"
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
@@ -131,6 +134,9 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 			p.notifyItems(ctx, u, inserts[i].ids)
 		}
 	}
+	if err := p.markHotOpens(ctx, opened); err != nil {
+		return err
+	}
 	// The sources open once the backfill is in: a read between the two
 	// sees the follow's items or none of them.
 	if err := p.st.Timelines.OpenSources(ctx, opened); err != nil {
@@ -138,6 +144,36 @@ func (p *Projector) applyFollowEvent(ctx context.Context, d eventlog.Delivery) e
 	}
 	for _, c := range opened {
 		p.notifySources(ctx, c.UserID, c.Entity)
+	}
+	return nil
+}
+
+// markHotOpens sets Hot on the opens of entities that have pull ranges, so
+// that they join the users' hot sources. It reads the ranges after the
+// follow edges were written: a hot switch writes the ranges, then reads the
+// followers (activities.go, addHotSources), so whichever comes second sees
+// the other, and no follower of a hot entity is left without it.
+func (p *Projector) markHotOpens(ctx context.Context, opened []timelinestore.Open) error {
+	if len(opened) == 0 || p.st.Hot == nil {
+		return nil
+	}
+	ranges := map[string]redisx.Result[[]hot.Range]{}
+	if err := redisx.Pipeline(ctx, p.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
+		for _, o := range opened {
+			if ranges[o.Entity] == nil {
+				ranges[o.Entity] = p.st.Hot.QueueRanges(ctx, pipe, o.Entity)
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("read pull ranges of %d followed entities: %w", len(ranges), err)
+	}
+	for i, o := range opened {
+		rs, err := ranges[o.Entity]()
+		if err != nil {
+			return err
+		}
+		opened[i].Hot = len(rs) > 0
 	}
 	return nil
 }

@@ -135,9 +135,12 @@ func decodeIntervals(v string) Intervals {
 // openScript opens an interval [ARGV[2], ∞) of entity ARGV[1] in the
 // sources KEYS[1], unless one is open already (the follow was applied
 // before): closed intervals it overlaps or touches join it, and past
-// ARGV[3] intervals the oldest goes. It returns 1 when it opened one.
+// ARGV[3] intervals the oldest goes. With ARGV[4] = 1 (the entity has pull
+// ranges) it adds the entity to the hot sources KEYS[2]. It returns 1 when
+// it opened an interval.
 var openScript = redisx.NewScript(`
 local zero = '\0\0\0\0\0\0\0\0'
+if ARGV[4] == '1' then redis.call('SADD', KEYS[2], ARGV[1]) end
 local r = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 local n = #r / 16
 if n > 0 and string.sub(r, n * 16 - 7, n * 16) == zero then return 0 end
@@ -162,7 +165,8 @@ return 1
 // KEYS[1] at ARGV[2] (8 bytes), or drops it when ARGV[2] is empty or not
 // past its start. When that leaves the user more than ARGV[3] entities they
 // keep history of without following them, the one whose history ends
-// earliest is forgotten. It returns 1 when an interval was open.
+// earliest is forgotten. An entity that leaves the sources leaves the hot
+// sources KEYS[2] too. It returns 1 when an interval was open.
 var closeScript = redisx.NewScript(`
 local zero = '\0\0\0\0\0\0\0\0'
 local r = redis.call('HGET', KEYS[1], ARGV[1]) or ''
@@ -173,6 +177,7 @@ r = string.sub(r, 1, n * 16 - 16)
 if ARGV[2] ~= '' and ARGV[2] > from then r = r .. from .. ARGV[2] end
 if #r == 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('SREM', KEYS[2], ARGV[1])
   return 1
 end
 redis.call('HSET', KEYS[1], ARGV[1], r)
@@ -187,16 +192,55 @@ end
 local max = tonumber(ARGV[3])
 if #kept > max then
   table.sort(kept, function(x, y) return x[2] < y[2] end)
-  for i = 1, #kept - max do redis.call('HDEL', KEYS[1], kept[i][1]) end
+  for i = 1, #kept - max do
+    redis.call('HDEL', KEYS[1], kept[i][1])
+    redis.call('SREM', KEYS[2], kept[i][1])
+  end
 end
 return 1
 `)
 
+// AddHotSource records, for an entity that just turned hot, that it is a
+// hot source of each of users (its followers), in one pipeline.
+func (s *Store) AddHotSource(ctx context.Context, users []string, entityKey string) error {
+	if len(users) == 0 {
+		return nil
+	}
+	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
+		for _, u := range users {
+			pipe.SAdd(ctx, s.HotSourcesKey(u), entityKey)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add hot source %s to %d users: %w", entityKey, len(users), err)
+	}
+	return nil
+}
+
+// QueueHotSources queues a read of a user's hot sources.
+func (s *Store) QueueHotSources(ctx context.Context, pipe redis.Pipeliner, userID string) redisx.Result[map[string]bool] {
+	cmd := pipe.SMembers(ctx, s.HotSourcesKey(userID))
+	return func() (map[string]bool, error) {
+		list, err := cmd.Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("read hot sources of %s: %w", userID, err)
+		}
+		out := make(map[string]bool, len(list))
+		for _, e := range list {
+			out[e] = true
+		}
+		return out, nil
+	}
+}
+
 // Open is a follow to record in a user's home sources: the entity's ids at
-// or above From reach the user.
+// or above From reach the user. Hot says the entity has pull ranges (read
+// after the follow edge was written, so that either this or the hot
+// switch's AddHotSource sees the other).
 type Open struct {
 	UserID, Entity string
 	From           ids.ID
+	Hot            bool
 }
 
 // OpenSources records follows in one pipeline, each unless recorded before.
@@ -207,7 +251,11 @@ func (s *Store) OpenSources(ctx context.Context, opens []Open) error {
 	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
 		for _, o := range opens {
 			b := o.From.Bytes()
-			openScript.EvalSha(ctx, pipe, []string{s.SourcesKey(o.UserID)}, o.Entity, b[:], MaxIntervals)
+			hot := "0"
+			if o.Hot {
+				hot = "1"
+			}
+			openScript.EvalSha(ctx, pipe, []string{s.SourcesKey(o.UserID), s.HotSourcesKey(o.UserID)}, o.Entity, b[:], MaxIntervals, hot)
 		}
 		return nil
 	}); err != nil {
@@ -226,7 +274,7 @@ func (s *Store) CloseSource(ctx context.Context, userID, entityKey string, keep 
 		end = b[:]
 	}
 	if err := redisx.Pipeline(ctx, s.rdb, func(pipe redis.Pipeliner) error {
-		closeScript.EvalSha(ctx, pipe, []string{s.SourcesKey(userID)}, entityKey, end, MaxKept)
+		closeScript.EvalSha(ctx, pipe, []string{s.SourcesKey(userID), s.HotSourcesKey(userID)}, entityKey, end, MaxKept)
 		return nil
 	}); err != nil {
 		return fmt.Errorf("close home source %s of %s: %w", entityKey, userID, err)

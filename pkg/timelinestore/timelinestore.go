@@ -52,6 +52,13 @@ func (s *Store) InboxKey(userID string) string { return s.ks.Key("inbox:{" + use
 // home timeline's hash tag.
 func (s *Store) SourcesKey(userID string) string { return s.ks.Key("hsrc:{" + userID + "}") }
 
+// HotSourcesKey is the key of a user's hot sources: the set of entities of
+// the user's home sources that have pull ranges (pkg/hot), whose feeds a
+// home read merges above the floor. It shares the home timeline's hash tag,
+// so that a read takes it in its first round trip, and its size is what
+// the user follows, not what the company has made hot.
+func (s *Store) HotSourcesKey(userID string) string { return s.ks.Key("hhot:{" + userID + "}") }
+
 // SeenKey holds when a user last read their home timeline (Unix seconds);
 // it shares the home timeline's hash tag. It is not derived from the log,
 // so it lives outside generations (redisx.Keyspace).
@@ -449,7 +456,7 @@ func Decode(data []byte) []ids.ID {
 // Wipe deletes every feed, before a rebuild.
 func (s *Store) Wipe(ctx context.Context) error {
 	// Read times are not derived from the log: they stay.
-	for _, p := range []string{"home:*", "feed:*", "inbox:*", "hsrc:*"} {
+	for _, p := range []string{"home:*", "feed:*", "inbox:*", "hsrc:*", "hhot:*"} {
 		if _, err := redisx.DeleteMatching(ctx, s.rdb, s.ks.Key(p)); err != nil {
 			return err
 		}

@@ -239,13 +239,15 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, pulled["u:star"], "star was pulled for a while")
 	live := testenv.Snapshot(t, s.Env.RDB)
-	homes, inboxes, sources, floors := 0, 0, 0, 0
+	homes, inboxes, sources, floors, hotSources := 0, 0, 0, 0, 0
 	for k, v := range live {
 		switch {
 		case strings.HasPrefix(k, "tidings:home:") && len(v.(string)) > 0:
 			homes++
 		case strings.HasPrefix(k, "tidings:inbox:"):
 			inboxes++
+		case strings.HasPrefix(k, "tidings:hhot:"):
+			hotSources++
 		case strings.HasPrefix(k, "tidings:hsrc:"):
 			sources++
 			if _, ok := v.(map[string]string)["floor"]; ok {
@@ -257,6 +259,7 @@ func TestRebuildEqualsLiveState(t *testing.T) {
 	require.Positive(t, inboxes, "mentions fill inboxes")
 	require.Greater(t, sources, 100, "follows fill home sources")
 	require.Positive(t, floors, "home timelines were trimmed")
+	require.Positive(t, hotSources, "followers of star, pulled for a while, keep it among their hot sources")
 	for _, prefix := range []string{"tidings:cmt:", "tidings:rx:", "tidings:bm:", "tidings:mute:", "tidings:nidx:", "tidings:nmark:", "tidings:bumped"} {
 		found := 0
 		for k := range live {

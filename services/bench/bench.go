@@ -95,6 +95,18 @@ type Options struct {
 	Seed uint64
 	// Log receives progress lines.
 	Log io.Writer
+	// Only, when not empty, names the parts of an embedded run to take
+	// (Parts), for a before-and-after of one figure; all when empty.
+	Only []string
+}
+
+// Parts are the parts of a run with embedded stacks, as Options.Only names
+// them.
+var Parts = []string{"main", "always", "growth", "pulled", "big"}
+
+// part reports whether the run takes the named part.
+func (r *runner) part(name string) bool {
+	return len(r.opts.Only) == 0 || slices.Contains(r.opts.Only, name)
 }
 
 // runner carries a run's state.
@@ -173,13 +185,39 @@ func (r *runner) runEmbedded(ctx context.Context) error {
 	sz := r.opts.Sizes
 	main := hotSpec(sz.Users)
 	r.rep.JetStream = "embedded nats-server " + natsVersion() + ", one server, file storage; fsync: nats-server default (sync_interval 2m) unless marked always (sync_interval: always)"
-	r.progress("main run: %d users (fsync default)", sz.Users)
-	if err := r.withStack(ctx, main, func(c *client) error {
-		return r.mainFigures(ctx, c, main.HotOn)
-	}); err != nil {
-		return fmt.Errorf("main run: %w", err)
+	if r.part("main") {
+		r.progress("main run: %d users (fsync default)", sz.Users)
+		if err := r.withStack(ctx, main, func(c *client) error {
+			return r.mainFigures(ctx, c, main.HotOn)
+		}); err != nil {
+			return fmt.Errorf("main run: %w", err)
+		}
 	}
+	if r.part("always") {
+		if err := r.alwaysFigure(ctx, main); err != nil {
+			return err
+		}
+	}
+	if r.part("growth") {
+		if err := r.growthFigure(ctx); err != nil {
+			return err
+		}
+	}
+	if r.part("pulled") {
+		if err := r.pulledFigure(ctx); err != nil {
+			return err
+		}
+	}
+	if r.part("big") {
+		return r.bigFigure(ctx)
+	}
+	return nil
+}
 
+// alwaysFigure runs the fan-out and posting figures with JetStream fsyncing
+// every write.
+func (r *runner) alwaysFigure(ctx context.Context, main StackSpec) error {
+	sz := r.opts.Sizes
 	always := main
 	always.SyncAlways = true
 	r.progress("fan-out with fsync always: %d users", sz.Users)
@@ -194,9 +232,14 @@ func (r *runner) runEmbedded(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("fsync always run: %w", err)
 	}
+	return nil
+}
 
+// growthFigure runs the fan-out and reads at the growth sizes.
+func (r *runner) growthFigure(ctx context.Context) error {
+	sz := r.opts.Sizes
 	for _, n := range sz.Growth {
-		if n == sz.Users {
+		if n == sz.Users && r.rep.Reads != nil {
 			r.rep.Growth = append(r.rep.Growth, growthRow(r.rep.Fanout[0], *r.rep.Reads))
 			continue
 		}
@@ -223,8 +266,12 @@ func (r *runner) runEmbedded(ctx context.Context) error {
 		}
 	}
 	slices.SortFunc(r.rep.Growth, func(a, b Growth) int { return a.Users - b.Users })
+	return nil
+}
 
-	n := sz.BigAudience
+// bigFigure posts once to a very large audience.
+func (r *runner) bigFigure(ctx context.Context) error {
+	n := r.opts.Sizes.BigAudience
 	r.progress("big audience: one post to %d followers", n)
 	// Hot threshold above the audience, so that the post is pushed.
 	big := StackSpec{HotOn: int64(2 * n), HotOff: int64(n + n/2)}
@@ -238,6 +285,23 @@ func (r *runner) runEmbedded(ctx context.Context) error {
 		return nil
 	}); err != nil {
 		return fmt.Errorf("big-audience run: %w", err)
+	}
+	return nil
+}
+
+// pulledFigure runs the pulled-read comparison on a stack of its own.
+func (r *runner) pulledFigure(ctx context.Context) error {
+	r.progress("pulled reads: a home of %d pulled entities against one of %d pushed, %d other hot entities", pulledEntities, pulledEntities, pulledOthers)
+	if err := r.withStack(ctx, PulledSpec, func(c *client) error {
+		res, err := runPulled(ctx, c, r.opts.Sizes.Reads, r.progress)
+		if err != nil {
+			return err
+		}
+		r.progress("pulled reads: %.0f/s pulled, %.0f/s pushed (%.2f×)", res.PulledPerSec, res.PushedPerSec, res.Ratio)
+		r.rep.Pulled = &res
+		return nil
+	}); err != nil {
+		return fmt.Errorf("pulled-read run: %w", err)
 	}
 	return nil
 }
@@ -274,11 +338,12 @@ func (r *runner) mainFigures(ctx context.Context, c *client, hotOn int64) error 
 	r.rep.Fanout = append(r.rep.Fanout, run)
 
 	rate, reduced := float64(DefaultBackgroundRate), ""
-	// The burst's rate is what the machine does with nothing else to do;
-	// the probes' reads and watches take their share too.
+	// The drain's rate is what the worker does with nothing else to do;
+	// the background is half of it (the definition of half the
+	// machine), and the probes' reads and watches take their share too.
 	if limit := 0.5 * run.DeliveriesPerSec; limit < rate {
 		rate = limit
-		reduced = fmt.Sprintf("this machine's fan-out carried %.0f deliveries/s in the burst; the background is half that", run.DeliveriesPerSec)
+		reduced = fmt.Sprintf("this machine's worker carried %.0f deliveries/s (%s); the background is half that", run.DeliveriesPerSec, run.Method)
 	}
 	r.progress("latency: background %.0f deliveries/s for %s", rate, sz.Latency)
 	lat, err := runLatency(ctx, c, org, rate, run.AvgAudience, sz.Latency, r.opts.Seed)
@@ -331,7 +396,7 @@ func (r *runner) fanout(ctx context.Context, c *client, org *Org, spec StackSpec
 	if err != nil {
 		return run, err
 	}
-	r.progress("fan-out: %d posts at %.0f/s, %d deliveries in %.2fs = %.0f/s", run.Posts, run.PostsPerSec, run.Deliveries, run.Seconds, run.DeliveriesPerSec)
+	r.progress("fan-out (%s): %d posts at %.0f/s, %d deliveries in %.2fs = %.0f/s (first delivery after %.2fs, last after %.2fs)", run.Method, run.Posts, run.PostsPerSec, run.Deliveries, run.Seconds, run.DeliveriesPerSec, run.FirstDelivery, run.LastDelivery)
 	if withCeiling {
 		r.progress("ceiling: redis-benchmark %.0f ZADD/s, naive loop %.0f/s", run.Ceiling.ZaddPerSec, run.Ceiling.NaivePerSec)
 	}

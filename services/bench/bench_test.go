@@ -45,7 +45,7 @@ func TestRunAgainstRunningStack(t *testing.T) {
 		t.Fatalf("stack did not start: %v", err)
 	}
 	target := &Target{
-		GRPCAddr: addrs.GRPC, MetricsURL: "http://" + addrs.Debug + "/metrics", RedisAddr: rs.Addr(),
+		GRPCAddr: addrs.GRPC, MetricsURL: "http://" + addrs.Debug + "/metrics", RedisAddr: rs.Addr(), NATSURL: ns.ClientURL(),
 		Secret: cfg.AuthSecret, Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience,
 	}
 	// The stack reports healthy a moment after it listens.
@@ -70,6 +70,11 @@ func TestRunAgainstRunningStack(t *testing.T) {
 	require.Positive(t, f.Ceiling.NaivePerSec)
 	require.Positive(t, f.Ceiling.InsertPerSec)
 	require.Positive(t, f.TimelineEntries)
+	require.Equal(t, "drain", f.Method, "posted with the consumer paused, then drained")
+	require.Positive(t, f.PostsPerSec)
+	require.NotNil(t, f.Publish)
+	require.Positive(t, f.Publish.PerSec)
+	require.Positive(t, f.Publish.EventBytes)
 
 	require.NotNil(t, rep.Latency)
 	require.Positive(t, rep.Latency.Readable.Count)
@@ -108,7 +113,8 @@ func TestRunAgainstRunningStack(t *testing.T) {
 	for i, c := range rep.Targets {
 		names[i] = c.Name
 	}
-	require.Contains(t, names, "fan-out vs Redis ceiling")
+	require.Contains(t, names, "worker drain vs redis-benchmark ZADD")
+	require.Contains(t, names, "posting vs JetStream async publish (fsync target's)")
 	require.Contains(t, names, "publish → readable p99")
 	require.Contains(t, names, "Redis bytes per timeline entry")
 	require.Contains(t, names, "home read with conversation fields vs without")
@@ -148,6 +154,19 @@ func TestNewOrgShape(t *testing.T) {
 	require.Greater(t, counts[len(counts)-1], len(o.Users)/2)
 	require.Less(t, counts[len(counts)/2], 30)
 	require.Positive(t, o.HotEntities(int64(len(o.Users)/2)))
+}
+
+func TestPulledOrgShape(t *testing.T) {
+	o, pulled, pushed, others := pulledOrg()
+	require.Len(t, o.Following[0], len(pulled))
+	require.Len(t, o.Following[1], len(pushed))
+	for _, e := range append(slices.Clone(pulled), others...) {
+		require.Greater(t, int64(len(o.Followers[e])), PulledSpec.HotOn, "entity %d is hot", e)
+	}
+	for _, e := range pushed {
+		require.Less(t, int64(len(o.Followers[e])), PulledSpec.HotOff, "entity %d is pushed", e)
+	}
+	require.Equal(t, len(pulled)+len(others), o.HotEntities(PulledSpec.HotOn))
 }
 
 func TestParseBenchmarkCSV(t *testing.T) {

@@ -36,6 +36,9 @@ type client struct {
 	tokens auth.TokenConfig
 	mu     sync.Mutex
 	creds  map[string]grpc.CallOption
+	// js is the bench's own NATS connection, when the target names its
+	// NATS; nil otherwise.
+	js *jsClient
 
 	profiles   tidingsv1.ProfileServiceClient
 	records    tidingsv1.RecordServiceClient
@@ -52,7 +55,15 @@ func newClient(t Target) (*client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", t.GRPCAddr, err)
 	}
+	var js *jsClient
+	if t.NATSURL != "" {
+		if js, err = dialJetStream(t.NATSURL); err != nil {
+			_ = conn.Close()
+			return nil, err
+		}
+	}
 	return &client{
+		js:         js,
 		target:     t,
 		conn:       conn,
 		rdb:        redisx.NewClient([]string{t.RedisAddr}, ""),
@@ -68,6 +79,9 @@ func newClient(t Target) (*client, error) {
 }
 
 func (c *client) close() {
+	if c.js != nil {
+		c.js.close()
+	}
 	_ = c.conn.Close()
 	_ = c.rdb.Close()
 }

@@ -14,9 +14,15 @@ import (
 	tidingsv1 "github.com/tidingshq/tidings/proto/tidings/v1"
 )
 
-// FanoutRun is one fan-out throughput measurement: a burst of activities
-// posted through the API, timed from the first post until the worker has
-// caught up, and the same Redis's ceiling measured right after.
+// FanoutRun is one fan-out throughput measurement. With the target's NATS
+// known (the bench's own stacks), it separates the two rates: activities
+// are posted through the API with the fan-out consumer paused (the posting
+// rate, against JetStream's asynchronous publish ceiling for events of the
+// same size on the same server), then the consumer is resumed and timed
+// until it has caught up (the worker's drain rate, against Redis's insert
+// ceilings on sets as full). Without it, posting and fan-out run together
+// and the rate is the burst's, from the first post until the worker has
+// caught up. Either way every sampled post is read back through the API.
 type FanoutRun struct {
 	Users       int    `json:"users"`
 	Records     int    `json:"records"`
@@ -24,12 +30,26 @@ type FanoutRun struct {
 	HotEntities int    `json:"hot_entities"`
 	Fsync       string `json:"jetstream_fsync"`
 	Posts       int    `json:"posts"`
+	// Method is "drain" (posted with the worker paused, then drained) or
+	// "burst" (posting and fan-out together).
+	Method string `json:"method"`
 	// Deliveries is the worker's count of entries added to home timelines.
-	Deliveries       int64   `json:"deliveries"`
-	Seconds          float64 `json:"seconds"`
+	Deliveries int64 `json:"deliveries"`
+	// Seconds is the drain's (or the burst's) duration.
+	Seconds float64 `json:"seconds"`
+	// FirstDelivery is, for a drain, the seconds from the consumer's
+	// resumption until the worker's counter first moved (sampled every
+	// 20 ms), and LastDelivery until it last moved: the rest of Seconds
+	// is seeing lag 0.
+	FirstDelivery    float64 `json:"first_delivery_seconds,omitempty"`
+	LastDelivery     float64 `json:"last_delivery_seconds,omitempty"`
 	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
 	PostsPerSec      float64 `json:"posts_per_sec"`
 	AvgAudience      float64 `json:"avg_deliveries_per_post"`
+	// Publish is JetStream's publish ceiling, measured after a drain.
+	Publish *PublishCeiling `json:"publish_ceiling,omitempty"`
+	// RatioPostsToPublish is PostsPerSec over Publish.PerSec.
+	RatioPostsToPublish float64 `json:"ratio_posts_to_publish_ceiling,omitempty"`
 	// Verified is how many posts were read back from every follower's home
 	// timeline through the API.
 	Verified       int     `json:"verified_posts"`
@@ -91,47 +111,60 @@ func (p *poster) post(ctx context.Context, rng *rand.Rand, actor int32) (sent, e
 	return sent{id: resp.GetActivity().GetId(), actor: -1}, nil
 }
 
-// runFanout posts n activities from 32 goroutines, waits until the worker
-// has caught up, reads back a sample, and (withCeiling) measures the
-// ceiling.
+// runFanout posts n activities from 32 goroutines and times the fan-out:
+// with the consumer paused during the posts and drained after when the
+// target's NATS is known (c.js), as one burst otherwise. It reads back a
+// sample, and (withCeiling) measures the ceilings.
 func runFanout(ctx context.Context, c *client, org *Org, n int, seed uint64, withCeiling bool) (FanoutRun, error) {
-	run := FanoutRun{Users: len(org.Users), Records: len(org.Records), Edges: org.Edges, Posts: n}
+	run := FanoutRun{Users: len(org.Users), Records: len(org.Records), Edges: org.Edges, Posts: n, Method: "burst"}
+	if c.js != nil {
+		run.Method = "drain"
+		if err := c.js.pauseFanout(ctx); err != nil {
+			return run, err
+		}
+		// Whatever happens, the stack's worker runs again after.
+		defer func() { _ = c.js.resumeFanout(context.WithoutCancel(ctx)) }()
+	}
 	before, err := c.metric(ctx, deliveriesMetric)
 	if err != nil {
 		return run, err
 	}
-	p := &poster{c: c, org: org, run: fmt.Sprintf("fanout-%d", time.Now().UnixNano())}
-	var mu sync.Mutex
-	var userPosts []sent
-	var next atomic.Int64
 	start := time.Now()
-	g, gctx := errgroup.WithContext(ctx)
-	for w := range posters {
-		rng := rand.New(rand.NewPCG(seed, uint64(w)))
-		g.Go(func() error {
-			for next.Add(1) <= int64(n) {
-				s, err := p.post(gctx, rng, -1)
-				if err != nil {
-					return err
-				}
-				if s.actor >= 0 {
-					mu.Lock()
-					userPosts = append(userPosts, s)
-					mu.Unlock()
-				}
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	userPosts, err := postMany(ctx, c, org, n, seed)
+	if err != nil {
 		return run, err
 	}
-	posted := time.Since(start)
-	if run.Seconds, run.Deliveries, err = c.drained(ctx, start, before); err != nil {
+	run.PostsPerSec = float64(n) / time.Since(start).Seconds()
+	if c.js != nil {
+		// A drain figure is only one if nothing was drained before it.
+		during, err := c.metric(ctx, deliveriesMetric)
+		if err != nil {
+			return run, err
+		}
+		if during != before {
+			return run, fmt.Errorf("the fan-out delivered %.0f entries while its consumer was paused", during-before)
+		}
+		start = time.Now()
+		if err := c.js.resumeFanout(ctx); err != nil {
+			return run, err
+		}
+		// A resumed consumer's waiting pulls are served only once a new
+		// message arrives (nats-server 2.15.2 signals nothing on an
+		// unpause; the worker would wait for its next pull request, up to
+		// ten seconds): one more post wakes it.
+		p := &poster{c: c, org: org, run: fmt.Sprintf("wake-%d", time.Now().UnixNano())}
+		if _, err := p.post(ctx, rand.New(rand.NewPCG(seed, 0)), -1); err != nil {
+			return run, err
+		}
+		n++
+	}
+	watch := watchDeliveries(ctx, c, start, before)
+	run.Seconds, run.Deliveries, err = c.drained(ctx, start, before)
+	run.FirstDelivery, run.LastDelivery = watch()
+	if err != nil {
 		return run, err
 	}
 	run.DeliveriesPerSec = float64(run.Deliveries) / run.Seconds
-	run.PostsPerSec = float64(n) / posted.Seconds()
 	run.AvgAudience = float64(run.Deliveries) / float64(n)
 	if run.Verified, err = verifyDelivered(ctx, c, org, userPosts, 20); err != nil {
 		return run, err
@@ -150,7 +183,83 @@ func runFanout(ctx context.Context, c *client, org *Org, n int, seed uint64, wit
 	run.RatioToCeiling = run.DeliveriesPerSec / run.Ceiling.ZaddPerSec
 	run.RatioToNaive = run.DeliveriesPerSec / run.Ceiling.NaivePerSec
 	run.RatioToInsert = run.DeliveriesPerSec / run.Ceiling.InsertPerSec
+	if c.js != nil {
+		size, err := c.js.eventSize(ctx)
+		if err != nil {
+			return run, err
+		}
+		pc, err := c.js.publishCeiling(ctx, max(20000, 5*n), size)
+		if err != nil {
+			return run, err
+		}
+		run.Publish = &pc
+		run.RatioPostsToPublish = run.PostsPerSec / pc.PerSec
+	}
 	return run, nil
+}
+
+// watchDeliveries samples the worker's delivery counter every 20 ms from
+// start, and its stop function returns the seconds from start until the
+// counter first moved from before and until it last moved.
+func watchDeliveries(ctx context.Context, c *client, start time.Time, before float64) func() (first, last float64) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var firstAt, lastAt time.Time
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		prev := before
+		for {
+			if v, err := c.metric(ctx, deliveriesMetric); err == nil && v != prev {
+				now := time.Now()
+				if firstAt.IsZero() {
+					firstAt = now
+				}
+				lastAt, prev = now, v
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	return func() (float64, float64) {
+		cancel()
+		wg.Wait()
+		if firstAt.IsZero() {
+			return 0, 0
+		}
+		return firstAt.Sub(start).Seconds(), lastAt.Sub(start).Seconds()
+	}
+}
+
+// postMany posts n activities from 32 goroutines and returns the
+// employees' posts among them.
+func postMany(ctx context.Context, c *client, org *Org, n int, seed uint64) ([]sent, error) {
+	p := &poster{c: c, org: org, run: fmt.Sprintf("fanout-%d", time.Now().UnixNano())}
+	var mu sync.Mutex
+	var userPosts []sent
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for w := range posters {
+		rng := rand.New(rand.NewPCG(seed, uint64(w)))
+		g.Go(func() error {
+			for next.Add(1) <= int64(n) {
+				s, err := p.post(gctx, rng, -1)
+				if err != nil {
+					return err
+				}
+				if s.actor >= 0 {
+					mu.Lock()
+					userPosts = append(userPosts, s)
+					mu.Unlock()
+				}
+			}
+			return nil
+		})
+	}
+	return userPosts, g.Wait()
 }
 
 // verifyDelivered reads the last k of posts back through the API from the

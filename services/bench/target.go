@@ -28,9 +28,13 @@ type Target struct {
 	GRPCAddr   string
 	MetricsURL string
 	RedisAddr  string
-	Secret     string
-	Issuer     string
-	Audience   string
+	// NATSURL, when set, lets the bench stop and start the fan-out consumer
+	// (to time the worker's drain apart from posting) and measure
+	// JetStream's publish ceiling on the same server.
+	NATSURL  string
+	Secret   string
+	Issuer   string
+	Audience string
 }
 
 // StackSpec configures a stack the bench starts itself.
@@ -108,6 +112,7 @@ func startEmbedded(ctx context.Context, bin, parent string, spec StackSpec) (*em
 	go func() { e.done <- cmd.Wait() }()
 	e.GRPCAddr, e.MetricsURL = grpcAddr, "http://"+debugAddr+"/metrics"
 	e.RedisAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3]))
+	e.NATSURL = "nats://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
 	e.Issuer, e.Audience = "tidings", "tidings"
 	if err := e.waitServing(ctx, 60*time.Second); err != nil {
 		e.stop()

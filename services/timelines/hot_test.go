@@ -150,3 +150,46 @@ func TestInactiveUserIsSkippedAndRebuilt(t *testing.T) {
 	s.WaitCaughtUp(t)
 	require.Equal(t, next.GetId(), home(t, s, "away")[0], "active again: pushed")
 }
+
+// TestHotSourcesAreTheReadersOwn checks the set a home read takes its hot
+// entities from (timelinestore.HotSourcesKey): it holds the hot entities
+// the reader receives, whether they turned hot after the follow or before
+// it, none of the others the company has, and loses one when the reader
+// stops receiving it (not when a history of it is kept).
+func TestHotSourcesAreTheReadersOwn(t *testing.T) {
+	t.Parallel()
+	s := stacktest.Start(t, stacktest.Options{Configure: func(c *config.Config) { c.HotOn, c.HotOff = 2, 1 }})
+	s.StartWorker(t)
+	s.Users(t, "h1", "h2", "h3", "h4", "x", "y", "z", "reader", "bystander")
+	for _, h := range []string{"h1", "h2", "h3", "h4"} {
+		for _, f := range []string{"x", "y", "z"} {
+			follow(t, s, f, entity.User(h))
+		}
+	}
+	follow(t, s, "reader", entity.User("h1")) // before h1 turns hot
+	for _, h := range []string{"h1", "h2", "h3", "h4"} {
+		post(t, s, h, h+" turns hot")
+	}
+	s.WaitCaughtUp(t)
+	follow(t, s, "reader", entity.User("h2")) // after h2 turned hot
+	follow(t, s, "reader", entity.User("h3"))
+	s.WaitCaughtUp(t)
+	ctx := t.Context()
+	hotSources := func(user string) []string {
+		list, err := s.Env.RDB.SMembers(ctx, s.Stores().Timelines.HotSourcesKey(user)).Result()
+		require.NoError(t, err)
+		slices.Sort(list)
+		return list
+	}
+	require.Equal(t, []string{"u:h1", "u:h2", "u:h3"}, hotSources("reader"))
+	require.Empty(t, hotSources("bystander"), "a reader following no hot entity reads none")
+	require.Equal(t, []string{"u:h1", "u:h2", "u:h3", "u:h4"}, hotSources("x"))
+
+	_, err := s.Follows(t, testenv.Employee("reader")).Unfollow(ctx, &tidingsv1.UnfollowRequest{UserId: "reader", Entity: entity.User("h2")})
+	require.NoError(t, err)
+	_, err = s.Follows(t, testenv.Employee("reader")).Unfollow(ctx, &tidingsv1.UnfollowRequest{UserId: "reader", Entity: entity.User("h3"), KeepHistory: true})
+	require.NoError(t, err)
+	s.WaitCaughtUp(t)
+	require.Equal(t, []string{"u:h1", "u:h3"}, hotSources("reader"), "h2 dropped, h3's kept history still read")
+	require.Len(t, home(t, s, "reader"), 2, "h1's post and h3's (h2's taken back)")
+}

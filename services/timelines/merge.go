@@ -26,12 +26,13 @@ func (s *Server) feedPager(key string) pager {
 }
 
 // homeView is what the first round trip of a home read sees: the stored
-// timeline, the user's home sources and the pull ranges of hot entities.
+// timeline, the user's home sources and which of them have pull ranges
+// (the user's hot sources).
 type homeView struct {
 	user   string
 	stored []ids.ID
 	src    timelinestore.Sources
-	pull   map[string][]hot.Range
+	hot    map[string]bool
 }
 
 // everything is a floor above every id: nothing stored is known complete.
@@ -40,9 +41,10 @@ const everything = ids.ID(math.MaxInt64)
 // homePager reads a home feed (docs/architecture.md, "The home feed"): the
 // stored home timeline, merged in id order with what it does not hold:
 //
-//   - the pulled posts of hot entities the user receives (their feeds,
-//     within the intervals of the user's home sources and the entities'
-//     pull ranges, pkg/hot);
+//   - the pulled posts of hot entities the user receives: the feeds of
+//     the user's hot sources (those with pull ranges, pkg/hot) within the
+//     intervals of the user's home sources, pushed ids and all (they are
+//     the user's too, and the union keeps each id once);
 //   - below the timeline's floor, where it no longer holds everything, the
 //     feeds of every home source within its intervals, the user's inbox
 //     (mentions) and the user's own feed.
@@ -100,9 +102,11 @@ func (s *Server) merge(ctx context.Context, v homeView, before ids.ID, want int)
 		}
 	}
 	var reads []feedRead
+	// The user's hot sources only, whatever else the company made hot:
+	// each read is a page of the interval, a superset of its pulled part.
 	for e, iv := range v.src.Entities {
-		if ranges := v.pull[e]; len(ranges) > 0 {
-			reads = appendIntervals(reads, s.st.Timelines.FeedKey(e), intersect(iv, ranges), before)
+		if v.hot[e] {
+			reads = appendIntervals(reads, s.st.Timelines.FeedKey(e), iv, before)
 		}
 	}
 	// Below the floor (the whole feed when the user is back from an
@@ -214,8 +218,8 @@ func intersect(iv timelinestore.Intervals, ranges []hot.Range) timelinestore.Int
 	return out
 }
 
-// readHome reads a home timeline, the user's home sources and the pull
-// ranges in one round trip; with markRead, it records the read in the
+// readHome reads a home timeline, the user's home sources and hot sources
+// in one round trip (all under the user's hash tag); with markRead, it records the read in the
 // same one, and after an absence longer than InactiveAfter, during which
 // the fan-out skipped the user, it rebuilds the timeline from the sources
 // first, so that the read returns a full page at once.
@@ -225,15 +229,13 @@ func (s *Server) readHome(ctx context.Context, userID string, markRead bool) (ho
 	var (
 		home    redisx.Result[[]ids.ID]
 		sources redisx.Result[timelinestore.Sources]
-		ranges  redisx.Result[map[string][]hot.Range]
+		hotSrc  redisx.Result[map[string]bool]
 		prev    redisx.Result[int64]
 	)
 	err := redisx.Pipeline(ctx, s.st.Timelines.Client(), func(pipe redis.Pipeliner) error {
 		home = s.st.Timelines.QueueAll(ctx, pipe, s.st.Timelines.HomeKey(userID))
 		sources = s.st.Timelines.QueueSources(ctx, pipe, userID)
-		if s.st.Hot != nil {
-			ranges = s.st.Hot.QueuePulled(ctx, pipe)
-		}
+		hotSrc = s.st.Timelines.QueueHotSources(ctx, pipe, userID)
 		if markRead {
 			prev = s.st.Timelines.QueueMarkRead(ctx, pipe, userID, now.Unix())
 		}
@@ -248,10 +250,8 @@ func (s *Server) readHome(ctx context.Context, userID string, markRead bool) (ho
 	if v.src, err = sources(); err != nil {
 		return v, err
 	}
-	if ranges != nil {
-		if v.pull, err = ranges(); err != nil {
-			return v, err
-		}
+	if v.hot, err = hotSrc(); err != nil {
+		return v, err
 	}
 	if prev == nil || s.st.InactiveAfter <= 0 || s.st.HomeCap == 0 {
 		return v, nil

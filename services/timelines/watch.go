@@ -211,20 +211,20 @@ type hotWatch struct {
 	listening map[string]bool
 }
 
-// start reads the user's sources and the pull ranges, listens to the hot
-// entities the user follows, and returns their pulled posts since since,
-// which may have been published before it listened.
+// start reads the user's sources and the pull ranges of their hot sources
+// (the entities of the sources that have any: what the user follows, not
+// what the company made hot), listens to the hot entities the user
+// follows, and returns their pulled posts since since, which may have
+// been published before it listened.
 func (h *hotWatch) start(ctx context.Context, since ids.ID) ([]ids.ID, error) {
 	st := h.s.st
 	var (
 		sources redisx.Result[timelinestore.Sources]
-		ranges  redisx.Result[map[string][]hot.Range]
+		hotSrc  redisx.Result[map[string]bool]
 	)
 	err := redisx.Pipeline(ctx, st.Timelines.Client(), func(pipe redis.Pipeliner) error {
 		sources = st.Timelines.QueueSources(ctx, pipe, h.user)
-		if st.Hot != nil {
-			ranges = st.Hot.QueuePulled(ctx, pipe)
-		}
+		hotSrc = st.Timelines.QueueHotSources(ctx, pipe, h.user)
 		return nil
 	})
 	if err != nil {
@@ -233,10 +233,27 @@ func (h *hotWatch) start(ctx context.Context, since ids.ID) ([]ids.ID, error) {
 	if h.src, err = sources(); err != nil {
 		return nil, err
 	}
+	hotSet, err := hotSrc()
+	if err != nil {
+		return nil, err
+	}
 	pull := map[string][]hot.Range{}
-	if ranges != nil {
-		if pull, err = ranges(); err != nil {
-			return nil, err
+	if st.Hot != nil && len(hotSet) > 0 {
+		ranges := map[string]redisx.Result[[]hot.Range]{}
+		if err := redisx.Pipeline(ctx, st.Timelines.Client(), func(pipe redis.Pipeliner) error {
+			for e := range hotSet {
+				if h.src.Entities[e].Open() {
+					ranges[e] = st.Hot.QueueRanges(ctx, pipe, e)
+				}
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("read pull ranges: %w", err)
+		}
+		for e, r := range ranges {
+			if pull[e], err = r(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	var reads []feedRead

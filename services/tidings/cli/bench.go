@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,8 @@ func newBenchCmd() *cobra.Command {
 		users, posts                         int
 		addr, metricsURL, redisAddr, dataDir string
 		secretFile, issuer, audience         string
+		natsURL                              string
+		only                                 []string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [quick|full]",
@@ -52,6 +55,8 @@ organisation, which it writes into that stack. Use a scratch stack.`,
 	fs.IntVar(&posts, "posts", 0, "activities of each fan-out run (default: 15,000 full, 4,000 quick)")
 	fs.StringVar(&addr, "addr", "", "gRPC address of a running stack to measure instead of starting stacks")
 	fs.StringVar(&metricsURL, "metrics-url", "", "with --addr: the worker's /metrics URL (default: http://<addr host>:7402/metrics, the debug address)")
+	fs.StringVar(&natsURL, "nats-url", "", "with --addr: the stack's NATS URL, to time the worker's drain apart from posting and measure JetStream's publish ceiling (default: posting and fan-out timed together)")
+	fs.StringSliceVar(&only, "only", nil, "take only these parts of a run with the bench's own stacks: "+strings.Join(bench.Parts, ", "))
 	fs.StringVar(&redisAddr, "redis-addr", "", "with --addr: the stack's Redis address")
 	fs.StringVar(&dataDir, "data-dir", ".data", "with --addr: the `tidings dev` data directory whose signing secret to use")
 	fs.StringVar(&secretFile, "auth-secret-file", "", "with --addr: file holding the stack's HMAC signing secret (default: <data-dir>/auth.secret)")
@@ -73,7 +78,12 @@ organisation, which it writes into that stack. Use a scratch stack.`,
 		if err != nil {
 			return fmt.Errorf("find the tidings binary: %w", err)
 		}
-		opts := bench.Options{Mode: mode, Sizes: bench.SizesFor(mode), Binary: self, WorkDir: workDir, Log: cmd.ErrOrStderr()}
+		for _, p := range only {
+			if !slices.Contains(bench.Parts, p) {
+				return usageError{fmt.Errorf("--only: unknown part %q (want %s)", p, strings.Join(bench.Parts, ", "))}
+			}
+		}
+		opts := bench.Options{Mode: mode, Sizes: bench.SizesFor(mode), Binary: self, WorkDir: workDir, Log: cmd.ErrOrStderr(), Only: only}
 		if users > 0 {
 			opts.Sizes.Users = users
 		}
@@ -85,6 +95,7 @@ organisation, which it writes into that stack. Use a scratch stack.`,
 			if err != nil {
 				return err
 			}
+			t.NATSURL = natsURL
 			opts.Target = t
 		}
 		rep, err := bench.Run(cmd.Context(), opts)
