@@ -429,9 +429,13 @@ func TestImportExportLargeGraph(t *testing.T) {
 	t.Logf("graph of %d users, %d rows, %d distinct edges: import %s (peak Go heap %.0f MiB), export %s (peak Go heap %.0f MiB)",
 		users, users*perUser, edges, imported.Round(time.Millisecond), float64(importPeak)/(1<<20),
 		exported.Round(time.Millisecond), float64(exportPeak)/(1<<20))
-	// Bounded: nothing in either phase grows with the graph. Redis holds
-	// the graph; the process holds a few batches.
-	require.Less(t, importPeak, uint64(256<<20))
+	// The export is bounded: Redis holds the graph; the process holds a few
+	// batches. The import checks every row before it writes any (no half
+	// import), so it holds the accepted edges, packed (about 35 bytes an
+	// edge, with their de-duplication): it grows with the import, 468 MiB at
+	// 2,000,000 rows on 2026-11-30. Spilling them to disk would bound it
+	// again (issue 16's closing note).
+	require.Less(t, importPeak, uint64(768<<20))
 	require.Less(t, exportPeak, uint64(256<<20))
 }
 
