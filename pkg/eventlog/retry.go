@@ -85,3 +85,19 @@ func (l *Log) EnsureConsumer(ctx context.Context, spec ConsumerSpec) (jetstream.
 	}
 	return cons, nil
 }
+
+// EnsureKeyValue creates a key-value bucket, or updates it to cfg, in short
+// attempts retried as RetryStartup does: many processes may open it at once
+// on a cluster that is still forming.
+func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	var kv jetstream.KeyValue
+	err := RetryStartup(ctx, func(ctx context.Context) error {
+		var err error
+		kv, err = js.CreateOrUpdateKeyValue(ctx, cfg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}

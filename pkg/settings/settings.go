@@ -34,19 +34,14 @@ type Store struct {
 
 // Open creates the bucket if needed and returns a Store. Many processes
 // may open it at once on a cluster that is still forming: attempts are
-// short and retried (eventlog.RetryStartup) until ctx ends.
+// short and retried (eventlog.EnsureKeyValue) until ctx ends.
 func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
-	var kv jetstream.KeyValue
-	err := eventlog.RetryStartup(ctx, func(ctx context.Context) error {
-		var err error
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      Bucket,
-			Description: "Tidings settings changed by admins",
-			History:     10,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-		})
-		return err
+	kv, err := eventlog.EnsureKeyValue(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      Bucket,
+		Description: "Tidings settings changed by admins",
+		History:     10,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open settings bucket: %w", err)
